@@ -1,0 +1,1 @@
+"""Reducers (numba) and what they emit: order flow, book, gamma, levels."""

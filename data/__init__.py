@@ -1,0 +1,1 @@
+"""The outside world: one subpackage per source, wire format -> events."""

@@ -1,0 +1,1 @@
+"""Sierra Chart DTC: sans-IO codec, asyncio client, exchange simulator."""

@@ -1,0 +1,1 @@
+"""Polygon.io options chains: models, client, poller, API simulator."""

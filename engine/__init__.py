@@ -1,0 +1,1 @@
+"""The core: events, log, bus, pipeline, clock, config, errors. Knows no vendor."""
