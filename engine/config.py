@@ -44,7 +44,7 @@ class PolygonConfig(_Base):
     api_key: str = ""  # secret; or POLYGON_API_KEY
     plan: Literal["free", "starter", "developer", "advanced", "business"] = "starter"
     calls_per_minute: float | None = None  # overrides the plan's limit
-    underlyings: list[str] = ["SPX", "NDX"]
+    underlyings: list[str] = msgspec.field(default_factory=lambda: ["SPX", "NDX"])
     poll_s: float | None = None  # None: the fastest schedule the plan allows
     expiry_days: int = 45
     strike_window: float = 0.2
