@@ -1,1 +1,372 @@
+"""Replay mode: read a recorded day and drive the same pipeline; the researcher's Python API.
 
+    import mia.replay
+    day = mia.replay.open_day("./mia-data", "2026-11-20")
+    for ev in day.events(kinds=["Trade"], symbols=["ESZ6"]):
+        ...
+    trades = day.columns("Trade")          # dict of numpy arrays
+    df = day.to_pandas("Trade")            # when pandas is installed
+    bars = day.run(MyReducer())            # your own reducer over the day
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from mia.engine.columns import COLUMN_SPEC, ColumnBatch
+from mia.engine.config import Config
+from mia.engine.errors import UsageError
+from mia.engine.events import (
+    DERIVED_KINDS,
+    K_BOOK_LEVEL,
+    K_QUOTE,
+    K_TRADE,
+    KIND_BY_NAME,
+    KIND_NAMES,
+    TYPE_OF_KIND,
+    BookLevel,
+    Event,
+    GammaLevels,
+    Instrument,
+    Quote,
+    Trade,
+    kind_of,
+)
+from mia.engine.log import EventLog
+from mia.engine.pipeline import Pipeline
+
+__all__ = ["open_day", "Day", "replay_day", "ReplayResult", "parse_date", "window_ns"]
+
+NS = 1_000_000_000
+
+
+def parse_date(date: str | dt.date) -> str:
+    """'YYYY-MM-DD' (or a date) -> 'YYYY-MM-DD'; anything else is a UsageError."""
+    if isinstance(date, dt.date):
+        return date.isoformat()
+    try:
+        return dt.date.fromisoformat(str(date)).isoformat()
+    except ValueError:
+        raise UsageError(f"bad date {date!r}: expected YYYY-MM-DD") from None
+
+
+def window_ns(date: str, start: str | None, end: str | None) -> tuple[int | None, int | None]:
+    """--from/--to as HH:MM (UTC, on `date`) -> ns bounds of [start, end)."""
+
+    def at(hhmm: str | None) -> int | None:
+        if hhmm is None:
+            return None
+        try:
+            t = dt.time.fromisoformat(hhmm)
+        except ValueError:
+            raise UsageError(f"bad time {hhmm!r}: expected HH:MM (UTC)") from None
+        moment = dt.datetime.combine(dt.date.fromisoformat(date), t, tzinfo=dt.timezone.utc)
+        return int(moment.timestamp()) * NS
+
+    lo, hi = at(start), at(end)
+    if lo is not None and hi is not None and hi <= lo:
+        raise UsageError(f"empty window: --from {start} is not before --to {end}")
+    return lo, hi
+
+
+def _kinds(kinds: Iterable[str | int | type] | None) -> set[int] | None:
+    if kinds is None:
+        return None
+    out = set()
+    for k in kinds:
+        if isinstance(k, int):
+            out.add(k)
+        elif isinstance(k, str):
+            if k not in KIND_BY_NAME:
+                raise UsageError(f"unknown event kind {k!r}; known: {', '.join(KIND_BY_NAME)}")
+            out.add(KIND_BY_NAME[k])
+        else:
+            out.add(kind_of_type(k))
+    return out
+
+
+def kind_of_type(t: type) -> int:
+    return t.__struct_config__.tag  # type: ignore[attr-defined]
+
+
+def event_from_row(batch: ColumnBatch, i: int) -> Event:
+    """Rebuild the event of row i (market rows from columns, others from objects)."""
+    k = int(batch.kind[i])
+    if k == K_TRADE:
+        return Trade(int(batch.ts_event[i]), int(batch.ts_recv[i]), int(batch.instrument[i]),
+                     float(batch.price[i]), float(batch.size[i]), int(batch.side[i]))
+    if k == K_QUOTE:
+        return Quote(int(batch.ts_event[i]), int(batch.ts_recv[i]), int(batch.instrument[i]),
+                     float(batch.bid[i]), float(batch.bid_size[i]), float(batch.ask[i]),
+                     float(batch.ask_size[i]))
+    if k == K_BOOK_LEVEL:
+        return BookLevel(int(batch.ts_event[i]), int(batch.ts_recv[i]), int(batch.instrument[i]),
+                         int(batch.side[i]), float(batch.price[i]), float(batch.size[i]),
+                         int(batch.action[i]), int(batch.level[i]), int(batch.orders[i]),
+                         int(batch.flags[i]))
+    return batch.objects[int(batch.obj[i])]
+
+
+# --- the researcher's API ----------------------------------------------------------------------
+
+
+class Day:
+    """One recorded day: iterate events, take numpy columns per kind, run your own reducer."""
+
+    def __init__(self, root: str, date: str | dt.date) -> None:
+        self.root = str(root)
+        self.date = parse_date(date)
+        self.log = EventLog(self.root)
+        if self.date not in self.log.dates():
+            from mia.engine.errors import NoDataError
+
+            raise NoDataError(f"no data for {self.date} under {self.root}")
+        self._symbols: dict[int, str] | None = None
+
+    def symbols(self) -> dict[int, str]:
+        """instrument id -> symbol, from the day's Instrument events."""
+        if self._symbols is None:
+            self._symbols = {ev.instrument: ev.symbol
+                             for _, ev in self.log.read(self.date, kinds=[Instrument])}
+        return self._symbols
+
+    def _instrument_ids(self, symbols: Sequence[str] | None) -> set[int] | None:
+        if symbols is None:
+            return None
+        wanted = set(symbols)
+        ids = {i for i, s in self.symbols().items() if s in wanted}
+        unknown = wanted - set(self.symbols().values())
+        if unknown:
+            raise UsageError(f"no instrument {', '.join(sorted(unknown))} on {self.date}; "
+                             f"known: {', '.join(sorted(set(self.symbols().values())))}")
+        return ids
+
+    def events(self, kinds=None, symbols: Sequence[str] | None = None, start=None, end=None,
+               streams: Sequence[str] | None = None) -> Iterator[Event]:
+        """Events in log order; `kinds` are names ("Trade"), kind ints or classes."""
+        for _, ev in self.log.read(self.date, start=start, end=end, kinds=_kinds(kinds),
+                                   instruments=self._instrument_ids(symbols), streams=streams):
+            yield ev
+
+    def __iter__(self) -> Iterator[Event]:
+        return self.events()
+
+    def batches(self, start=None, end=None, streams: Sequence[str] | None = ("live",)) -> Iterator[ColumnBatch]:
+        return self.log.read_batches(self.date, start=start, end=end, streams=streams)
+
+    def columns(self, kind: str | type, symbols: Sequence[str] | None = None, start=None,
+                end=None) -> dict[str, np.ndarray]:
+        """numpy columns of one kind: every field of the event, plus `seq` for market kinds."""
+        k = next(iter(_kinds([kind])))
+        ids = self._instrument_ids(symbols)
+        if k in (K_TRADE, K_QUOTE, K_BOOK_LEVEL):
+            parts = []
+            streams = ("derived",) if k in DERIVED_KINDS else None
+            for b in self.log.read_batches(self.date, start=start, end=end, kinds=[k],
+                                           instruments=ids, streams=streams):
+                sel = b.kind == k
+                parts.append({name: getattr(b, name)[sel] for name in COLUMN_SPEC})
+            names = ["seq", *TYPE_OF_KIND[k].__struct_fields__]
+            return {n: (np.concatenate([p[n] for p in parts]) if parts
+                        else np.empty(0, COLUMN_SPEC[n][0])) for n in names}
+        rows = [ev for ev in self.events(kinds=[k], symbols=symbols, start=start, end=end)]
+        cls = TYPE_OF_KIND[k]
+        out: dict[str, np.ndarray] = {}
+        for name in cls.__struct_fields__:
+            values = [getattr(ev, name) for ev in rows]
+            out[name] = np.array(values) if values and not isinstance(values[0], (list, bytes)) \
+                else np.array(values, dtype=object)
+        return out
+
+    def to_pandas(self, kind: str | type, symbols: Sequence[str] | None = None, start=None, end=None):
+        """A DataFrame of one kind, timestamps as UTC datetimes and a `symbol` column."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise UsageError("to_pandas needs pandas: pip install pandas") from None
+        cols = self.columns(kind, symbols=symbols, start=start, end=end)
+        df = pd.DataFrame(cols)
+        for ts in ("ts_event", "ts_recv"):
+            if ts in df:
+                df[ts] = pd.to_datetime(df[ts], unit="ns", utc=True)
+        if "instrument" in df:
+            df["symbol"] = df["instrument"].map(self.symbols())
+        return df
+
+    def run(self, reducer: Any, start=None, end=None) -> list:
+        """Run your own reducer over the day's input: an object with `on_batch(batch)` or a
+        callable taking a ColumnBatch. Returns everything it returned, concatenated."""
+        step: Callable[[ColumnBatch], Any] = getattr(reducer, "on_batch", reducer)
+        out: list = []
+        for batch in self.batches(start=start, end=end):
+            got = step(batch)
+            if got:
+                out.extend(got)
+        return out
+
+
+def open_day(root: str, date: str | dt.date) -> Day:
+    """The researcher's entry point: one recorded day under `root`."""
+    return Day(root, date)
+
+
+# --- mia replay --------------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayResult:
+    date: str
+    events: int
+    instruments: dict[str, dict] = field(default_factory=dict)
+    gamma: dict[str, dict] = field(default_factory=dict)
+    check: str | None = None
+    mismatch: str | None = None
+    derived: int = 0
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"date": self.date, "events": self.events, "instruments": self.instruments,
+                "gamma": self.gamma, "check": self.check}
+
+
+def _gamma_summary(g: GammaLevels) -> dict:
+    return {"ts": g.ts_event, "spot": g.spot, "zero_gamma": g.zero_gamma, "call_wall": g.call_wall,
+            "put_wall": g.put_wall, "max_pain": g.max_pain, "total_gex": g.total_gex,
+            "pcr_oi": g.pcr_oi, "pcr_volume": g.pcr_volume, "dealer_bias": g.dealer_bias,
+            "stale": g.stale}
+
+
+def _same(a: Event, b: Event) -> bool:
+    """Bitwise equality (NaN equals NaN): encode both."""
+    from mia.engine.events import EventCodec
+
+    codec = EventCodec()
+    return codec.encode(a) == codec.encode(b)
+
+
+def compare_derived(recorded: Sequence[Event], recomputed: Sequence[Event]) -> str | None:
+    """None when equal, else a line naming the first difference (per kind, in order)."""
+    by_kind: dict[int, tuple[list, list]] = {}
+    for ev in recorded:
+        by_kind.setdefault(kind_of(ev), ([], []))[0].append(ev)
+    for ev in recomputed:
+        by_kind.setdefault(kind_of(ev), ([], []))[1].append(ev)
+    for k, (rec, new) in sorted(by_kind.items()):
+        for i, (a, b) in enumerate(zip(rec, new)):
+            if not _same(a, b):
+                fields = [f for f in a.__struct_fields__ if repr(getattr(a, f)) != repr(getattr(b, f))]
+                return (f"{KIND_NAMES[k]} #{i} at ts_recv {a.ts_recv} differs in "
+                        f"{', '.join(fields) or 'encoding'}: recorded {[getattr(a, f) for f in fields][:3]} "
+                        f"replayed {[getattr(b, f) for f in fields][:3]}")
+        if len(rec) != len(new):
+            i = min(len(rec), len(new))
+            extra = (rec if len(rec) > len(new) else new)[i]
+            side = "recorded only" if len(rec) > len(new) else "replayed only"
+            return f"{KIND_NAMES[k]}: {len(rec)} recorded, {len(new)} replayed; first {side}: #{i} at ts_recv {extra.ts_recv}"
+    return None
+
+
+def replay_day(
+    root: str,
+    date: str,
+    *,
+    start: int | None = None,
+    end: int | None = None,
+    symbols: Sequence[str] | None = None,
+    speed: str = "max",
+    publish: str | None = None,
+    check: bool = False,
+    config: Config | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayResult:
+    """Drive the standard reducers over a recorded day; optionally publish and check.
+
+    With `check`, reducers start at the day's first event (their state needs it) and the derived
+    events whose ts_recv falls in the window are compared with those recorded live.
+    """
+    from mia.replay.reducers import find_reducer, standard_reducers
+
+    t0 = time.perf_counter()
+    day = Day(root, date)
+    config = config or Config()
+    ids = day._instrument_ids(symbols)
+    reducers = standard_reducers(config)
+    publisher = None
+    if publish:
+        from mia.engine.bus import Publisher
+
+        publisher = Publisher(publish)
+    pipeline = Pipeline(reducers, publisher=publisher)
+    factor = {"max": 0.0, "1": 1.0, "10": 10.0}.get(str(speed))
+    if factor is None:
+        raise UsageError(f"bad speed {speed!r}: expected 1, 10 or max")
+
+    total = sum(s.events for s in day.log.segments(day.date) if getattr(s, "stream", "live") == "live") \
+        if progress else 0
+    read_from = None if check else start
+    events = 0
+    derived_in_window: list[Event] = []
+    wall0 = None
+    first_ts = None
+    summary_of = find_reducer(reducers, "OrderflowReducer")
+    window_flow = None
+    if check and start is not None:  # the summary covers the window; the check needs the day
+        from mia.replay.reducers import standard_reducers as fresh
+
+        window_flow = find_reducer(fresh(config), "OrderflowReducer")
+    try:
+        for batch in day.log.read_batches(day.date, start=read_from, end=end, streams=["live"]):
+            if factor and len(batch):
+                ts = int(batch.ts_recv[-1])
+                if wall0 is None:
+                    wall0, first_ts = time.monotonic(), int(batch.ts_recv[0])
+                ahead = (ts - first_ts) / NS / factor - (time.monotonic() - wall0)
+                if ahead > 0:
+                    time.sleep(ahead)
+            if publisher is not None:
+                for i in range(len(batch)):
+                    ev = event_from_row(batch, i)
+                    if ids is None or getattr(ev, "instrument", -1) in ids or kind_of(ev) not in (K_TRADE, K_QUOTE, K_BOOK_LEVEL):
+                        publisher.publish("live", int(batch.seq[i]), ev)
+            derived = pipeline.reduce(batch)
+            if start is None:
+                events += len(batch)
+            else:
+                sel = batch.ts_recv >= start
+                events += int(sel.sum())
+                if window_flow is not None and sel.any():
+                    window_flow.on_batch(batch.take(sel))
+            derived_in_window.extend(d for d in derived if start is None or d.ts_recv >= start)
+            if progress:
+                progress(events, total)
+    finally:
+        if publisher is not None:
+            publisher.close()
+
+    result = ReplayResult(date=day.date, events=events, derived=len(derived_in_window))
+    flow = window_flow or summary_of
+    if flow is not None:
+        for inst, s in flow.summary().items():
+            if ids is not None and inst not in ids:
+                continue
+            sym = s.get("symbol") or str(inst)
+            result.instruments[sym] = {k: s[k] for k in ("trades", "volume", "buy_volume",
+                                       "sell_volume", "cum_delta", "vwap", "poc", "va_low",
+                                       "va_high", "high", "low", "last")}
+    last_gamma: dict[str, GammaLevels] = {}
+    for ev in derived_in_window:
+        if isinstance(ev, GammaLevels):
+            last_gamma[ev.underlying] = ev
+    result.gamma = {u: _gamma_summary(g) for u, g in last_gamma.items()}
+    if check:
+        recorded = [ev for _, ev in day.log.read(day.date, start=start, end=end, streams=["derived"])
+                    if kind_of(ev) in DERIVED_KINDS]
+        result.mismatch = compare_derived(recorded, derived_in_window)
+        result.check = "ok" if result.mismatch is None else "mismatch"
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,288 @@
+"""`mia record`: run the sources, append to the log, publish, run the reducers live.
+
+Sources call `emit(event)` from the one asyncio loop; a drain task hands what arrived to the
+pipeline every few milliseconds. On start the reducers are warmed up from what the log already
+holds for today, so a restart mid-day continues cumulative delta, VWAP and profiles instead of
+starting them again, and a replay of the whole day reproduces what live computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from mia.engine.clock import Clock, SystemClock
+from mia.engine.config import Config, dtc_credentials, fingerprint, polygon_api_key
+from mia.engine.errors import ConnectionLostError, NoDataError
+from mia.engine.events import Event, Gap, SourceError
+from mia.engine.instruments import InstrumentRegistry
+from mia.engine.log import EventLog
+from mia.engine.pipeline import Pipeline
+from mia.replay.reducers import LevelsSink, find_reducer, standard_reducers
+
+logger = logging.getLogger(__name__)
+
+DRAIN_INTERVAL_S = 0.005
+FIRST_LOGON_TIMEOUT_S = 10.0
+
+
+@dataclass
+class SourceStats:
+    events: int = 0
+    last_count: int = 0
+    rate: float = 0.0
+    lag_ns: int = 0  # ts_recv - ts_event of the last event that had a source time
+    gaps: int = 0
+    errors: int = 0
+
+
+@dataclass
+class RecordResult:
+    recording_id: str
+    date: str
+    events: int
+    derived: int
+    sources: dict[str, SourceStats] = field(default_factory=dict)
+    reason: str = "stopped"
+
+
+class Recorder:
+    """Records every configured source into `data_dir` until stopped or `duration_s` passes."""
+
+    def __init__(
+        self,
+        config: Config,
+        data_dir: str,
+        *,
+        clock: Clock | None = None,
+        status: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.data_dir = data_dir
+        self.clock = clock or SystemClock()
+        self.status = status
+        self.registry = InstrumentRegistry()
+        self.stats: dict[str, SourceStats] = {}
+        self._queue: list[Event] = []
+        self._stop = asyncio.Event()
+        self._stop_reason = "stopped"
+        self.alerts: list[str] = []
+
+    def stop(self, reason: str = "stopped") -> None:
+        self._stop_reason = reason
+        self._stop.set()
+
+    def _emitter(self, source: str) -> Callable[[Event], None]:
+        stats = self.stats.setdefault(source, SourceStats())
+        queue = self._queue
+
+        def emit(event: Event) -> None:
+            queue.append(event)
+            stats.events += 1
+            if isinstance(event, Gap):
+                stats.gaps += 1
+            elif isinstance(event, SourceError):
+                stats.errors += 1
+            elif event.ts_event:
+                stats.lag_ns = event.ts_recv - event.ts_event
+
+        return emit
+
+    # --- sources -----------------------------------------------------------------------------
+
+    def _make_sources(self) -> list:
+        from mia.data.dtc.client import DtcClient
+
+        sources = []
+        for cfg in self.config.dtc:
+            user, password = dtc_credentials(cfg)
+            client = DtcClient(
+                cfg.host,
+                cfg.port,
+                cfg.symbols,
+                emit=self._emitter(f"dtc:{cfg.host}:{cfg.port}"),
+                clock=self.clock,
+                registry=self.registry,
+                encoding=cfg.encoding,
+                depth_levels=cfg.depth,
+                heartbeat_interval_s=cfg.heartbeat_s,
+                username=user,
+                password=password,
+                client_name=cfg.client_name,
+            )
+            sources.append(client)
+        pcfg = self.config.polygon
+        if pcfg.enabled and pcfg.underlyings:
+            from mia.data.polygon.client import PolygonClient
+            from mia.data.polygon.poller import PolygonPoller
+
+            client = PolygonClient(
+                pcfg.base_url,
+                api_key=polygon_api_key(pcfg),
+                plan=pcfg.plan,
+                calls_per_minute=pcfg.calls_per_minute,
+                timeout_s=pcfg.timeout_s,
+                clock=self.clock,
+            )
+            sources.append(
+                PolygonPoller(
+                    client,
+                    pcfg.underlyings,
+                    interval_s=pcfg.poll_s,
+                    emit=self._emitter("polygon"),
+                    clock=self.clock,
+                    expiry_days=pcfg.expiry_days,
+                    strike_window=pcfg.strike_window,
+                )
+            )
+        return sources
+
+    # --- run ---------------------------------------------------------------------------------
+
+    def _warm_up(self, log: EventLog, reducers: list) -> int:
+        """Feed today's already-recorded input to the reducers; their outputs were logged then."""
+        today = dt.datetime.fromtimestamp(self.clock.now_ns() / 1e9, dt.timezone.utc).date().isoformat()
+        rows = 0
+        try:
+            for batch in log.read_batches(today, streams=["live"]):
+                for reducer in reducers:
+                    reducer.on_batch(batch)
+                rows += len(batch)
+        except NoDataError:
+            return 0
+        if rows:
+            logger.info("warm-up rows=%d date=%s", rows, today)
+        return rows
+
+    async def run(self, duration_s: float | None = None) -> RecordResult:
+        cfg = self.config
+        log = EventLog(self.data_dir)
+        reducers = standard_reducers(cfg)
+        self._warm_up(log, reducers)
+
+        publisher = None
+        if cfg.bus.enabled:
+            from mia.engine.bus import Publisher, curve_from_config
+
+            publisher = Publisher(cfg.bus.address, curve=curve_from_config(cfg.bus.curve))
+        sinks = ([LevelsSink(cfg.levels_file, find_reducer(reducers, "OrderflowReducer"))]
+                 if cfg.levels_file else [])
+        pipeline = Pipeline(reducers, publisher=publisher, sinks=sinks)
+
+        sources = self._make_sources()
+        names = [getattr(s, "source", type(s).__name__) for s in sources]
+        common = dict(
+            config_fingerprint=fingerprint(cfg),
+            fsync=cfg.log.fsync,
+            fsync_interval_s=cfg.log.fsync_interval_s,
+            frame_max_events=cfg.log.frame_max_events,
+            frame_max_ms=cfg.log.frame_max_ms,
+            clock=self.clock,
+        )
+        writer = log.writer("live", sources=names, on_write=pipeline.on_input_written, **common)
+        derived = log.writer("derived", recording_id=writer.recording_id, sources=names, **common)
+        pipeline.input_writer = writer
+        pipeline.derived_writer = derived
+        pipeline.process_written()  # RecordingStarted reaches the reducers as it will in replay
+
+        tasks = [asyncio.create_task(s.run(), name=f"source {n}") for n, s in zip(names, sources)]
+        drain = asyncio.create_task(self._drain(pipeline, writer, derived))
+        reason = "stopped"
+        try:
+            await self._await_first_logon(sources, tasks)
+            waiters = [asyncio.create_task(self._stop.wait())]
+            if duration_s is not None:
+                waiters.append(asyncio.create_task(asyncio.sleep(duration_s)))
+            done, pending = await asyncio.wait(waiters + tasks + [drain], return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            reason = self._stop_reason if self._stop.is_set() else "duration"
+            for t in done:
+                if t in tasks or t is drain:
+                    exc = t.exception()
+                    if exc is not None:
+                        reason = f"error: {exc}"
+                        raise exc
+        finally:
+            for s in sources:
+                try:
+                    await asyncio.wait_for(s.stop(), 5.0)
+                except Exception:
+                    logger.exception("source stop failed")
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
+            # what the sources emitted up to here, then the end marker, go through reducers too
+            self._flush_queue(pipeline)
+            writer.close(reason=reason)
+            pipeline.process_written()
+            derived.close(reason=reason)
+            if publisher is not None:
+                publisher.close()
+        return RecordResult(
+            recording_id=writer.recording_id,
+            date=str(writer.date),
+            events=writer.events_written,
+            derived=derived.events_written,
+            sources=self.stats,
+            reason=reason,
+        )
+
+    async def _await_first_logon(self, sources, tasks) -> None:
+        """A DTC host that cannot be reached at start is a user mistake: fail with one line."""
+        for source, task in zip(sources, tasks):
+            logged_on = getattr(source, "logged_on", None)
+            if logged_on is None:
+                continue
+            wait = asyncio.ensure_future(logged_on)
+            done, _ = await asyncio.wait({wait, task}, timeout=FIRST_LOGON_TIMEOUT_S,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if wait in done and wait.exception() is None:
+                continue
+            wait.cancel()
+            if task in done and task.exception() is not None:
+                raise task.exception()
+            raise ConnectionLostError(
+                f"cannot reach the DTC server at {source.source.removeprefix('dtc:')} "
+                f"within {FIRST_LOGON_TIMEOUT_S:.0f}s (is Sierra Chart's DTC server enabled?)"
+            )
+
+    def _flush_queue(self, pipeline: Pipeline) -> None:
+        if self._queue:
+            events = self._queue[:]
+            self._queue.clear()
+            pipeline.ingest(events)
+
+    async def _drain(self, pipeline: Pipeline, writer, derived) -> None:
+        last_status = time.monotonic()
+        while True:
+            await asyncio.sleep(DRAIN_INTERVAL_S)
+            self._flush_queue(pipeline)
+            writer.tick()
+            derived.tick()
+            now = time.monotonic()
+            if now - last_status >= self.config.status_interval_s:
+                self._report_status(now - last_status)
+                last_status = now
+
+    def _report_status(self, elapsed: float) -> None:
+        parts = []
+        for name, st in self.stats.items():
+            st.rate = (st.events - st.last_count) / elapsed if elapsed > 0 else 0.0
+            st.last_count = st.events
+            parts.append(f"{name} {st.rate:,.0f}/s lag {st.lag_ns / 1e6:.1f}ms gaps {st.gaps}"
+                         + (f" errors {st.errors}" if st.errors else ""))
+        line = " | ".join(parts) or "no sources"
+        if self.alerts:
+            line += " | ALERTS: " + ", ".join(self.alerts)
+        if self.status is not None:
+            self.status(line)
+
+
+__all__ = ["Recorder", "RecordResult", "SourceStats"]

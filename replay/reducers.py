@@ -1,0 +1,83 @@
+"""The standard reducer set, built the same way for `mia record` and `mia replay`.
+
+Lives beside replay because both modes need it and it joins `analytics` (pure reducers) with
+`data` (the Polygon chain parser the gamma reducer is handed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from mia.engine.config import Config
+from mia.engine.events import Event, GammaLevels, OrderflowBar
+
+logger = logging.getLogger(__name__)
+
+
+def standard_reducers(config: Config) -> list:
+    """[OrderflowReducer, GammaReducer] configured from `config`; order is part of the output."""
+    from mia.analytics.gamma import GammaConfig, GammaReducer
+    from mia.analytics.orderflow import OrderflowConfig, OrderflowReducer
+    from mia.data.polygon.models import chain_columns
+
+    of = config.orderflow
+    orderflow = OrderflowReducer(
+        OrderflowConfig(
+            bar_interval_ns=int(of.bar_interval_s * 1e9),
+            imbalance_ratio=of.imbalance_ratio,
+            imbalance_min_volume=of.imbalance_min_volume,
+            stacked_min=of.stacked_min,
+            large_trade_min_size=of.large_trade_min_size,
+            large_trade_window_ns=int(of.large_trade_window_ms * 1e6),
+            book_levels=of.book_levels,
+        )
+    )
+    gm = config.gamma
+    gamma = GammaReducer(
+        chain_columns,
+        GammaConfig(
+            dealer_convention=gm.dealer_convention,
+            grid_points=gm.grid_points,
+            grid_width=gm.grid_width,
+        ),
+    )
+    return [orderflow, gamma]
+
+
+def find_reducer(reducers: list, cls_name: str):
+    for r in reducers:
+        if type(r).__name__ == cls_name:
+            return r
+    return None
+
+
+class LevelsSink:
+    """Keeps a Sierra Chart levels file current from derived events (atomic rewrite)."""
+
+    def __init__(self, path: str, orderflow=None) -> None:
+        self.path = path
+        self.orderflow = orderflow
+        self.gamma: dict[str, GammaLevels] = {}
+        self.writes = 0
+
+    def __call__(self, derived: list[Event]) -> None:
+        from mia.analytics.levels import build_levels, write_levels_file
+
+        touched = False
+        last_ts = 0
+        for ev in derived:
+            if isinstance(ev, GammaLevels):
+                self.gamma[ev.underlying] = ev
+                touched = True
+            elif isinstance(ev, OrderflowBar):
+                touched = True
+            last_ts = max(last_ts, ev.ts_event)
+        if not touched:
+            return
+        date = dt.datetime.fromtimestamp(last_ts / 1e9, dt.timezone.utc).date().isoformat()
+        flows = None
+        if self.orderflow is not None:
+            flows = {v.get("symbol") or str(k): v for k, v in self.orderflow.summary().items()}
+        write_levels_file(self.path, build_levels(self.gamma, flows, date=date))
+        self.writes += 1
