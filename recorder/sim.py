@@ -1,0 +1,61 @@
+"""The embedded simulators: a DTC exchange server and a Polygon API server on loopback.
+
+Used by `mia sim` (serve until stopped), `mia record --sim` and `mia demo`. Both follow one
+seeded price path (mia.data.market_path), so the Polygon SPX spot moves with the DTC ES.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mia.engine.config import Config, DtcConfig, PolygonConfig
+
+logger = logging.getLogger(__name__)
+
+SIM_SYMBOLS = ["ESZ6", "NQZ6", "VXZ6"]
+SIM_API_KEY = "sim-key"  # the simulator's own key: not a secret, never a real one
+
+
+class Simulators:
+    """Start with `await sims.start()`, stop with `await sims.stop()`, or `async with`."""
+
+    def __init__(self, *, seed: int = 0, dtc_port: int = 0, polygon_port: int = 0,
+                 rate: float = 2000.0, host: str = "127.0.0.1",
+                 polygon_calls_per_minute: float | None = None) -> None:
+        from mia.data.dtc.server import DtcSimulator
+        from mia.data.polygon.server import PolygonSimulator
+
+        self.dtc = DtcSimulator(host, dtc_port, seed=seed, rate=rate)
+        self.polygon = PolygonSimulator(host, polygon_port, seed=seed, api_key=SIM_API_KEY,
+                                        calls_per_minute=polygon_calls_per_minute)
+        self.host = host
+
+    async def start(self) -> "Simulators":
+        await self.dtc.start()
+        self.polygon.start()
+        logger.info("simulators dtc=%s:%d polygon=%s", self.host, self.dtc.port, self.polygon.url)
+        return self
+
+    async def stop(self) -> None:
+        try:
+            await self.dtc.stop()
+        finally:
+            self.polygon.stop()
+
+    async def __aenter__(self) -> "Simulators":
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    def record_config(self, base: Config, *, symbols: list[str] | None = None,
+                      poll_s: float = 5.0) -> Config:
+        """`base` pointed at the simulators: one DTC connection, Polygon with the sim key."""
+        import msgspec
+
+        dtc = [DtcConfig(host=self.host, port=self.dtc.port, symbols=symbols or SIM_SYMBOLS,
+                         heartbeat_s=2.0)]
+        polygon = msgspec.structs.replace(
+            base.polygon if base.polygon.enabled else PolygonConfig(),
+            base_url=self.polygon.url, api_key=SIM_API_KEY, plan="business", poll_s=poll_s)
+        return msgspec.structs.replace(base, dtc=dtc, polygon=polygon)
