@@ -1,0 +1,483 @@
+"""Dealer gamma: GEX by strike and expiry, the gamma profile and zero-gamma flip, walls, max pain,
+put/call ratios, pins, vanna/charm exposure, IV skew, unusual activity and a dealer-bias score.
+
+Conventions (see docs/dealer-bias.md and reference/polygon_gamma.md part B):
+- Time to expiry T = (expiry_ns - chain.ts_ns) / 365 days, floored at one minute so 0DTE
+  contracts count to the last minute; contracts already settled (expiry_ns <= ts_ns) are left out.
+- Greeks: Polygon's gamma/delta/vega are used where sent (``prefer_source_greeks``); otherwise
+  Black-Scholes from the contract's IV with rate ``r`` and dividend yield ``q`` (both 0 by default,
+  as in Perfiliev's method the reference adopts). Vanna and charm are always computed from IV.
+  A contract with neither gamma nor IV contributes no gamma (counted in ``contracts_no_gamma``);
+  one with a Polygon gamma but no IV counts at spot but cannot be re-priced for the profile.
+- GEX per contract = sign * gamma * OI * multiplier * S^2 * 0.01, dollars per 1% move. ``sign``
+  by ``convention``: "long_calls_short_puts" (dealers long calls +1, short puts -1; default),
+  "short_calls_long_puts", "all_short".
+- Vanna exposure = sum sign * vanna * OI * M * S * 0.01: dollars of delta per 1 vol point.
+  Charm exposure = sum sign * charm * OI * M * S: dollars of delta per calendar day.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import msgspec
+import numpy as np
+
+from mia.engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns, ColumnBatch
+from mia.engine.errors import MiaError
+from mia.engine.events import (
+    K_INSTRUMENT,
+    K_POLYGON_RESPONSE,
+    K_QUOTE,
+    K_SOURCE_ERROR,
+    GammaLevels,
+    PolygonResponse,
+)
+
+from . import _gamma_kernels as kern
+
+logger = logging.getLogger(__name__)
+
+NAN = math.nan
+NS_PER_YEAR = 365 * 24 * 3600 * 1_000_000_000
+NS_PER_DAY = 24 * 3600 * 1_000_000_000
+MIN_T_NS = 60 * 1_000_000_000
+
+CONVENTIONS: dict[str, tuple[float, float]] = {
+    # name: (call sign, put sign)
+    "long_calls_short_puts": (1.0, -1.0),
+    "short_calls_long_puts": (-1.0, 1.0),
+    "all_short": (-1.0, -1.0),
+}
+
+
+class ChainDataError(MiaError):
+    """An options chain cannot give a gamma picture (no contracts, no spot)."""
+
+
+@dataclass(frozen=True)
+class GammaConfig:
+    """Knobs of the gamma computation; the defaults are what docs/dealer-bias.md describes."""
+
+    convention: str = "long_calls_short_puts"
+    rate: float = 0.0  # r, continuous, annual
+    dividend_yield: float = 0.0  # q, continuous, annual
+    prefer_source_greeks: bool = True  # use Polygon's gamma/delta/vega where sent
+    profile_points: int = 400
+    profile_half_width: float = 0.10  # grid over spot * (1 -/+ this)
+    max_pain_expiry: str = "nearest"  # "nearest" live expiry, or "all" expiries pooled
+    pin_count: int = 3
+    pin_window: float = 0.02  # pins: strikes within this fraction of spot, nearest expiry
+    skew_min_days: float = 1.0  # skew/ATM IV: nearest expiry at least this far out
+    skew_delta: float = 0.25
+    unusual_ratio: float = 2.0  # volume / OI above this ...
+    unusual_min_volume: float = 500.0  # ... with at least this much volume
+    bias_weights: tuple[float, float, float] = (0.5, 0.3, 0.2)  # gex ratio, flip, pcr
+    bias_flip_scale: float = 0.02  # spot-vs-flip distance (fraction of spot) that saturates
+    futures_roots: Mapping[str, str] = field(default_factory=lambda: {"SPX": "ES", "NDX": "NQ"})
+
+    def __post_init__(self) -> None:
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"GammaConfig.convention {self.convention!r}: expected one of {sorted(CONVENTIONS)}")
+        if self.max_pain_expiry not in ("nearest", "all"):
+            raise ValueError(f"GammaConfig.max_pain_expiry {self.max_pain_expiry!r}: expected 'nearest' or 'all'")
+        if self.profile_points < 2 or not 0.0 < self.profile_half_width < 1.0:
+            raise ValueError("GammaConfig: profile_points >= 2 and 0 < profile_half_width < 1")
+
+
+@dataclass(frozen=True, eq=False)
+class GammaResult:
+    """Everything compute_gamma found for one chain. Arrays are numpy; NaN means none."""
+
+    underlying: str
+    ts_ns: int
+    snapshot_id: int
+    spot: float
+    futures_mid: float
+    basis: float
+    contracts: int  # rows in the chain
+    contracts_live: int  # not yet settled, with a usable strike
+    contracts_no_gamma: int  # live contracts with neither a gamma nor an IV
+    # per contract (chain row order)
+    t_years: np.ndarray
+    sign: np.ndarray
+    gamma: np.ndarray
+    delta: np.ndarray
+    vega: np.ndarray
+    vanna: np.ndarray
+    charm: np.ndarray
+    gex: np.ndarray  # $ per 1% move, 0 where not live or no gamma
+    live: np.ndarray
+    # by strike (ascending)
+    strikes: np.ndarray
+    call_gex_by_strike: np.ndarray
+    put_gex_by_strike: np.ndarray
+    net_gex_by_strike: np.ndarray
+    abs_gex_by_strike: np.ndarray
+    call_oi_by_strike: np.ndarray
+    put_oi_by_strike: np.ndarray
+    # by expiry (ascending, ns)
+    expiries: np.ndarray
+    gex_by_expiry: np.ndarray
+    call_gex_by_expiry: np.ndarray
+    put_gex_by_expiry: np.ndarray
+    # profile
+    profile_grid: np.ndarray
+    profile_gex: np.ndarray
+    zero_gamma_crossings: np.ndarray
+    # scalars
+    zero_gamma: float
+    call_wall: float
+    put_wall: float
+    max_pain: float
+    max_pain_expiry_ns: int
+    total_gex: float
+    call_gex: float
+    put_gex: float
+    abs_gex: float
+    pcr_oi: float
+    pcr_volume: float
+    pin_strikes: tuple[float, ...]
+    vanna_exposure: float
+    charm_exposure: float
+    delta_exposure: float
+    iv_skew: float
+    atm_iv: float
+    skew_expiry_ns: int
+    unusual_strikes: tuple[float, ...]
+    dealer_bias: float
+
+    def fut(self, level: float) -> float:
+        """An index level in futures prices (level + basis); NaN when no basis is known."""
+        return level + self.basis
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 else NAN
+
+
+def _strike_at_max(strikes: np.ndarray, values: np.ndarray) -> float:
+    """The strike with the largest |value|; the lowest such strike on ties; NaN when all are 0."""
+    if strikes.size == 0:
+        return NAN
+    mag = np.abs(values)
+    j = int(np.argmax(mag))
+    return float(strikes[j]) if mag[j] > 0 else NAN
+
+
+def parity_spot(chain: ChainColumns, live: np.ndarray) -> float:
+    """Spot from put-call parity (r = q = 0) at the strike where call and put mids are closest."""
+    mid = 0.5 * (chain.bid + chain.ask)
+    ok = live & np.isfinite(mid)
+    if not ok.any():
+        return NAN
+    first = int(chain.expiry_ns[ok].min())
+    sel = ok & (chain.expiry_ns == first)
+    calls = {float(k): float(m) for k, m, r in zip(chain.strike[sel], mid[sel], chain.right[sel]) if r == RIGHT_CALL}
+    best = (math.inf, NAN)
+    for k, m, r in zip(chain.strike[sel], mid[sel], chain.right[sel]):
+        if r == RIGHT_PUT and float(k) in calls:
+            gap = abs(calls[float(k)] - float(m))
+            if gap < best[0]:
+                best = (gap, float(k) + calls[float(k)] - float(m))
+    return best[1]
+
+
+def dealer_bias_score(
+    total_gex: float, abs_gex: float, spot: float, zero_gamma: float, profile_at_spot: float,
+    pcr_oi: float, weights: tuple[float, float, float] = (0.5, 0.3, 0.2), flip_scale: float = 0.02,
+) -> float:
+    """The dealer-bias score in [-1, 1] (docs/dealer-bias.md): a weighted mean of three terms,
+    each in [-1, 1] and increasing with how long-gamma / supportive the dealer book looks.
+
+    g = total GEX / sum |GEX|; f = clip((spot - flip) / (flip_scale * spot), -1, 1), or the sign
+    of the profile at spot when there is no flip; p = (1 - PCR_oi) / (1 + PCR_oi). Missing terms
+    drop out and the remaining weights are renormalised; NaN when all are missing.
+    """
+    terms = []
+    if abs_gex > 0 and math.isfinite(total_gex):
+        terms.append((weights[0], total_gex / abs_gex))
+    if math.isfinite(zero_gamma) and spot > 0:
+        terms.append((weights[1], min(1.0, max(-1.0, (spot - zero_gamma) / (flip_scale * spot)))))
+    elif math.isfinite(profile_at_spot) and profile_at_spot != 0:
+        terms.append((weights[1], math.copysign(1.0, profile_at_spot)))
+    if math.isfinite(pcr_oi) and pcr_oi >= 0:
+        terms.append((weights[2], (1.0 - pcr_oi) / (1.0 + pcr_oi)))
+    wsum = sum(w for w, _ in terms)
+    if not terms or wsum <= 0:
+        return NAN
+    return min(1.0, max(-1.0, sum(w * v for w, v in terms) / wsum))
+
+
+def compute_gamma(chain: ChainColumns, config: GammaConfig = GammaConfig(), futures_mid: float = NAN) -> GammaResult:
+    """The gamma picture of one chain snapshot. Raises ChainDataError when it has none."""
+    n = len(chain)
+    if n == 0:
+        raise ChainDataError(f"{chain.underlying} snapshot {chain.snapshot_id}: empty chain")
+    strike = np.asarray(chain.strike, dtype=np.float64)
+    expiry = np.asarray(chain.expiry_ns, dtype=np.int64)
+    right = np.asarray(chain.right, dtype=np.int8)
+    live = (expiry > chain.ts_ns) & np.isfinite(strike) & (strike > 0) & ((right == RIGHT_CALL) | (right == RIGHT_PUT))
+    if not live.any():
+        raise ChainDataError(f"{chain.underlying} snapshot {chain.snapshot_id}: no live contracts in {n} rows")
+    spot = float(chain.spot)
+    if not (spot > 0 and math.isfinite(spot)):
+        spot = parity_spot(chain, live)
+    if not (spot > 0 and math.isfinite(spot)):
+        raise ChainDataError(f"{chain.underlying} snapshot {chain.snapshot_id}: no underlying value and no quotes to infer it")
+
+    t_years = np.maximum(expiry - chain.ts_ns, MIN_T_NS) / NS_PER_YEAR
+    call_sign, put_sign = CONVENTIONS[config.convention]
+    sign = np.where(right == RIGHT_CALL, call_sign, put_sign)
+    oi = np.where(np.isfinite(chain.open_interest) & (chain.open_interest > 0), chain.open_interest, 0.0)
+    volume = np.where(np.isfinite(chain.volume) & (chain.volume > 0), chain.volume, 0.0)
+    mult = np.where(np.isfinite(chain.multiplier) & (chain.multiplier > 0), chain.multiplier, 100.0)
+    iv = np.where(live & np.isfinite(chain.iv) & (chain.iv > 0), chain.iv, NAN)
+    r, q = float(config.rate), float(config.dividend_yield)
+
+    bs_delta, bs_gamma, bs_vega, vanna, charm = kern.chain_greeks(spot, strike, t_years, iv, right, r, q)
+    if config.prefer_source_greeks:
+        gamma = np.where(np.isfinite(chain.gamma), chain.gamma, bs_gamma)
+        delta = np.where(np.isfinite(chain.delta), chain.delta, bs_delta)
+        vega = np.where(np.isfinite(chain.vega), chain.vega, bs_vega)
+    else:
+        gamma, delta, vega = bs_gamma, bs_delta, bs_vega
+    gamma = np.where(live, gamma, NAN)
+    has_gamma = live & np.isfinite(gamma)
+    weight = sign * oi * mult  # shares-of-hedge scale per unit greek
+    gex = np.where(has_gamma, weight * np.where(has_gamma, gamma, 0.0) * spot * spot * 0.01, 0.0)
+    is_call = live & (right == RIGHT_CALL)
+    is_put = live & (right == RIGHT_PUT)
+
+    # by strike / by expiry
+    strikes = np.unique(strike[live])
+    s_idx = np.searchsorted(strikes, np.where(live, strike, strikes[0])).astype(np.int64)
+    s_idx[~live] = 0
+    ns = strikes.size
+    call_gex_k = kern.group_sum(s_idx, np.where(is_call, gex, 0.0), ns)
+    put_gex_k = kern.group_sum(s_idx, np.where(is_put, gex, 0.0), ns)
+    abs_gex_k = kern.group_sum(s_idx, np.abs(gex), ns)
+    call_oi_k = kern.group_sum(s_idx, np.where(is_call, oi, 0.0), ns)
+    put_oi_k = kern.group_sum(s_idx, np.where(is_put, oi, 0.0), ns)
+    expiries = np.unique(expiry[live])
+    e_idx = np.searchsorted(expiries, np.where(live, expiry, expiries[0])).astype(np.int64)
+    ne = expiries.size
+    gex_e = kern.group_sum(e_idx, gex, ne)
+    call_gex_e = kern.group_sum(e_idx, np.where(is_call, gex, 0.0), ne)
+    put_gex_e = kern.group_sum(e_idx, np.where(is_put, gex, 0.0), ne)
+
+    # profile and flip (sticky strike: each contract keeps its IV; no IV, no re-pricing)
+    _, log_start, log_step = kern.profile_grid(spot, config.profile_half_width, config.profile_points)
+    grid, curve = kern.gamma_profile(log_start, log_step, config.profile_points, strike, t_years, iv,
+                                     np.where(live, weight, 0.0), r, q)
+    crossings = kern.zero_crossings(grid, curve)
+    zero_gamma = float(crossings[np.argmin(np.abs(crossings - spot))]) if crossings.size else NAN
+    profile_at_spot = float(np.interp(spot, grid, curve))
+
+    # max pain
+    if config.max_pain_expiry == "nearest":
+        mp_expiry = int(expiries[0])
+        mp_rows = live & (expiry == mp_expiry)
+    else:
+        mp_expiry = 0
+        mp_rows = live
+    candidates = np.unique(strike[mp_rows])
+    pain = kern.max_pain_curve(candidates, strike, right, np.where(mp_rows, oi * mult, 0.0))
+    max_pain = float(candidates[int(np.argmin(pain))]) if pain.size and pain.max() > 0 else NAN
+
+    # pins: top strikes by total OI within the window around spot, nearest expiry
+    near = live & (expiry == expiries[0]) & (np.abs(strike - spot) <= config.pin_window * spot)
+    pins: tuple[float, ...] = ()
+    if near.any():
+        pk = np.unique(strike[near])
+        pin_oi = kern.group_sum(np.searchsorted(pk, strike[near]).astype(np.int64), oi[near], pk.size)
+        order = np.lexsort((np.abs(pk - spot), -pin_oi))  # most OI first, then nearest spot
+        pins = tuple(float(pk[j]) for j in order[: config.pin_count] if pin_oi[j] > 0)
+
+    # skew and ATM IV: nearest expiry at least skew_min_days out
+    far = expiries[expiries - chain.ts_ns >= config.skew_min_days * NS_PER_DAY]
+    iv_skew = atm_iv = NAN
+    skew_expiry = 0
+    if far.size:
+        skew_expiry = int(far[0])
+        rows = live & (expiry == skew_expiry) & np.isfinite(iv)
+        c_rows = rows & (right == RIGHT_CALL) & np.isfinite(delta)
+        p_rows = rows & (right == RIGHT_PUT) & np.isfinite(delta)
+        if c_rows.any() and p_rows.any():
+            ci = np.flatnonzero(c_rows)[np.argmin(np.abs(delta[c_rows] - config.skew_delta))]
+            pi = np.flatnonzero(p_rows)[np.argmin(np.abs(delta[p_rows] + config.skew_delta))]
+            iv_skew = float(iv[pi] - iv[ci])
+        if rows.any():
+            k_atm = strike[rows][np.argmin(np.abs(strike[rows] - spot))]
+            atm_iv = float(np.mean(iv[rows & (strike == k_atm)]))
+
+    unusual = live & (volume >= config.unusual_min_volume) & (volume > config.unusual_ratio * oi)
+    unusual_strikes = tuple(float(k) for k in np.unique(strike[unusual]))
+
+    total_gex = float(np.sum(gex))
+    abs_gex = float(np.sum(np.abs(gex)))
+    pcr_oi = _ratio(float(np.sum(oi[is_put])), float(np.sum(oi[is_call])))
+    pcr_volume = _ratio(float(np.sum(volume[is_put])), float(np.sum(volume[is_call])))
+    exposure_rows = live & np.isfinite(vanna) & np.isfinite(charm)
+    vanna_exp = float(np.sum(np.where(exposure_rows, weight * np.where(exposure_rows, vanna, 0.0), 0.0)) * spot * 0.01)
+    charm_exp = float(np.sum(np.where(exposure_rows, weight * np.where(exposure_rows, charm, 0.0), 0.0)) * spot)
+    delta_rows = live & np.isfinite(delta)
+    delta_exp = float(np.sum(np.where(delta_rows, weight * np.where(delta_rows, delta, 0.0), 0.0)) * spot)
+    basis = float(futures_mid) - spot if math.isfinite(futures_mid) else NAN
+    bias = dealer_bias_score(total_gex, abs_gex, spot, zero_gamma, profile_at_spot, pcr_oi,
+                             config.bias_weights, config.bias_flip_scale)
+
+    return GammaResult(
+        underlying=chain.underlying, ts_ns=int(chain.ts_ns), snapshot_id=int(chain.snapshot_id), spot=spot,
+        futures_mid=float(futures_mid), basis=basis, contracts=n, contracts_live=int(live.sum()),
+        contracts_no_gamma=int((live & ~has_gamma).sum()),
+        t_years=t_years, sign=sign, gamma=gamma, delta=delta, vega=vega, vanna=vanna, charm=charm, gex=gex,
+        live=live, strikes=strikes, call_gex_by_strike=call_gex_k, put_gex_by_strike=put_gex_k,
+        net_gex_by_strike=call_gex_k + put_gex_k, abs_gex_by_strike=abs_gex_k,
+        call_oi_by_strike=call_oi_k, put_oi_by_strike=put_oi_k,
+        expiries=expiries, gex_by_expiry=gex_e, call_gex_by_expiry=call_gex_e, put_gex_by_expiry=put_gex_e,
+        profile_grid=grid, profile_gex=curve, zero_gamma_crossings=crossings, zero_gamma=zero_gamma,
+        call_wall=_strike_at_max(strikes, call_gex_k), put_wall=_strike_at_max(strikes, put_gex_k),
+        max_pain=max_pain, max_pain_expiry_ns=mp_expiry, total_gex=total_gex,
+        call_gex=float(np.sum(gex[is_call])), put_gex=float(np.sum(gex[is_put])), abs_gex=abs_gex,
+        pcr_oi=pcr_oi, pcr_volume=pcr_volume, pin_strikes=pins, vanna_exposure=vanna_exp,
+        charm_exposure=charm_exp, delta_exposure=delta_exp, iv_skew=iv_skew, atm_iv=atm_iv,
+        skew_expiry_ns=skew_expiry, unusual_strikes=unusual_strikes, dealer_bias=bias,
+    )
+
+
+def gamma_levels(result: GammaResult, *, ts_recv: int, stale: bool = False, staleness_ns: int = 0,
+                 futures_symbol: str = "") -> GammaLevels:
+    """The GammaLevels event of a result; ts_event is the chain's time."""
+    return GammaLevels(
+        ts_event=result.ts_ns, ts_recv=int(ts_recv), underlying=result.underlying, spot=result.spot,
+        basis=result.basis, zero_gamma=result.zero_gamma, call_wall=result.call_wall, put_wall=result.put_wall,
+        max_pain=result.max_pain, total_gex=result.total_gex, call_gex=result.call_gex, put_gex=result.put_gex,
+        pcr_oi=result.pcr_oi, pcr_volume=result.pcr_volume, pin_strikes=list(result.pin_strikes),
+        dealer_bias=result.dealer_bias, vanna_exposure=result.vanna_exposure,
+        charm_exposure=result.charm_exposure, iv_skew=result.iv_skew, stale=bool(stale),
+        staleness_ns=int(staleness_ns), snapshot_id=result.snapshot_id, contracts=result.contracts,
+        chain_ts=result.ts_ns, futures_symbol=futures_symbol if math.isfinite(result.basis) else "",
+        zero_gamma_fut=result.fut(result.zero_gamma), call_wall_fut=result.fut(result.call_wall),
+        put_wall_fut=result.fut(result.put_wall), max_pain_fut=result.fut(result.max_pain),
+        unusual_strikes=list(result.unusual_strikes), atm_iv=result.atm_iv,
+    )
+
+
+class GammaReducer:
+    """Pure fold: event rows in log order -> GammaLevels, one per complete chain snapshot.
+
+    - Instrument rows map futures symbols to ids by root prefix (config.futures_roots: SPX -> ES);
+      a later declaration with the same root replaces the earlier one.
+    - Quote rows keep every instrument's last mid ((bid + ask) / 2, both finite).
+    - PolygonResponse pages are collected per (underlying, snapshot_id); the final page, with every
+      page HTTP 200, calls ``parse_chain`` and emits GammaLevels (ts_recv of that row). A MiaError
+      from parsing or computing skips that snapshot. A new snapshot of an underlying drops the
+      unfinished pages of its older ones.
+    - A SourceError row naming an underlying with a non-empty fallback re-emits that underlying's
+      last good levels with stale=True, staleness_ns = stale_age_ns, ts_recv of that row.
+    Row by row in order, so the output does not depend on where batches are cut.
+    """
+
+    def __init__(self, parse_chain: Callable[[list[PolygonResponse]], ChainColumns],
+                 config: GammaConfig = GammaConfig()) -> None:
+        self._parse_chain = parse_chain
+        self._config = config
+        self._mids: dict[int, float] = {}
+        self._futures: dict[str, tuple[int, str]] = {}  # root -> (instrument id, symbol)
+        self._pending: dict[tuple[str, int], list[PolygonResponse]] = {}
+        self._last: dict[str, GammaLevels] = {}
+        self._last_good: dict[str, GammaLevels] = {}
+        self._results: dict[str, GammaResult] = {}
+        self.skipped = 0  # snapshots dropped: a non-200 page or a MiaError
+
+    def last(self) -> dict[str, GammaLevels]:
+        return dict(self._last)
+
+    def last_result(self, underlying: str) -> GammaResult | None:
+        return self._results.get(underlying)
+
+    def on_batch(self, batch: ColumnBatch) -> list[GammaLevels]:
+        kind = batch.kind
+        wanted = np.flatnonzero((kind == K_INSTRUMENT) | (kind == K_POLYGON_RESPONSE) | (kind == K_SOURCE_ERROR))
+        quotes = np.flatnonzero((kind == K_QUOTE) & np.isfinite(batch.bid) & np.isfinite(batch.ask))
+        out: list[GammaLevels] = []
+        done = 0  # quotes[:done] already folded into self._mids
+        for pos in wanted:
+            upto = int(np.searchsorted(quotes, pos))
+            self._fold_quotes(batch, quotes[done:upto])
+            done = upto
+            ev = batch.events_at(int(pos))
+            k = int(kind[pos])
+            if k == K_INSTRUMENT:
+                self._on_instrument(ev)
+            elif k == K_POLYGON_RESPONSE:
+                levels = self._on_page(ev)
+                if levels is not None:
+                    out.append(levels)
+            else:
+                levels = self._on_source_error(ev)
+                if levels is not None:
+                    out.append(levels)
+        self._fold_quotes(batch, quotes[done:])
+        return out
+
+    def _fold_quotes(self, batch: ColumnBatch, rows: np.ndarray) -> None:
+        if rows.size == 0:
+            return
+        inst = batch.instrument[rows]
+        # last row of each instrument in this span
+        rev_inst = inst[::-1]
+        ids, first_in_rev = np.unique(rev_inst, return_index=True)
+        last_rows = rows[rows.size - 1 - first_in_rev]
+        mids = 0.5 * (batch.bid[last_rows] + batch.ask[last_rows])
+        for i, m in zip(ids.tolist(), mids.tolist()):
+            self._mids[i] = m
+
+    def _on_instrument(self, ev) -> None:
+        if ev.kind not in ("future", ""):
+            return
+        for root in self._config.futures_roots.values():
+            if ev.symbol.startswith(root):
+                self._futures[root] = (int(ev.instrument), ev.symbol)
+                self._mids.pop(int(ev.instrument), None)  # an id re-declared is a new instrument
+
+    def _on_page(self, ev: PolygonResponse) -> GammaLevels | None:
+        key = (ev.underlying, int(ev.snapshot_id))
+        for other in [k for k in self._pending if k[0] == ev.underlying and k != key]:
+            del self._pending[other]
+        pages = self._pending.setdefault(key, [])
+        pages.append(ev)
+        if not ev.final:
+            return None
+        del self._pending[key]
+        if any(p.status != 200 for p in pages):
+            self.skipped += 1
+            return None
+        root = self._config.futures_roots.get(ev.underlying.removeprefix("I:"), "")
+        fut_id, fut_symbol = self._futures.get(root, (-1, ""))
+        mid = self._mids.get(fut_id, NAN) if root else NAN
+        try:
+            chain = self._parse_chain(pages)
+            result = compute_gamma(chain, self._config, mid)
+        except MiaError:
+            self.skipped += 1
+            return None
+        levels = gamma_levels(result, ts_recv=ev.ts_recv, futures_symbol=fut_symbol)
+        self._results[ev.underlying] = result
+        self._last[ev.underlying] = levels
+        self._last_good[ev.underlying] = levels
+        return levels
+
+    def _on_source_error(self, ev) -> GammaLevels | None:
+        if not ev.underlying or not ev.fallback:
+            return None
+        good = self._last_good.get(ev.underlying)
+        if good is None:
+            return None
+        levels = msgspec.structs.replace(good, ts_recv=int(ev.ts_recv), stale=True, staleness_ns=int(ev.stale_age_ns))
+        self._last[ev.underlying] = levels
+        return levels
