@@ -91,6 +91,23 @@ class GammaSettings(_Base):
     grid_width: float = 0.10
 
 
+class MonitorSettings(_Base):
+    """Data-quality thresholds (the trader's defaults) and the alert hook."""
+
+    dtc_latency_ms: float = 10.0
+    dtc_uptime: float = 0.999
+    dtc_max_gap_fraction: float = 0.001
+    polygon_latency_ms: float = 50.0
+    polygon_uptime: float = 0.995
+    polygon_max_error_rate: float = 0.01
+    min_completeness: float = 0.998
+    max_sync_ms: float = 100.0
+    min_quality: float = 0.95
+    disconnect_alert_s: float = 30.0
+    window_s: float = 60.0
+    on_alert: str = ""  # a command run with the alert as JSON on stdin
+
+
 class Config(_Base):
     data_dir: str = ""  # empty: $MIA_DATA_DIR or ./mia-data
     dtc: list[DtcConfig] = []
@@ -99,6 +116,7 @@ class Config(_Base):
     log: LogConfig = LogConfig()
     orderflow: OrderflowSettings = OrderflowSettings()
     gamma: GammaSettings = GammaSettings()
+    monitor: MonitorSettings = MonitorSettings()
     levels_file: str = ""  # Sierra Chart levels file to keep up to date while recording
     status_interval_s: float = 1.0
 

@@ -40,6 +40,7 @@ K_POLYGON_RESPONSE: Final = 21
 K_FEED_STATUS: Final = 22
 K_GAP: Final = 23
 K_SOURCE_ERROR: Final = 24
+K_HEARTBEAT: Final = 25
 K_GAMMA_LEVELS: Final = 30
 K_ORDERFLOW_BAR: Final = 31
 K_ALERT: Final = 40
@@ -240,6 +241,14 @@ class SourceError(Event, tag=K_SOURCE_ERROR):
     status: int = 0
 
 
+class Heartbeat(Event, tag=K_HEARTBEAT):
+    """The recorder's own pulse, once a second: lets event-time reducers (monitoring) see time
+    pass when every source is silent, identically live and in replay."""
+
+    source: str = "recorder"
+    queued: int = 0  # events waiting in the recorder's queue at that moment
+
+
 # --- derived ----------------------------------------------------------------------------------
 
 
@@ -340,6 +349,7 @@ AnyEvent = Union[
     FeedStatus,
     Gap,
     SourceError,
+    Heartbeat,
     GammaLevels,
     OrderflowBar,
     Alert,
