@@ -18,7 +18,7 @@ from typing import Callable
 from mia.engine.clock import Clock, SystemClock
 from mia.engine.config import Config, dtc_credentials, fingerprint, polygon_api_key
 from mia.engine.errors import ConnectionLostError, NoDataError
-from mia.engine.events import Event, Gap, SourceError
+from mia.engine.events import Event, Gap, Heartbeat, SourceError
 from mia.engine.instruments import InstrumentRegistry
 from mia.engine.log import EventLog
 from mia.engine.pipeline import Pipeline
@@ -27,6 +27,7 @@ from mia.replay.reducers import LevelsSink, find_reducer, standard_reducers
 logger = logging.getLogger(__name__)
 
 DRAIN_INTERVAL_S = 0.005
+HEARTBEAT_INTERVAL_S = 1.0
 FIRST_LOGON_TIMEOUT_S = 10.0
 
 
@@ -260,13 +261,18 @@ class Recorder:
             pipeline.ingest(events)
 
     async def _drain(self, pipeline: Pipeline, writer, derived) -> None:
-        last_status = time.monotonic()
+        last_status = last_beat = time.monotonic()
         while True:
             await asyncio.sleep(DRAIN_INTERVAL_S)
+            now = time.monotonic()
+            if now - last_beat >= HEARTBEAT_INTERVAL_S:
+                # time passes in event time even when every source is silent
+                ts = self.clock.now_ns()
+                self._queue.append(Heartbeat(ts, ts, "recorder", queued=len(self._queue)))
+                last_beat = now
             self._flush_queue(pipeline)
             writer.tick()
             derived.tick()
-            now = time.monotonic()
             if now - last_status >= self.config.status_interval_s:
                 self._report_status(now - last_status)
                 last_status = now
