@@ -114,6 +114,20 @@ class CurveKeys(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     __str__ = __repr__
 
+    @classmethod
+    def from_config(cls, config: Any) -> CurveKeys | None:
+        """Keys from the config's ``[bus.curve]`` table (`engine.config.CurveConfig`); None when
+        the table is absent or names no server key (the bus then runs without CURVE)."""
+        if config is None or not getattr(config, "server_public", ""):
+            return None
+        return cls(
+            server_public=config.server_public,
+            server_secret=getattr(config, "server_secret", ""),
+            client_public=getattr(config, "client_public", ""),
+            client_secret=getattr(config, "client_secret", ""),
+            allowed_clients=tuple(getattr(config, "allowed_clients", ())),
+        )
+
     def admitted_clients(self) -> frozenset[bytes]:
         """The z85 client public keys the publisher lets in."""
         keys = set(self.allowed_clients)
