@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 
-import msgspec
 import pytest
 
 from mia.engine.bus import CurveKeys, Publisher, Subscriber, generate_curve_keys
@@ -94,7 +93,7 @@ def test_keys_repr_hides_secrets_and_bad_keys_name_the_field_not_the_value():
     with pytest.raises(ConfigError, match="client_secret") as info:
         CurveKeys(server_public=keys.server_public, client_secret=bad)
     assert bad not in str(info.value)
-    with pytest.raises(msgspec.ValidationError, match="server_secret"):
+    with pytest.raises(ConfigError, match="server_secret"):
         msgspec.convert({"server_public": keys.server_public, "server_secret": "short"}, CurveKeys)
 
 
