@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import msgspec
 import pytest
 
 from mia.engine.bus import CurveKeys, Publisher, Subscriber, generate_curve_keys
