@@ -354,9 +354,10 @@ class DtcEventMapper:
         if symbol is None or not msg.symbol:
             out.append(self.raw(msg, ts_recv))
             return
-        tick = float(msg.min_price_increment) if msg.min_price_increment > 0 else NAN
-        point_value = (float(msg.currency_value_per_increment) / tick
-                       if tick == tick and msg.currency_value_per_increment > 0 else NAN)
+        # float32 on the wire: 0.05 arrives as 0.0500000007; keep the 7 digits a float32 holds
+        tick = float(f"{msg.min_price_increment:.7g}") if msg.min_price_increment > 0 else NAN
+        tick_value = float(f"{msg.currency_value_per_increment:.7g}")
+        point_value = round(tick_value / tick, 9) if tick == tick and tick_value > 0 else NAN
         inst = Instrument(
             ts_recv, ts_recv, iid, symbol, self.source, exchange=msg.exchange,
             tick_size=tick, point_value=point_value,

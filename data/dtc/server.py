@@ -1,0 +1,583 @@
+"""A DTC exchange simulator: a real asyncio TCP DTC server on loopback.
+
+It speaks the binary, JSON and compact JSON encodings (the encoding request is answered in
+binary, as Sierra Chart does), logs clients on, heartbeats, answers security definitions and
+market-data / depth subscriptions (a MARKET_DATA_SNAPSHOT, then a 10-level depth snapshot
+batch), then streams trades, bid/ask updates, batched depth updates and session statistics.
+
+Microstructure: each symbol's mid follows ``mia.data.market_path.price_at(seed, root, t)``
+(root from the symbol prefix: ES, NQ, VX/VIX), so the Polygon simulator's SPX moves with ES under
+the same seed. The book re-centres on that mid in batches; trades come in bursts with
+heavy-tailed sizes, buyers lift the best ask and sellers hit the best bid, consuming the book.
+Everything is drawn from ``random.Random`` seeded by ``seed``; with a ManualClock a run is fully
+deterministic.
+
+Faults for tests: ``drop_links()``, ``stall_heartbeats(seconds)`` (the server goes silent but
+keeps the socket), ``send_garbage()``, ``send_oversized()``, ``set_feed_available(bool)``,
+``reject_symbols`` (a set; unknown roots are rejected too), ``reject_logons(result, text)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Final
+
+from mia.data.market_path import price_at
+from mia.engine.clock import Clock, SystemClock
+from mia.engine.errors import ProtocolError
+
+from . import protocol as p
+
+logger = logging.getLogger(__name__)
+
+BOOK_LEVELS: Final = 10
+TICK_S: Final = 0.001  # generator period
+
+# root: (tick size, currency value per tick, description, typical level size)
+CONTRACTS: Final = {
+    "ES": (0.25, 12.5, "E-mini S&P 500 Futures", 40),
+    "NQ": (0.25, 5.0, "E-mini Nasdaq-100 Futures", 8),
+    "VIX": (0.05, 50.0, "Cboe VIX Futures", 60),
+}
+
+
+def root_of(symbol: str) -> str | None:
+    s = symbol.upper()
+    if s.startswith(("VX", "VIX")):
+        return "VIX"
+    if s.startswith("ES"):
+        return "ES"
+    if s.startswith("NQ"):
+        return "NQ"
+    return None
+
+
+Level = list  # [price, quantity, orders]
+
+
+class _Market:
+    """One symbol's book and session, moved by ``step``; returns message templates."""
+
+    def __init__(self, symbol: str, root: str, seed: int, t_ns: int) -> None:
+        self.symbol, self.root, self.seed = symbol, root, seed
+        self.tick, self.tick_value, self.description, self.depth_size = CONTRACTS[root]
+        self.rng = random.Random(f"{seed}:{symbol}")
+        self.bids: list[Level] = []  # best first
+        self.asks: list[Level] = []
+        self.open = self.high = self.low = math.nan
+        self.volume = 0.0
+        self.num_trades = 0
+        self.last = math.nan
+        self._recentre(t_ns, [])
+        self.open = self.high = self.low = self.last = self.mid()
+
+    def q(self, price: float) -> float:
+        return round(round(price / self.tick) * self.tick, 6)
+
+    def mid(self) -> float:
+        return (self.bids[0][0] + self.asks[0][0]) / 2 if self.bids and self.asks else math.nan
+
+    def _qty(self) -> float:
+        return float(max(1, int(self.rng.expovariate(1.0 / self.depth_size))))
+
+    def _recentre(self, t_ns: int, changes: list) -> None:
+        """Move the book onto the path's mid: drop levels outside, insert missing ones."""
+        target = price_at(self.seed, self.root, t_ns)
+        best_bid = self.q(math.floor(target / self.tick) * self.tick)
+        if self.bids and self.asks and self.bids[0][0] < target < self.asks[0][0] \
+                and len(self.bids) == BOOK_LEVELS and len(self.asks) == BOOK_LEVELS:
+            return
+        want_bids = [self.q(best_bid - i * self.tick) for i in range(BOOK_LEVELS)]
+        want_asks = [self.q(best_bid + (i + 1) * self.tick) for i in range(BOOK_LEVELS)]
+        for side, book, want in ((p.AT_BID, self.bids, want_bids), (p.AT_ASK, self.asks, want_asks)):
+            have = {lv[0]: lv for lv in book}
+            for price in [pr for pr in have if pr not in want]:
+                changes.append((side, price, 0.0, 0, p.DEPTH_DELETE))
+            new = []
+            for price in want:
+                lv = have.get(price)
+                if lv is None:
+                    lv = [price, self._qty(), self.rng.randint(1, 12)]
+                    changes.append((side, price, lv[1], lv[2], p.DEPTH_INSERT_UPDATE))
+                new.append(lv)
+            book[:] = new
+
+    def step(self, t_ns: int) -> tuple[list, list, list, bool]:
+        """One market event. Returns (trades, depth changes, session updates, top changed)."""
+        rng = self.rng
+        trades: list = []
+        changes: list = []
+        stats: list = []
+        top_before = (self.bids[0][0], self.bids[0][1], self.asks[0][0], self.asks[0][1])
+        if rng.random() < 0.35:
+            buy = rng.random() < 0.5
+            book = self.asks if buy else self.bids
+            side = p.AT_ASK if buy else p.AT_BID
+            burst = 1 + min(int(rng.expovariate(0.7)), 8)
+            for _ in range(burst):
+                if not book:
+                    break
+                lv = book[0]
+                # heavy-tailed: most prints are 1-3 lots, a few sweep a level
+                size = float(min(int(rng.paretovariate(1.3)), 250))
+                size = min(size, lv[1])
+                trades.append((lv[0], size, side))
+                self.volume += size
+                self.num_trades += 1
+                self.last = lv[0]
+                lv[1] -= size
+                if lv[1] <= 0:
+                    book.pop(0)
+                    changes.append((side, lv[0], 0.0, 0, p.DEPTH_DELETE))
+                else:
+                    lv[2] = max(1, lv[2] - (1 if rng.random() < 0.3 else 0))
+                    changes.append((side, lv[0], lv[1], lv[2], p.DEPTH_INSERT_UPDATE))
+            if self.last > self.high:
+                self.high = self.last
+                stats.append(p.MARKET_DATA_UPDATE_SESSION_HIGH)
+            if self.last < self.low:
+                self.low = self.last
+                stats.append(p.MARKET_DATA_UPDATE_SESSION_LOW)
+            if rng.random() < 0.1:
+                stats.append(p.MARKET_DATA_UPDATE_SESSION_VOLUME)
+        else:
+            for _ in range(rng.randint(1, 3)):
+                buy = rng.random() < 0.5
+                book = self.bids if buy else self.asks
+                i = min(int(rng.expovariate(0.4)), len(book) - 1)
+                lv = book[i]
+                lv[1] = max(1.0, lv[1] + rng.choice((-1, 1)) * float(1 + int(rng.paretovariate(1.5))))
+                lv[2] = max(1, lv[2] + rng.choice((-1, 0, 1)))
+                changes.append((p.AT_BID if buy else p.AT_ASK, lv[0], lv[1], lv[2],
+                                p.DEPTH_INSERT_UPDATE))
+        self._recentre(t_ns, changes)
+        top_after = (self.bids[0][0], self.bids[0][1], self.asks[0][0], self.asks[0][1])
+        return trades, changes, stats, top_after != top_before
+
+    def levels(self) -> tuple[tuple, tuple]:
+        return (tuple((lv[0], lv[1], lv[2]) for lv in self.bids),
+                tuple((lv[0], lv[1], lv[2]) for lv in self.asks))
+
+
+@dataclass
+class ConnectionRecord:
+    """What the simulator sent on one connection (for loss and book checks)."""
+
+    peer: str
+    encoding: int = p.BINARY_ENCODING
+    counts: dict[str, int] = field(default_factory=dict)  # symbol -> market messages sent
+    trades: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
+    books: dict[str, list[tuple[tuple, tuple]]] = field(default_factory=dict)  # after each batch
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection of the simulator."""
+
+    def __init__(self, sim: "DtcSimulator") -> None:
+        self.sim = sim
+        self.codec = p.DtcCodec(role="server")
+        self.transport: asyncio.Transport | None = None
+        self.logged_on = False
+        self.heartbeat_s = 5.0
+        self.md: dict[str, int] = {}  # symbol -> client SymbolID
+        self.depth: dict[str, int] = {}
+        self.out = bytearray()
+        self.record = ConnectionRecord(peer="")
+        self._hb_task: asyncio.Task | None = None
+
+    # --- transport ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.record.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.sim._connections.add(self)
+        self.sim.records.append(self.record)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sim._connections.discard(self)
+        if self._hb_task is not None:
+            self._hb_task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            msgs = self.codec.feed(data)
+        except ProtocolError as exc:
+            logger.warning("dtc sim: client sent bad bytes peer=%s error=%s", self.record.peer, exc)
+            self.transport.abort()  # type: ignore[union-attr]
+            return
+        for msg in msgs:
+            self._on_message(msg)
+        self.flush()
+
+    def send(self, msg: p.DtcMessage | p.RawMessage) -> None:
+        self.out += self.codec.encode(msg)
+
+    def flush(self) -> None:
+        if self.out and self.transport is not None and not self.transport.is_closing():
+            if not self.sim._stalled():
+                self.transport.write(bytes(self.out))
+        self.out.clear()
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def _on_message(self, msg) -> None:
+        sim = self.sim
+        t = p.message_type(msg)
+        if t == p.ENCODING_REQUEST:
+            enc = msg.encoding if msg.encoding in sim.encodings else p.BINARY_ENCODING
+            self.send(p.EncodingResponse(encoding=enc))  # binary; the codec switches after it
+            self.record.encoding = enc
+        elif t == p.LOGON_REQUEST:
+            self._logon(msg)
+        elif not self.logged_on:
+            self.send(p.Logoff(reason="logon first", do_not_reconnect=0))
+            self.flush()
+            self.transport.close()  # type: ignore[union-attr]
+        elif t == p.HEARTBEAT:
+            pass
+        elif t == p.LOGOFF:
+            self.transport.close()  # type: ignore[union-attr]
+        elif t == p.MARKET_DATA_REQUEST:
+            sim._market_data_request(self, msg)
+        elif t == p.MARKET_DEPTH_REQUEST:
+            sim._market_depth_request(self, msg)
+        elif t == p.SECURITY_DEFINITION_FOR_SYMBOL_REQUEST:
+            sim._security_definition(self, msg)
+
+    def _logon(self, msg) -> None:
+        sim = self.sim
+        result, text = sim._logon_result
+        if result == p.LOGON_SUCCESS and sim.credentials is not None \
+                and (msg.username, msg.password) != sim.credentials:
+            result, text = p.LOGON_ERROR, "bad username or password"
+        self.send(p.LogonResponse(
+            result=result, result_text=text, server_name="mia DTC simulator",
+            reconnect_address=sim._reconnect_address, market_depth_updates_best_bid_and_ask=0,
+            trading_is_supported=0, oco_orders_supported=0, order_cancel_replace_supported=0,
+            security_definitions_supported=1, historical_price_data_supported=0,
+            resubscribe_when_market_data_feed_available=1, market_depth_is_supported=1,
+            market_data_supported=1))
+        if result != p.LOGON_SUCCESS:
+            self.flush()
+            self.transport.close()  # type: ignore[union-attr]
+            return
+        self.logged_on = True
+        self.heartbeat_s = sim.heartbeat_s or float(max(1, msg.heartbeat_interval_in_seconds))
+        self._hb_task = asyncio.get_running_loop().create_task(self._heartbeats())
+        if not sim.feed_available:
+            self.send(p.MarketDataFeedStatus(status=p.FEED_STATUS_UNAVAILABLE))
+
+    async def _heartbeats(self) -> None:
+        while self.transport is not None and not self.transport.is_closing():
+            await asyncio.sleep(self.heartbeat_s)
+            self.send(p.Heartbeat(current_date_time=self.sim.clock.now_ns() // 1_000_000_000))
+            self.flush()
+
+
+class DtcSimulator:
+    """A DTC server on ``host:port`` (port 0: the OS picks; read ``.port`` after ``start``).
+
+    ``rate`` is market messages per second over all symbols. ``heartbeat_s`` overrides the
+    interval the client asks for (tests use sub-second heartbeats; DTC's field is whole seconds).
+    ``record_books`` keeps every book sent after each batch, per connection (tests only).
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, seed: int = 0, rate: float = 1000.0,
+                 clock: Clock | None = None, heartbeat_s: float | None = None,
+                 record_books: bool = False, credentials: tuple[str, str] | None = None,
+                 encodings: tuple[int, ...] = (p.BINARY_ENCODING, p.JSON_ENCODING,
+                                               p.JSON_COMPACT_ENCODING)) -> None:
+        self.host = host
+        self._port = port
+        self.seed = seed
+        self.rate = rate
+        self.clock = clock or SystemClock()
+        self.heartbeat_s = heartbeat_s
+        self.record_books = record_books
+        self.credentials = credentials
+        self.encodings = encodings
+        self.reject_symbols: set[str] = set()
+        self.feed_available = True
+        self.records: list[ConnectionRecord] = []
+        self.sent_counts: dict[str, int] = {}
+        self.sent_trades: dict[str, list[tuple[float, float, int]]] = {}
+        self.steps = 0
+        self._markets: dict[str, _Market] = {}
+        self._connections: set[_Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self._gen_task: asyncio.Task | None = None
+        self._stall_until = 0.0
+        self._logon_result = (p.LOGON_SUCCESS, "welcome")
+        self._reconnect_address = ""
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), self.host, self._port)
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._gen_task = loop.create_task(self._generate())
+        logger.info("dtc sim listening host=%s port=%d seed=%d rate=%.0f", self.host, self._port,
+                    self.seed, self.rate)
+
+    async def stop(self) -> None:
+        if self._gen_task is not None:
+            self._gen_task.cancel()
+            try:
+                await self._gen_task
+            except asyncio.CancelledError:
+                pass
+        for conn in list(self._connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def __aenter__(self) -> "DtcSimulator":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    # --- inspection --------------------------------------------------------------------------
+
+    def book(self, symbol: str) -> tuple[tuple, tuple]:
+        """(bids best first, asks best first), each level (price, size, orders)."""
+        return self._market(symbol).levels()
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def drop_links(self) -> None:
+        for conn in list(self._connections):
+            conn.transport.abort()  # type: ignore[union-attr]
+
+    def stall_heartbeats(self, seconds: float) -> None:
+        """Go silent (no heartbeats, no data) for ``seconds`` while keeping every socket open."""
+        self._stall_until = asyncio.get_running_loop().time() + seconds
+
+    def send_garbage(self) -> None:
+        rng = random.Random(self.seed)
+        junk = bytes(rng.randrange(256) for _ in range(64))
+        for conn in list(self._connections):
+            if conn.codec.encoding == p.BINARY_ENCODING:
+                conn.transport.write(b"\x02\x00\xff\x7f" + junk)  # type: ignore[union-attr]
+            else:
+                conn.transport.write(b"{garbage" + junk.replace(b"\0", b"x") + b"\0")  # type: ignore[union-attr]
+
+    def send_oversized(self) -> None:
+        for conn in list(self._connections):
+            conn.transport.write(b"\xff\xff\x60\xea" + bytes(64))  # type: ignore[union-attr]
+
+    def set_feed_available(self, available: bool) -> None:
+        """Feed outage: tell every client; subscriptions are dropped (clients resubscribe)."""
+        self.feed_available = available
+        status = p.FEED_STATUS_AVAILABLE if available else p.FEED_STATUS_UNAVAILABLE
+        for conn in list(self._connections):
+            if conn.logged_on:
+                if not available:
+                    conn.md.clear()
+                    conn.depth.clear()
+                conn.send(p.MarketDataFeedStatus(status=status))
+                conn.flush()
+
+    def reject_logons(self, result: int = p.LOGON_ERROR, text: str = "rejected",
+                      reconnect_address: str = "") -> None:
+        """Answer later logons with ``result`` (LOGON_SUCCESS to go back to normal)."""
+        self._logon_result = (result, text)
+        self._reconnect_address = reconnect_address
+
+    def _stalled(self) -> bool:
+        return self._stall_until > 0 and asyncio.get_running_loop().time() < self._stall_until
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def _market(self, symbol: str) -> _Market:
+        m = self._markets.get(symbol)
+        if m is None:
+            root = root_of(symbol)
+            if root is None:
+                raise KeyError(symbol)
+            m = self._markets[symbol] = _Market(symbol, root, self.seed, self.clock.now_ns())
+        return m
+
+    def _refusal(self, symbol: str) -> str:
+        if not symbol:
+            return "empty symbol"
+        if symbol in self.reject_symbols:
+            return f"symbol {symbol} not permitted"
+        if root_of(symbol) is None:
+            return f"unknown symbol {symbol}"
+        if not self.feed_available:
+            return "market data feed unavailable"
+        return ""
+
+    def _market_data_request(self, conn: _Connection, msg) -> None:
+        if msg.request_action == p.UNSUBSCRIBE:
+            conn.md = {s: i for s, i in conn.md.items() if i != msg.symbol_id}
+            return
+        refusal = self._refusal(msg.symbol)
+        if refusal:
+            conn.send(p.MarketDataReject(symbol_id=msg.symbol_id, reject_text=refusal))
+            return
+        m = self._market(msg.symbol)
+        conn.md[msg.symbol] = msg.symbol_id
+        t = self.clock.now_ns()
+        conn.send(p.MarketDataSnapshot(
+            symbol_id=msg.symbol_id, session_settlement_price=p.DBL_MAX,
+            session_open_price=m.open, session_high_price=m.high, session_low_price=m.low,
+            session_volume=m.volume, session_num_trades=m.num_trades, open_interest=p.UINT_MAX,
+            bid_price=m.bids[0][0], bid_quantity=m.bids[0][1], ask_price=m.asks[0][0],
+            ask_quantity=m.asks[0][1], last_trade_price=m.last, last_trade_volume=p.DBL_MAX,
+            bid_ask_date_time=t / 1e9, trading_session_date=t // 1_000_000_000 // 86400 * 86400,
+            trading_status=2))
+
+    def _market_depth_request(self, conn: _Connection, msg) -> None:
+        if msg.request_action == p.UNSUBSCRIBE:
+            conn.depth = {s: i for s, i in conn.depth.items() if i != msg.symbol_id}
+            return
+        refusal = self._refusal(msg.symbol)
+        if refusal:
+            conn.send(p.MarketDepthReject(symbol_id=msg.symbol_id, reject_text=refusal))
+            return
+        m = self._market(msg.symbol)
+        conn.depth[msg.symbol] = msg.symbol_id
+        rows = [(p.AT_BID, i + 1, lv) for i, lv in enumerate(m.bids)] + \
+               [(p.AT_ASK, i + 1, lv) for i, lv in enumerate(m.asks)]
+        ts = self.clock.now_ns() / 1e9
+        for n, (side, level, lv) in enumerate(rows):
+            conn.send(p.MarketDepthSnapshotLevel(
+                symbol_id=msg.symbol_id, side=side, price=lv[0], quantity=lv[1], level=level,
+                is_first_message_in_batch=int(n == 0), is_last_message_in_batch=int(n == len(rows) - 1),
+                date_time=ts, num_orders=lv[2]))
+        if not rows:
+            conn.send(p.MarketDepthSnapshotLevel(symbol_id=msg.symbol_id, is_first_message_in_batch=1,
+                                                 is_last_message_in_batch=1))
+        if self.record_books:
+            conn.record.books.setdefault(msg.symbol, []).append(m.levels())
+
+    def _security_definition(self, conn: _Connection, msg) -> None:
+        root = root_of(msg.symbol)
+        if root is None or msg.symbol in self.reject_symbols:
+            conn.send(p.SecurityDefinitionReject(request_id=msg.request_id,
+                                                 reject_text=f"unknown symbol {msg.symbol}"))
+            return
+        tick, tick_value, description, _ = CONTRACTS[root]
+        conn.send(p.SecurityDefinitionResponse(
+            request_id=msg.request_id, symbol=msg.symbol, exchange="CFE" if root == "VIX" else "CME",
+            security_type=p.SECURITY_TYPE_FUTURES, description=description, min_price_increment=tick,
+            price_display_format=2, currency_value_per_increment=tick_value, is_final_message=1,
+            currency="USD", has_market_depth_data=1))
+
+    # --- market generation -------------------------------------------------------------------
+
+    async def _generate(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        done = 0
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = loop.time()
+            due = int(self.rate * (now - start)) - done
+            if due > self.rate * 0.05:  # after a pause, do not burst more than 50 ms worth
+                start = now - done / self.rate
+                due = int(self.rate * 0.05)
+            if due <= 0 or not self._markets or self._stalled() or not self.feed_available:
+                if self._stalled() or not self.feed_available:
+                    start = now - done / self.rate
+                continue
+            done += self._produce(due)
+            for conn in list(self._connections):
+                conn.flush()
+
+    def _produce(self, budget: int) -> int:
+        """Step markets until about ``budget`` messages were produced; return how many."""
+        produced = 0
+        markets = list(self._markets.values())
+        rng = markets[0].rng
+        while produced < budget:
+            m = markets[rng.randrange(len(markets))] if len(markets) > 1 else markets[0]
+            t = self.clock.now_ns()
+            trades, changes, stats, top_changed = m.step(t)
+            self.steps += 1
+            produced += self._publish(m, t, trades, changes, stats, top_changed)
+        return produced
+
+    def _publish(self, m: _Market, t: int, trades, changes, stats, top_changed) -> int:
+        n_msgs = len(trades) + (1 if changes else 0) * len(changes) + len(stats) + int(top_changed)
+        ts_s = t / 1e9
+        for conn in list(self._connections):
+            md_id = conn.md.get(m.symbol)
+            depth_id = conn.depth.get(m.symbol)
+            if md_id is None and depth_id is None:
+                continue
+            sent = 0
+            rec = conn.record
+            if md_id is not None:
+                for price, size, side in trades:
+                    conn.send(p.MarketDataUpdateTrade(symbol_id=md_id, at_bid_or_ask=side, price=price,
+                                                      volume=size, date_time=ts_s))
+                    rec.trades.setdefault(m.symbol, []).append((price, size, side))
+                    self.sent_trades.setdefault(m.symbol, []).append((price, size, side))
+                sent += len(trades)
+            if depth_id is not None and changes:
+                last = len(changes) - 1
+                for i, (side, price, qty, orders, action) in enumerate(changes):
+                    fin = p.FINAL_UPDATE_TRUE if i == last else (
+                        p.FINAL_UPDATE_BEGIN_BATCH if i == 0 else p.FINAL_UPDATE_FALSE)
+                    if m.root == "VIX":  # f64 prices: a 0.05 tick does not survive float32
+                        conn.send(p.MarketDepthUpdateLevel(
+                            symbol_id=depth_id, side=side, price=price, quantity=qty,
+                            update_type=action, date_time=ts_s, num_orders=orders,
+                            final_update_in_batch=fin))
+                    else:
+                        conn.send(p.MarketDepthUpdateLevelFloatWithMilliseconds(
+                            symbol_id=depth_id, date_time=t // 1_000_000, price=price, quantity=qty,
+                            side=side, update_type=action, num_orders=orders,
+                            final_update_in_batch=fin))
+                sent += len(changes)
+                if self.record_books:
+                    rec.books.setdefault(m.symbol, []).append(m.levels())
+            if md_id is not None:
+                if top_changed:
+                    conn.send(p.MarketDataUpdateBidAsk(
+                        symbol_id=md_id, bid_price=m.bids[0][0], bid_quantity=m.bids[0][1],
+                        ask_price=m.asks[0][0], ask_quantity=m.asks[0][1], date_time=t // 1_000_000_000))
+                    sent += 1
+                day = t // 1_000_000_000 // 86400 * 86400
+                for kind in stats:
+                    if kind == p.MARKET_DATA_UPDATE_SESSION_VOLUME:
+                        conn.send(p.MarketDataUpdateSessionVolume(symbol_id=md_id, volume=m.volume,
+                                                                  trading_session_date=day))
+                    else:
+                        price = m.high if kind == p.MARKET_DATA_UPDATE_SESSION_HIGH else m.low
+                        cls = p.MESSAGE_TYPES[kind]
+                        conn.send(cls(symbol_id=md_id, price=price, trading_session_date=day))
+                sent += len(stats)
+            rec.counts[m.symbol] = rec.counts.get(m.symbol, 0) + sent
+            self.sent_counts[m.symbol] = self.sent_counts.get(m.symbol, 0) + sent
+        return max(n_msgs, 1)
+
+
+async def serve_forever(host: str = "127.0.0.1", port: int = 11099, *, seed: int = 0,
+                        rate: float = 1000.0, symbols: tuple[str, ...] = ("ESZ6", "NQZ6", "VXZ6"),
+                        ready: asyncio.Future | None = None) -> None:
+    """Run a simulator until cancelled (what ``mia sim`` calls). ``ready`` gets the port."""
+    sim = DtcSimulator(host, port, seed=seed, rate=rate)
+    for symbol in symbols:
+        sim._market(symbol)  # the market moves from the start, subscribed or not
+    await sim.start()
+    if ready is not None and not ready.done():
+        ready.set_result(sim.port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()
