@@ -377,8 +377,9 @@ class GammaReducer:
       page HTTP 200, calls ``parse_chain`` and emits GammaLevels (ts_recv of that row). A MiaError
       from parsing or computing skips that snapshot. A new snapshot of an underlying drops the
       unfinished pages of its older ones.
-    - A SourceError row naming an underlying with a non-empty fallback re-emits that underlying's
-      last good levels with stale=True, staleness_ns = stale_age_ns, ts_recv of that row.
+    - A SourceError row naming an underlying, with stale_age_ns > 0 and a fallback (not "none...")
+      re-emits that underlying's last good levels with stale=True, staleness_ns = stale_age_ns,
+      ts_recv of that row.
     Row by row in order, so the output does not depend on where batches are cut.
     """
 
@@ -473,7 +474,10 @@ class GammaReducer:
         return levels
 
     def _on_source_error(self, ev) -> GammaLevels | None:
-        if not ev.underlying or not ev.fallback:
+        # Only a fallback to an older chain re-emits: the poller then sets stale_age_ns > 0
+        # ("using chain from 10:15:00 UTC, 720 s old"). "none: ..." means no chain to fall back
+        # on, and a partial-paging error (age 0) still produced a chain of its own.
+        if not ev.underlying or ev.stale_age_ns <= 0 or not ev.fallback or ev.fallback.startswith("none"):
             return None
         good = self._last_good.get(ev.underlying)
         if good is None:
