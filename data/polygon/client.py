@@ -159,6 +159,7 @@ class PolygonClient:
         if plan not in PLAN_CALLS_PER_MINUTE:
             raise ConfigError(f"unknown Polygon plan {plan!r}: expected one of {', '.join(PLAN_CALLS_PER_MINUTE)}")
         self._key = key
+        self._key_bytes = key.encode()
         self.base_url = base_url.rstrip("/")
         self.plan = plan
         self.calls_per_minute = calls_per_minute if calls_per_minute is not None else PLAN_CALLS_PER_MINUTE[plan]
@@ -330,6 +331,10 @@ class PolygonClient:
             else:
                 elapsed = time.perf_counter_ns() - t0
                 if status == 200:
+                    # The real API leaves the key out of bodies; a server that echoes it must not
+                    # get it recorded (the raw body goes to the log).
+                    if self._key_bytes in body:
+                        body = body.replace(self._key_bytes, REDACTED.encode())
                     return body, status, "", elapsed, attempt + 1
                 err = parse_error(body)
                 detail = self.redact(err.text)
