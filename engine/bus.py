@@ -65,6 +65,7 @@ DEFAULT_RCVHWM: Final = 100_000
 CATCH_UP_RCVHWM: Final = 1_000_000  # the socket buffers live messages while the log is read
 DEFAULT_LINGER_MS: Final = 1_000
 LOG_POLL_S: Final = 0.01  # the writer closes frames within ~100 ms; poll well inside that
+LOG_IDLE_CHECK_S: Final = 0.25  # a socket quiet this long: look in the log for lost tails
 HINT_SLACK_NS: Final = 5_000_000_000  # re-read the log from a little before the last event seen
 _ALL_INTERFACES: Final = ("tcp://*", "tcp://0.0.0.0", "tcp://[::]", "tcp://::")
 
@@ -691,10 +692,22 @@ class CatchUp:
             self.close()
 
     def _live(self) -> Iterator[BusMessage]:
+        idle_since = time.monotonic()
         while True:
-            raw = self._sub.recv_raw(self.idle_timeout_s)
+            wait_s = LOG_IDLE_CHECK_S
+            if self.idle_timeout_s is not None:
+                wait_s = min(wait_s, max(0.0, idle_since + self.idle_timeout_s - time.monotonic()))
+            raw = self._sub.recv_raw(wait_s)
             if raw is None:
-                return
+                # A quiet socket may mean the last messages were lost (nothing later shows the
+                # gap): the log is the truth, so deliver what it holds beyond what was delivered.
+                for stream in self.streams:
+                    yield from self._drain_log(stream)
+                if self.idle_timeout_s is not None and (
+                        time.monotonic() - idle_since >= self.idle_timeout_s):
+                    return
+                continue
+            idle_since = time.monotonic()
             stream = raw.stream
             if stream not in self._next:
                 continue
@@ -719,6 +732,19 @@ class CatchUp:
             self._last_ts[stream] = event.ts_recv
             self.from_bus += 1
             yield BusMessage(raw.topic.decode(errors="replace"), stream, raw.seq, event)
+
+    def _drain_log(self, stream: str) -> Iterator[BusMessage]:
+        """Whatever the log holds past the next undelivered seq of `stream`, without waiting."""
+        last_ts = self._last_ts.get(stream)
+        start = None if last_ts is None else last_ts - HINT_SLACK_NS
+        for seq, event in self._read(stream, start):
+            if seq < self._next[stream]:
+                continue
+            if seq > self._next[stream]:
+                self._log_gap(stream, self._next[stream], seq)
+            msg = self._from_log(stream, seq, event)
+            if msg is not None:
+                yield msg
 
     def close(self) -> None:
         self._sub.close()
