@@ -107,7 +107,12 @@ class _DtcSession:
             if t in _CONTROL_TYPES:
                 self._on_control(msg, ts_recv, out)
             else:
-                mapper.on_message(msg, ts_recv, out)
+                try:
+                    mapper.on_message(msg, ts_recv, out)
+                except (ValueError, TypeError, OverflowError) as exc:
+                    # a message that framed but holds nonsense (e.g. JSON field types)
+                    self.abort(f"protocol error: type {t}: {exc}")
+                    break
                 if t in (p.MARKET_DATA_REJECT, p.MARKET_DEPTH_REJECT, p.MARKET_DATA_FEED_STATUS):
                     client._on_status_message(msg, ts_recv, out)
         client.messages_received += len(msgs)

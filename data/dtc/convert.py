@@ -20,6 +20,8 @@ from typing import Callable
 
 import msgspec
 
+from mia.engine.errors import LocalProtocolError
+
 from mia.engine.events import (
     BATCH_BEGIN, BATCH_END, BOOK_CLEAR, BOOK_DELETE, BOOK_SNAPSHOT, BOOK_UPSERT, FEED_AVAILABLE,
     FEED_SUBSCRIPTION_REJECTED, FEED_UNAVAILABLE, BookLevel, DtcRaw, Event, FeedStatus,
@@ -136,7 +138,12 @@ class DtcEventMapper:
     def raw(self, msg: p.DtcMessage | p.RawMessage, ts_recv: int) -> DtcRaw:
         if isinstance(msg, p.RawMessage):
             return DtcRaw(ts_recv, ts_recv, self.source, msg.msg_type, bytes(msg.data), msg.encoding)
-        return DtcRaw(ts_recv, ts_recv, self.source, msg.TYPE, p.encode_binary(msg), p.BINARY_ENCODING)
+        try:
+            return DtcRaw(ts_recv, ts_recv, self.source, msg.TYPE, p.encode_binary(msg),
+                          p.BINARY_ENCODING)
+        except LocalProtocolError:  # a JSON value outside its binary field's range: keep JSON
+            return DtcRaw(ts_recv, ts_recv, self.source, msg.TYPE, p.encode_json(msg)[:-1],
+                          p.JSON_ENCODING)
 
     def reset_book_state(self) -> None:
         """Forget open snapshot batches and the BBO: the link was lost, a new snapshot comes."""

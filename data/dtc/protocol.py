@@ -483,11 +483,11 @@ def _decode_json_text(text: bytes, encoding: int) -> DtcMessage | RawMessage:
     if b'"F"' not in text:
         try:
             return _JSON_DECODER.decode(text)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, ValueError):
             pass  # unknown type, or a shape the typed path does not take: go the slow way
     try:
         obj = _JSON_ANY.decode(text)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, ValueError) as exc:
         raise RemoteProtocolError(f"DTC JSON message does not parse: {exc}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("Type"), int) or isinstance(obj.get("Type"), bool):
         raise RemoteProtocolError("DTC JSON message has no integer Type")
@@ -502,7 +502,7 @@ def _decode_json_text(text: bytes, encoding: int) -> DtcMessage | RawMessage:
         obj = {k: v for k, v in obj.items() if k != "Type"}
     try:
         return msgspec.convert(obj, layout.cls, strict=False)
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, ValueError, TypeError) as exc:
         raise RemoteProtocolError(f"DTC JSON message type {msg_type}: {exc}") from None
 
 
@@ -590,8 +590,8 @@ class DtcCodec:
                 size, msg_type = header(buf, off)
                 if size < 4:
                     raise RemoteProtocolError(
-                        f"DTC message Size {size} < 4 (type {msg_type}) at stream byte "
-                        f"{self.bytes_in - (end - off)}")
+                        f"DTC message Size {size} < 4 (type {msg_type}) after message "
+                        f"{self.messages_in + len(out)}")
                 if size > self.max_message_size:
                     raise RemoteProtocolError(
                         f"DTC message Size {size} above the {self.max_message_size}-byte limit "
