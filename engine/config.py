@@ -106,6 +106,7 @@ class MonitorSettings(_Base):
     disconnect_alert_s: float = 30.0
     window_s: float = 60.0
     on_alert: str = ""  # a command run with the alert as JSON on stdin
+    quality_span_s: float = 600.0  # the quality alert looks at the windows of this trailing span
 
 
 class Config(_Base):
