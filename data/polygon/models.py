@@ -156,7 +156,38 @@ class PageEnvelope(msgspec.Struct, frozen=True, gc=False):
     next_url: str | None = None
 
 
+class _LeanDay(msgspec.Struct, frozen=True, gc=False):
+    volume: float | None = None
+
+
+class _LeanQuote(msgspec.Struct, frozen=True, gc=False):
+    bid: float | None = None
+    ask: float | None = None
+
+
+class _LeanUnderlying(msgspec.Struct, frozen=True, gc=False):
+    price: float | None = None
+    value: float | None = None
+
+
+class _LeanContract(msgspec.Struct, frozen=True, gc=False):
+    """The fields chain_columns reads; msgspec skips the rest of each row without building it."""
+
+    details: ChainDetails | None = None
+    day: _LeanDay | None = None
+    greeks: ChainGreeks | None = None
+    implied_volatility: float | None = None
+    last_quote: _LeanQuote | None = None
+    open_interest: float | None = None
+    underlying_asset: _LeanUnderlying | None = None
+
+
+class _LeanPage(msgspec.Struct, frozen=True, gc=False):
+    results: list[_LeanContract] | None = None
+
+
 _page_decoder: Final = msgspec.json.Decoder(ChainPage)
+_lean_decoder: Final = msgspec.json.Decoder(_LeanPage)
 _error_decoder: Final = msgspec.json.Decoder(PolygonErrorBody)
 _envelope_decoder: Final = msgspec.json.Decoder(PageEnvelope)
 
@@ -266,9 +297,11 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
                 f"{resp.underlying} snapshot {resp.snapshot_id} page {resp.page}: HTTP {resp.status} is not a chain page"
             )
         try:
-            page = parse_page(resp.body)
-        except PolygonDecodeError as exc:
-            raise PolygonDecodeError(f"{resp.underlying} snapshot {resp.snapshot_id} page {resp.page}: {exc}") from None
+            page = _lean_decoder.decode(resp.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise PolygonDecodeError(
+                f"{resp.underlying} snapshot {resp.snapshot_id} page {resp.page}: body ({len(resp.body)} bytes) "
+                f"does not decode as an options-chain page: {exc}") from None
         for row in page.results or ():
             d = row.details
             if d is None or d.ticker is None or d.strike_price is None or d.expiration_date is None:
