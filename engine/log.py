@@ -67,7 +67,6 @@ from .events import (
     RecordingEnded,
     RecordingStarted,
 )
-from .fastdecode import FastDecodeError, decode_columns, decode_index
 
 log = logging.getLogger(__name__)
 
@@ -471,6 +470,8 @@ class _FrameDecoder:
         return events
 
     def columns(self, frame: _Frame) -> ColumnBatch:
+        from .fastdecode import FastDecodeError, decode_columns  # numba: only readers pay for it
+
         data = self.payload(frame)
         try:
             return decode_columns(data, frame.count, frame.first_seq)
@@ -487,6 +488,8 @@ class _FrameDecoder:
         return ColumnBatch.from_events(events, range(frame.first_seq, frame.first_seq + frame.count))
 
     def index(self, frame: _Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from .fastdecode import FastDecodeError, decode_index
+
         data = self.payload(frame)
         try:
             return decode_index(data, frame.count)
