@@ -37,8 +37,6 @@ from zmq.utils import z85
 
 from mia.engine.errors import ConfigError, MiaError
 from mia.engine.events import (
-    K_INSTRUMENT,
-    KIND_BY_NAME,
     KIND_OF,
     Event,
     EventCodec,
@@ -550,16 +548,12 @@ class Subscriber:
 # --- catch-up: the log, then live, by seq -----------------------------------------------------
 
 
-def _kinds_for_topics(topics: Sequence[str]) -> set[int] | None:
-    """Kinds whose topics can match a prefix in `topics` (plus Instrument, for symbols)."""
-    if "" in topics:
-        return None
-    kinds = {K_INSTRUMENT}
-    for prefix in topics:
-        for name, kind in KIND_BY_NAME.items():
-            if name.startswith(prefix) or prefix.startswith(name + "."):
-                kinds.add(kind)
-    return kinds
+class _Stamp(msgspec.Struct, array_like=True):
+    """The head of any encoded event (msgspec ignores the rest of the array)."""
+
+    kind: int
+    ts_event: int
+    ts_recv: int
 
 
 def _utc_date(ts_ns: int) -> dt.date:
@@ -605,22 +599,30 @@ class CatchUp:
         self.from_bus = 0
         self.duplicates = 0
         self._prefixes = tuple(t.encode() for t in self.topics)
-        self._kinds = _kinds_for_topics(self.topics)
         self._namer = TopicNamer()
         self._codec = EventCodec()
         self._next: dict[str, int] = {s: 0 for s in self.streams}  # next seq to deliver
-        self._last_ts: dict[str, int] = {}  # ts_recv of the last event delivered, a seek hint
+        self._last_ts: dict[str, int] = {}  # ts_recv of the last log event seen: a seek hint
+        self._last_payload: dict[str, bytes] = {}  # the last live message, stamped on demand
         self._live_seen: dict[str, int] = {}
         # Subscribe before reading the log: from here on the socket keeps what is published.
         # Everything is received and filtered here, so stream seqs stay contiguous.
         self._sub = Subscriber(addr, ("",), curve=curve, rcvhwm=rcvhwm, context=context)
 
     # The log side. `log.read(date, start, end, kinds, instruments, *, streams)` yields
-    # (seq, event) of one stream in seq order when given one stream.
+    # (seq, event) of one stream in seq order when given one stream. Reads are never filtered
+    # by kind: every seq must be seen to know where the log stands.
 
     def _read(self, stream: str, start_ns: int | None) -> Iterator[tuple[int, Event]]:
-        kinds = sorted(self._kinds) if self._kinds is not None else None
-        return iter(self.log.read(self.date, start_ns, None, kinds, None, streams=[stream]))
+        return iter(self.log.read(self.date, start_ns, None, None, None, streams=[stream]))
+
+    def _start_hint(self, stream: str) -> int | None:
+        """Where a re-read of `stream` may start: a little before the last event seen of it."""
+        stamps = [self._last_ts[stream]] if stream in self._last_ts else []
+        payload = self._last_payload.get(stream)
+        if payload is not None:
+            stamps.append(msgspec.msgpack.decode(payload, type=_Stamp).ts_recv)
+        return max(stamps) - HINT_SLACK_NS if stamps else None
 
     def _matches(self, topic: bytes) -> bool:
         return topic.startswith(self._prefixes)
@@ -655,9 +657,8 @@ class CatchUp:
         """Log events of `stream` from the next undelivered seq up to `end_seq` (excluded),
         re-reading the log until the writer has closed the frame that holds them."""
         deadline = time.monotonic() + self.timeout_s
+        start = self._start_hint(stream)
         while self._next[stream] < end_seq:
-            last_ts = self._last_ts.get(stream)
-            start = None if last_ts is None else last_ts - HINT_SLACK_NS
             for seq, event in self._read(stream, start):
                 if seq < self._next[stream]:
                     continue
@@ -719,6 +720,7 @@ class CatchUp:
                 self.date = _utc_date(event.ts_recv)
                 self._next[stream] = 0
                 self._last_ts.pop(stream, None)
+                self._last_payload.pop(stream, None)
                 logger.info("bus catch-up seq reset stream=%s seq=%d date=%s", stream, raw.seq, self.date)
             if raw.seq < self._next[stream]:
                 self.duplicates += 1
@@ -726,18 +728,16 @@ class CatchUp:
             if raw.seq > self._next[stream]:
                 yield from self._fill(stream, raw.seq)
             self._next[stream] = raw.seq + 1
+            self._last_payload[stream] = raw.payload
             if not self._matches(raw.topic):
                 continue
             event = self._codec.decode(raw.payload)
-            self._last_ts[stream] = event.ts_recv
             self.from_bus += 1
             yield BusMessage(raw.topic.decode(errors="replace"), stream, raw.seq, event)
 
     def _drain_log(self, stream: str) -> Iterator[BusMessage]:
         """Whatever the log holds past the next undelivered seq of `stream`, without waiting."""
-        last_ts = self._last_ts.get(stream)
-        start = None if last_ts is None else last_ts - HINT_SLACK_NS
-        for seq, event in self._read(stream, start):
+        for seq, event in self._read(stream, self._start_hint(stream)):
             if seq < self._next[stream]:
                 continue
             if seq > self._next[stream]:

@@ -174,6 +174,7 @@ def test_catch_up_filters_topics_on_the_log_and_the_bus_alike():
     assert [(m.seq, m.event) for m in got] == want
     assert {m.topic for m in got} == {"Trade.ESZ5"}
     assert join.from_log > 0 and join.from_bus > 0
+    assert join.gaps == []  # filtered-out seqs (and the whole derived stream) are not gaps
 
 
 def test_catch_up_repairs_high_water_mark_losses_from_the_log():
