@@ -193,3 +193,34 @@ def test_no_futures_quote_means_no_basis():
     pages = pages_for("SPX", 1, 6000.0, TS, seed=1)
     out = GammaReducer(parse_chain).on_batch(ColumnBatch.from_events(pages))
     assert len(out) == 1 and math.isnan(out[0].basis) and out[0].futures_symbol == ""
+
+
+def test_with_the_real_polygon_parser():
+    # Two Polygon chain pages (the vendor JSON) through mia.data.polygon.models.chain_columns.
+    from mia.data.polygon.models import chain_columns
+
+    def row(strike: float, kind: str, oi: float, iv: float) -> dict:
+        return {"details": {"ticker": f"O:SPXW250616{kind[0].upper()}{int(strike * 1000):08d}",
+                            "contract_type": kind, "exercise_style": "european", "expiration_date": "2025-06-16",
+                            "strike_price": strike, "shares_per_contract": 100},
+                "open_interest": oi, "implied_volatility": iv, "day": {"volume": 100.0},
+                "underlying_asset": {"ticker": "I:SPX", "value": 6000.0}}
+
+    page1 = {"status": "OK", "request_id": "a", "next_url": "https://api.polygon.io/v3/x?cursor=1",
+             "results": [row(5990.0, "call", 1000, 0.15), row(5990.0, "put", 3000, 0.16)]}
+    page2 = {"status": "OK", "request_id": "b",
+             "results": [row(6010.0, "call", 4000, 0.14), row(6010.0, "put", 500, 0.15)]}
+    pages = [PolygonResponse(ts_event=TS + i, ts_recv=TS + i, underlying="SPX", path="/v3/snapshot/options/I:SPX",
+                             query="limit=250", status=200, request_id=p["request_id"], elapsed_ns=1,
+                             body=json.dumps(p).encode(), snapshot_id=1, page=i, final=i == 1)
+             for i, p in enumerate((page1, page2))]
+    events = [Instrument(ts_event=TS, ts_recv=TS, instrument=1, symbol="ESU5", source="dtc:test"),
+              quote(TS, 1, 6031.0)] + pages
+    out = GammaReducer(chain_columns).on_batch(ColumnBatch.from_events(events))
+    assert len(out) == 1
+    lv = out[0]
+    # 0DTE at 10:00 ET: six hours to the 16:00 settlement, all four contracts count.
+    assert lv.spot == 6000.0 and lv.contracts == 4 and lv.basis == 31.0
+    assert lv.call_wall == 6010.0 and lv.put_wall == 5990.0
+    assert lv.max_pain == 5990.0  # pain(5990) = 500*100*20 = 1e6 < pain(6010) = 1000*100*20 = 2e6
+    assert lv.pcr_oi == 3500 / 5000

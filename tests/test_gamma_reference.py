@@ -245,3 +245,23 @@ def test_random_chain_matches_numpy_reference(seed):
         assert math.isnan(result.zero_gamma)
     else:
         assert result.zero_gamma == pytest.approx(ref["flip"], rel=1e-8)
+
+
+def test_dealer_bias_formula_and_monotonicity():
+    from mia.analytics.gamma import dealer_bias_score
+
+    # g = 50/100 = 0.5; f = clip((6030-6000)/(0.02*6030)) = 30/120.6; p = (1-1.5)/(1+1.5) = -0.2
+    expected = 0.5 * 0.5 + 0.3 * (30 / 120.6) + 0.2 * -0.2
+    assert dealer_bias_score(50.0, 100.0, 6030.0, 6000.0, 1.0, 1.5) == pytest.approx(expected, rel=1e-12)
+    # no flip: the sign of the profile at spot stands in for f
+    assert dealer_bias_score(50.0, 100.0, 6030.0, math.nan, -3.0, 1.0) == pytest.approx(
+        (0.5 * 0.5 + 0.3 * -1.0) / 1.0)
+    # missing terms drop out and the weights renormalise
+    assert dealer_bias_score(0.0, 0.0, 6030.0, math.nan, math.nan, 0.0) == 1.0
+    assert math.isnan(dealer_bias_score(0.0, 0.0, 6030.0, math.nan, math.nan, math.nan))
+    # monotone in each input, always within [-1, 1]
+    gex = [dealer_bias_score(t, 100.0, 6000.0, 5990.0, 1.0, 1.0) for t in np.linspace(-100, 100, 21)]
+    flip = [dealer_bias_score(0.0, 100.0, 6000.0, z, 1.0, 1.0) for z in np.linspace(6300, 5700, 21)]
+    pcr = [dealer_bias_score(0.0, 100.0, 6000.0, 6000.0, 1.0, x) for x in np.linspace(5, 0, 21)]
+    for seq in (gex, flip, pcr):
+        assert all(b >= a for a, b in zip(seq, seq[1:])) and -1 <= min(seq) and max(seq) <= 1
