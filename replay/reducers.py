@@ -37,9 +37,9 @@ def standard_reducers(config: Config) -> list:
     gamma = GammaReducer(
         chain_columns,
         GammaConfig(
-            dealer_convention=gm.dealer_convention,
-            grid_points=gm.grid_points,
-            grid_width=gm.grid_width,
+            convention=gm.dealer_convention,
+            profile_points=gm.grid_points,
+            profile_half_width=gm.grid_width,
         ),
     )
     return [orderflow, gamma]
