@@ -1,0 +1,323 @@
+"""MonitorReducer: each alert raised and cleared exactly when expected, batching-independence,
+and metrics against a hand-computed case. Streams are synthetic, built here."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mia.analytics.monitor import MonitorReducer, bin_upper_edge, latency_bin, latency_bins, quantile_ns
+from mia.engine.columns import ColumnBatch
+from mia.engine.config import MonitorSettings
+from mia.engine.events import (
+    ALERT_CLEARED,
+    ALERT_RAISED,
+    FEED_DISCONNECTED,
+    FEED_HEARTBEAT_TIMEOUT,
+    FEED_LOGGED_ON,
+    FEED_UNAVAILABLE,
+    FEED_AVAILABLE,
+    Alert,
+    FeedStatus,
+    Gap,
+    Heartbeat,
+    Instrument,
+    PolygonResponse,
+    Quote,
+    RecordingEnded,
+    RecordingStarted,
+    SourceError,
+    Trade,
+)
+
+S = 1_000_000_000
+MS = 1_000_000
+T0 = 1_718_000_000 * S - (1_718_000_000 * S) % (3600 * S)  # on an hour boundary
+DTC = "dtc:127.0.0.1:11099"
+DTC2 = "dtc:127.0.0.1:11100"
+
+
+def at(seconds: float) -> int:
+    return T0 + int(round(seconds * S))
+
+
+def start(sources=(DTC,)) -> list:
+    evs = [RecordingStarted(T0, T0, "rec-1", "0.1", 1, "fp", list(sources))]
+    for i, src in enumerate(s for s in sources if s.startswith("dtc")):
+        evs.append(Instrument(T0, T0, i, "ES" if i == 0 else "NQ", src))
+        evs.append(FeedStatus(T0, T0, src, FEED_LOGGED_ON))
+    return evs
+
+
+def trade(seconds: float, latency_ns: int = 2 * MS, instrument: int = 0) -> Trade:
+    t = at(seconds)
+    return Trade(t - latency_ns, t, instrument, 5000.0, 1.0, 1)
+
+
+def beat(seconds: float) -> Heartbeat:
+    return Heartbeat(at(seconds), at(seconds))
+
+
+def poly(seconds: float, elapsed_ms: float = 20.0, status: int = 200) -> PolygonResponse:
+    t = at(seconds)
+    return PolygonResponse(t, t, "SPX", "/v3/snapshot/options/I:SPX", "limit=250", status, "req", int(elapsed_ms * MS), b"{}")
+
+
+def run(events: list, settings: MonitorSettings = MonitorSettings()) -> tuple[MonitorReducer, list[Alert]]:
+    mon = MonitorReducer(settings)
+    return mon, mon.on_batch(ColumnBatch.from_events(events))
+
+
+def summary(alerts: list[Alert], names=None) -> list[tuple[str, str, int, float]]:
+    """(name, source, state, seconds since T0) of each alert, optionally only some names."""
+    return [(a.name, a.source, a.state, (a.ts_recv - T0) / S) for a in alerts if names is None or a.name in names]
+
+
+def test_dtc_outage_of_40s_raises_disconnected_after_30s_and_gap_then_clears():
+    # Arrange: trades each second; disconnected at 100 s; heartbeats at x.5 (one exactly at 130.0)
+    evs = start()
+    for sec in range(1, 100):
+        evs += [trade(sec), beat(sec + 0.5)]
+    evs.append(FeedStatus(at(100), at(100), DTC, FEED_DISCONNECTED))
+    for sec in range(100, 140):
+        evs.append(beat(sec + 0.5))
+        if sec == 129:
+            evs.append(beat(130.0))  # exactly at the deadline: not "more than 30 s" yet
+    evs += [FeedStatus(at(140), at(140), DTC, FEED_LOGGED_ON), Gap(at(140), at(140), DTC, at(100), at(140), "reconnect")]
+    for sec in range(141, 200):
+        evs += [trade(sec), beat(sec + 0.5)]
+    # Act
+    mon, alerts = run(evs)
+    # Assert
+    assert summary(alerts, {"disconnected", "gap"}) == [
+        ("disconnected", DTC, ALERT_RAISED, 130.5),
+        ("disconnected", DTC, ALERT_CLEARED, 140.0),
+        ("gap", DTC, ALERT_RAISED, 140.0),
+        ("gap", DTC, ALERT_CLEARED, 141.0),
+    ]
+    raised = [a for a in alerts if a.name == "disconnected" and a.state == ALERT_RAISED][0]
+    assert raised.value == pytest.approx(30.5) and raised.threshold == 30.0
+    cleared = [a for a in alerts if a.name == "disconnected" and a.state == ALERT_CLEARED][0]
+    assert cleared.value == pytest.approx(40.0)
+    assert mon.metrics()["sources"][DTC]["disconnects"] == 1
+    assert mon.active_alerts() == [a for a in mon.active_alerts() if a.name == "quality"]
+
+
+def test_short_outage_raises_no_disconnected_alert():
+    evs = start()
+    for sec in range(1, 50):
+        evs += [trade(sec), beat(sec + 0.5)]
+    evs.append(FeedStatus(at(50), at(50), DTC, FEED_DISCONNECTED))
+    evs += [beat(s + 0.5) for s in range(50, 75)]
+    evs.append(FeedStatus(at(75), at(75), DTC, FEED_LOGGED_ON))
+    evs += [trade(s) for s in range(76, 90)]
+    _, alerts = run(evs)
+    assert summary(alerts, {"disconnected"}) == []
+
+
+def test_stalled_feed_raises_disconnected_and_data_clears_it():
+    evs = start()
+    evs += [trade(s) for s in range(1, 20)]
+    evs.append(FeedStatus(at(20), at(20), DTC, FEED_HEARTBEAT_TIMEOUT))
+    evs += [beat(s) for s in range(21, 56)]
+    evs += [trade(56.25), trade(57)]  # data flows again: no FeedStatus needed
+    mon, alerts = run(evs)
+    assert summary(alerts, {"disconnected"}) == [
+        ("disconnected", DTC, ALERT_RAISED, 51.0),
+        ("disconnected", DTC, ALERT_CLEARED, 56.25),
+    ]
+    assert "heartbeat_timeout" in alerts[0].message or any("heartbeat_timeout" in a.message for a in alerts)
+    m = mon.metrics()["sources"][DTC]
+    assert m["connected_s"] == pytest.approx(57 - 36.25)
+
+
+def test_dtc_latency_over_threshold_raises_once_and_clears_at_window_close():
+    # windows are [0,60), [60,120) ...; the slow minutes are 60..180 (two windows)
+    evs = start()
+    for sec in range(1, 300):
+        slow = 60 <= sec < 180
+        evs += [trade(sec, latency_ns=(25 if slow else 2) * MS), beat(sec + 0.5)]
+    _, alerts = run(evs)
+    assert summary(alerts, {"latency"}) == [
+        ("latency", DTC, ALERT_RAISED, 120.0),  # the trade at 120 s closes the window [60, 120)
+        ("latency", DTC, ALERT_CLEARED, 240.0),
+    ]
+    assert alerts[0].value == pytest.approx(25.0, rel=0.01) and alerts[0].threshold == 10.0
+
+
+def test_slow_polygon_answers_raise_latency():
+    evs = start(("polygon",))
+    evs += [poly(5 * k + 1, elapsed_ms=120.0 if 12 <= k < 24 else 20.0) for k in range(48)]
+    evs += [beat(s + 0.5) for s in range(0, 240)]
+    evs.sort(key=lambda e: e.ts_recv)
+    mon, alerts = run(evs)
+    assert summary(alerts, {"latency"}) == [
+        ("latency", "polygon", ALERT_RAISED, 120.5),
+        ("latency", "polygon", ALERT_CLEARED, 180.5),
+    ]
+    assert alerts[0].value == pytest.approx(120.0, rel=0.01)
+    m = mon.metrics()["sources"]["polygon"]
+    assert m["requests"] == 48 and m["request_latency_ms"]["max"] == pytest.approx(120.0)
+
+
+def test_polygon_5xx_burst_raises_api_errors_and_clean_window_clears():
+    evs = start(("polygon",))
+    for k in range(36):  # one request every 5 s
+        t = 5 * k + 1
+        if 60 <= t < 120 and k % 3 == 0:
+            evs.append(SourceError(at(t), at(t), "polygon", "PolygonHttpError: HTTP 503", "using chain from 10:15", 7 * S, "SPX", 503))
+        else:
+            evs.append(poly(t))
+    evs += [beat(s + 0.5) for s in range(0, 200)]
+    evs.sort(key=lambda e: e.ts_recv)
+    mon, alerts = run(evs)
+    assert summary(alerts, {"api_errors"}) == [
+        ("api_errors", "polygon", ALERT_RAISED, 120.5),
+        ("api_errors", "polygon", ALERT_CLEARED, 180.5),
+    ]
+    m = mon.metrics()["sources"]["polygon"]
+    assert m["errors"] == 4 and m["requests"] == 36 and m["fallbacks"] == 4
+
+
+def test_polygon_unavailable_counts_as_downtime_and_a_good_answer_ends_it():
+    evs = start(("polygon",))
+    evs += [poly(1), FeedStatus(at(10), at(10), "polygon", FEED_UNAVAILABLE, detail="SPX: error")]
+    evs += [beat(s + 0.5) for s in range(10, 50)]
+    evs += [poly(50), FeedStatus(at(50), at(50), "polygon", FEED_AVAILABLE), beat(60)]
+    evs.sort(key=lambda e: e.ts_recv)
+    mon, alerts = run(evs)
+    assert summary(alerts, {"disconnected"}) == [
+        ("disconnected", "polygon", ALERT_RAISED, 40.5),
+        ("disconnected", "polygon", ALERT_CLEARED, 50.0),
+    ]
+    m = mon.metrics()["sources"]["polygon"]
+    assert m["observed_s"] == pytest.approx(59.0) and m["connected_s"] == pytest.approx(19.0)
+
+
+def test_recording_restart_is_nobodys_downtime():
+    evs = start()
+    evs += [trade(s) for s in range(1, 10)]
+    evs.append(FeedStatus(at(10), at(10), DTC, FEED_DISCONNECTED))
+    evs.append(RecordingEnded(at(11), at(11), "rec-1", "stopped"))
+    evs += [RecordingStarted(at(500), at(500), "rec-2", "0.1", 1, "fp", [DTC]), Instrument(at(500), at(500), 0, "ES", DTC)]
+    evs += [trade(s) for s in range(501, 520)]
+    mon, alerts = run(evs)
+    assert summary(alerts, {"disconnected"}) == []
+    m = mon.metrics()["sources"][DTC]
+    assert m["observed_s"] == pytest.approx(11 + 19) and m["connected_s"] == pytest.approx(10 + 19)
+
+
+def rich_stream() -> list:
+    """Two DTC sources and Polygon with every kind of fault, for the batching test."""
+    evs = start((DTC, DTC2, "polygon"))
+    rng = np.random.default_rng(7)
+    for ms in range(0, 400_000, 250):
+        sec = ms / 1000
+        if ms % 1000 == 500:
+            evs.append(beat(sec))
+        down = 100 <= sec < 145
+        if not down:
+            lat = int(rng.integers(1, 4) * MS) if not 200 <= sec < 260 else 30 * MS
+            evs.append(trade(sec, latency_ns=lat, instrument=0))
+            evs.append(Quote(at(sec) - lat, at(sec), 0, 4999.75, 10.0, 5000.0, 12.0))
+        evs.append(trade(sec + 0.001, latency_ns=int(rng.integers(1, 300)) * MS // 10, instrument=1))
+        if ms % 5000 == 0:
+            bad = 300 <= sec < 330
+            evs.append(poly(sec + 0.002, elapsed_ms=90.0 if 150 <= sec < 200 else 25.0, status=502 if bad else 200))
+        if ms == 100_000:
+            evs.append(FeedStatus(at(sec), at(sec), DTC, FEED_DISCONNECTED))
+        if ms == 145_000:
+            evs += [FeedStatus(at(sec), at(sec), DTC, FEED_LOGGED_ON), Gap(at(sec), at(sec), DTC, at(100), at(145), "reconnect")]
+        if ms == 350_000:
+            evs.append(FeedStatus(at(sec), at(sec), DTC2, FEED_HEARTBEAT_TIMEOUT))
+    evs.sort(key=lambda e: e.ts_recv)
+    return evs
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096])
+def test_batches_of_any_size_give_identical_alerts_and_metrics(size):
+    # Arrange
+    evs = rich_stream()
+    whole = ColumnBatch.from_events(evs)
+    ref = MonitorReducer()
+    ref_alerts = ref.on_batch(whole)
+    names = {a.name for a in ref_alerts}
+    assert {"disconnected", "gap", "latency", "api_errors", "quality"} <= names  # the stream exercises them all
+    # Act
+    mon = MonitorReducer()
+    alerts = []
+    for lo in range(0, len(whole), size):
+        alerts += mon.on_batch(whole.take(np.arange(lo, min(lo + size, len(whole)))))
+    # Assert: bit for bit
+    assert alerts == ref_alerts
+    assert json.dumps(mon.metrics(), sort_keys=True) == json.dumps(ref.metrics(), sort_keys=True)
+
+
+def test_metrics_hand_computed_tiny_case():
+    # Arrange: 10 s windows. DTC up 0-20, down 20-25 (Gap 20-25), up 25-40. Polygon from 1 s:
+    # 3 good answers (10 ms) and one failed poll (503) in the first window.
+    settings = MonitorSettings(window_s=10.0)
+    evs = start((DTC, "polygon"))
+    evs += [trade(s, latency_ns=1 * MS) for s in range(0, 20)]
+    evs.append(FeedStatus(at(20), at(20), DTC, FEED_DISCONNECTED))
+    evs += [beat(s + 0.5) for s in range(20, 25)]
+    evs += [FeedStatus(at(25), at(25), DTC, FEED_LOGGED_ON), Gap(at(25), at(25), DTC, at(20), at(25), "reconnect")]
+    evs += [trade(s, latency_ns=1 * MS) for s in range(25, 40)]
+    evs += [poly(1, 10.0), poly(2, 10.0), poly(3, 10.0),
+            SourceError(at(4), at(4), "polygon", "PolygonHttpError: HTTP 503", "none: no chain yet", 0, "SPX", 503)]
+    evs.append(beat(40))
+    evs.sort(key=lambda e: e.ts_recv)
+    # Act
+    mon, alerts = run(evs, settings)
+    m = mon.metrics()
+    d, p = m["sources"][DTC], m["sources"]["polygon"]
+    # Assert: DTC
+    assert d["observed_s"] == 40.0 and d["connected_s"] == 35.0
+    assert d["uptime"] == pytest.approx(0.875) and d["uptime_ok"] is False
+    assert d["gap_s"] == 5.0 and d["gap_fraction"] == pytest.approx(0.125)
+    assert d["completeness"] == pytest.approx(0.875)
+    assert d["latency_ms"]["p99"] == pytest.approx(1.0) and d["latency_ms"]["n"] == 35
+    # windows [0,10) [10,20) [30,40) score 1; [20,30) fails up and complete: 0.4
+    assert d["quality"] == pytest.approx((10 + 10 + 4 + 10) / 40)
+    # Polygon: observed from 1 s; 4 requests, 1 error; first window misses only the error check
+    assert p["observed_s"] == 39.0 and p["uptime"] == 1.0
+    assert p["requests"] == 4 and p["errors"] == 1 and p["error_rate"] == pytest.approx(0.25)
+    assert p["fallbacks"] == 0 and p["errors_ok"] is False
+    assert p["quality"] == pytest.approx((9 * 0.9 + 30) / 39)
+    assert m["overall"]["quality"] == pytest.approx(0.85) and m["overall"]["quality_ok"] is False
+    assert m["overall"]["completeness"] == pytest.approx(0.875)
+    assert len(m["hours"]) == 1 and m["hours"][0]["sources"][DTC]["connected_s"] == 35.0
+    json.dumps(m)  # JSON-able
+    # alerts of this case
+    assert summary(alerts, {"api_errors", "quality"}) == [
+        ("api_errors", "polygon", ALERT_RAISED, 10.0),
+        ("quality", "polygon", ALERT_RAISED, 10.0),
+        ("quality", "polygon", ALERT_CLEARED, 20.0),
+        ("quality", DTC, ALERT_RAISED, 30.0),
+    ]
+
+
+def test_two_dtc_sources_out_of_sync_fail_the_sync_check():
+    evs = start((DTC, DTC2))
+    for sec in range(1, 130):
+        evs += [trade(sec, 2 * MS, 0), trade(sec + 0.1, 400 * MS, 1)]
+    _, alerts = run(evs)
+    mon, _ = run(evs)
+    m = mon.metrics()
+    assert m["overall"]["worst_sync_ms"] == pytest.approx(398.0, rel=0.01)
+    assert m["overall"]["sync_ok"] is False
+
+
+def test_latency_histogram_bins_and_quantiles():
+    values = np.array([0, -5, 1, 2, 3, 1000, 999_999, 10**12], dtype=np.int64)
+    bins = latency_bins(values)
+    assert bins.tolist() == [latency_bin(int(v)) for v in values]
+    for v, b in zip(values.tolist(), bins.tolist()):
+        if v > 0:
+            assert bin_upper_edge(b) >= v and bin_upper_edge(b) <= v * (1 + 1 / 64) + 1
+    lat = np.arange(1, 1001, dtype=np.int64) * MS  # 1..1000 ms
+    hist = np.bincount(latency_bins(lat), minlength=65 * 64)
+    assert quantile_ns(hist, 1000, int(lat.max()), 99) == pytest.approx(990 * MS, rel=0.01)
+    assert quantile_ns(hist, 1000, int(lat.max()), 50) == pytest.approx(500 * MS, rel=0.01)
