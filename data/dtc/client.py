@@ -22,6 +22,8 @@ import os
 import random
 from typing import Callable, Final, Sequence
 
+import msgspec
+
 from mia.engine.clock import Clock
 from mia.engine.errors import ConnectionLostError, LogonRejectedError, ProtocolError
 from mia.engine.events import (
@@ -35,7 +37,6 @@ from .convert import DtcEventMapper
 
 logger = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT_S: Final = 5.0  # each of encoding response and logon response
 DEAD_LINK_FACTOR: Final = 2.0  # silence longer than this many heartbeat intervals = dead link
 LOGOFF_FLUSH_S: Final = 0.05
 
@@ -145,6 +146,11 @@ class _DtcSession:
             self.do_not_reconnect = bool(msg.do_not_reconnect)
             self.close_reason = f"server logoff: {self.client._redact(msg.reason)}"
             self.transport.close()  # type: ignore[union-attr]
+        # server text may echo what we sent: the raw copy goes to the log, so redact it first
+        if t == p.LOGON_RESPONSE:
+            msg = msgspec.structs.replace(msg, result_text=self.client._redact(msg.result_text))
+        elif t == p.LOGOFF:
+            msg = msgspec.structs.replace(msg, reason=self.client._redact(msg.reason))
         out.append(self.client._mapper.raw(msg, ts_recv))
 
     def send(self, msg: p.DtcMessage) -> None:
@@ -216,7 +222,7 @@ class DtcClient:
         self._username = os.environ.get("MIA_DTC_USERNAME", "") if username is None else username
         self._password = os.environ.get("MIA_DTC_PASSWORD", "") if password is None else password
         self.client_name = client_name
-        self.connect_timeout_s = connect_timeout_s
+        self.connect_timeout_s = connect_timeout_s  # also bounds each handshake step
         self.reconnect_initial_s = reconnect_initial_s
         self.reconnect_max_s = reconnect_max_s
         self.max_attempts = max_attempts
@@ -347,7 +353,7 @@ class DtcClient:
         self._emit(FeedStatus(now, now, self.source, FEED_CONNECTED, detail=f"{host}:{port}"))
         if self.encoding != p.BINARY_ENCODING:
             session.send(p.EncodingRequest(encoding=self.encoding))
-            granted = await asyncio.wait_for(session.encoding_fut, HANDSHAKE_TIMEOUT_S)
+            granted = await asyncio.wait_for(session.encoding_fut, self.connect_timeout_s)
             if granted != self.encoding:
                 logger.warning("dtc encoding host=%s asked=%d granted=%d", session.where,
                                self.encoding, granted)
@@ -355,7 +361,7 @@ class DtcClient:
             username=self._username, password=self._password,
             heartbeat_interval_in_seconds=max(1, round(self.heartbeat_interval_s)),
             client_name=self.client_name))
-        resp = await asyncio.wait_for(session.logon_fut, HANDSHAKE_TIMEOUT_S)
+        resp = await asyncio.wait_for(session.logon_fut, self.connect_timeout_s)
         text = self._redact(resp.result_text)
         if resp.result == p.LOGON_ERROR_NO_RECONNECT:
             raise LogonRejectedError(f"dtc {host}:{port}: logon rejected, do not reconnect: {text}",
