@@ -1,6 +1,6 @@
 """The alert hook: run a user's command for each Alert the monitor derives.
 
-`AlertHook` is a pipeline sink (`__call__(derived)`). Each Alert becomes one JSON object written
+`AlertHook` is a pipeline sink (`__call__(derived)`). Each Alert becomes one JSON object (one line) written
 to the command's stdin; the command runs in a shell, on a small pool of background threads, in
 its own process group so a timeout kills it and everything it started. A failing, missing or
 hanging command is logged and never reaches the recorder: the recording always goes on.
@@ -113,7 +113,7 @@ class AlertHook:
             logger.warning("alert hook could not start command=%r error=%s", self.command, exc)
             return
         try:
-            _, err = proc.communicate(payload.encode("utf-8"), timeout=self.timeout_s)
+            _, err = proc.communicate((payload + "\n").encode("utf-8"), timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             try:
