@@ -754,3 +754,73 @@ def hour_label(hour_ns: int) -> str:
 
 def window_label(seconds: float) -> str:
     return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
+
+
+# --- the human table for `mia health` -------------------------------------------------------
+
+
+def _pct(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value * 100:.{digits}f}%"
+
+
+def _ms(lat: dict | None) -> str:
+    if not lat:
+        return "-"
+    return f"{lat['p50']:.1f}/{lat['p99']:.1f}/{lat['max']:.1f}"
+
+
+def _mark(ok) -> str:
+    return " " if ok is None else ("" if ok else "!")
+
+
+def format_health(metrics: dict) -> str:
+    """The metrics of `MonitorReducer.metrics()` as a table; "!" marks a missed threshold."""
+    t = metrics["thresholds"]
+    o = metrics["overall"]
+    lines = []
+    if metrics.get("start_ns") is None:
+        return "no events"
+    lines.append(f"observed {metrics['observed_s'] / 3600:.2f} h from {_iso(metrics['start_ns'])} "
+                 f"to {_iso(metrics['end_ns'])}, {metrics['recordings']} recording(s)")
+    lines.append(f"quality {_pct(o['quality'], 1)}{_mark(o['quality_ok'])} (min {t['min_quality']:.0%})   "
+                 f"completeness {_pct(o['completeness'])}{_mark(o['completeness_ok'])} "
+                 f"(min {t['min_completeness']:.1%})   sync {o['worst_sync_ms']:.1f} ms{_mark(o['sync_ok'])} "
+                 f"(max {t['max_sync_ms']:g} ms)")
+    lines.append("")
+    lines += _source_table(metrics["sources"])
+    lines.append("")
+    lines.append(f"thresholds: DTC latency {t['dtc_latency_ms']:g} ms, uptime {t['dtc_uptime']:.1%}, gaps "
+                 f"{t['dtc_max_gap_fraction']:.1%}; Polygon latency {t['polygon_latency_ms']:g} ms, uptime "
+                 f"{t['polygon_uptime']:.1%}, errors {t['polygon_max_error_rate']:.0%}; window {t['window_s']:g} s")
+    if metrics["hours"]:
+        lines.append("")
+        lines.append("per hour (UTC)")
+        for hour in metrics["hours"]:
+            for row in _source_table(hour["sources"], label=hour["hour"][11:16])[1:]:
+                lines.append(row)
+    alerts = metrics["alerts"]
+    lines.append("")
+    raised = ", ".join(f"{k} {v}" for k, v in alerts["raised"].items()) or "none"
+    lines.append(f"alerts raised: {raised}")
+    for a in alerts["active"]:
+        lines.append(f"  active since {_iso(a['since_ns'])}: {a['name']}: {a['message']}")
+    return "\n".join(lines)
+
+
+def _source_table(sources: dict, label: str | None = None) -> list[str]:
+    header = (f"{'hour ' if label else ''}{'source':<24}{'uptime':>9} {'gaps':>8} {'complete':>9} "
+              f"{'lat p50/p99/max ms':>20} {'msgs':>10} {'req':>5} {'err':>7} {'quality':>8}")
+    rows = [header]
+    for name, m in sources.items():
+        lat = m["request_latency_ms"] if m["kind"] == POLYGON else m["latency_ms"]
+        rows.append(
+            f"{(label + ' ') if label else ''}{name:<24}{_pct(m['uptime']):>8}{_mark(m['uptime_ok'])} "
+            f"{_pct(m['gap_fraction']):>7}{_mark(m['gap_ok'])} {_pct(m['completeness']):>8}"
+            f"{_mark(m['completeness_ok'])} {_ms(lat):>19}{_mark(m['latency_ok'])} {m['messages']:>10} "
+            f"{m['requests']:>5} {_pct(m['error_rate'], 1):>6}{_mark(m['errors_ok'])} "
+            f"{_pct(m['quality'], 1):>7}{_mark(m['quality_ok'])}")
+    return rows
+
+
+def _iso(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / NS_PER_S, dt.timezone.utc).strftime("%H:%M:%S")

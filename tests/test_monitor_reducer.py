@@ -321,3 +321,18 @@ def test_latency_histogram_bins_and_quantiles():
     hist = np.bincount(latency_bins(lat), minlength=65 * 64)
     assert quantile_ns(hist, 1000, int(lat.max()), 99) == pytest.approx(990 * MS, rel=0.01)
     assert quantile_ns(hist, 1000, int(lat.max()), 50) == pytest.approx(500 * MS, rel=0.01)
+
+
+def test_format_health_table_names_sources_and_marks_missed_thresholds():
+    from mia.analytics.monitor import format_health
+
+    mon = MonitorReducer()
+    mon.on_batch(ColumnBatch.from_events(rich_stream()))
+    text = format_health(mon.metrics())
+    lines = text.splitlines()
+    dtc_row = next(line for line in lines if line.startswith(DTC))
+    dtc2_row = next(line for line in lines if line.startswith(DTC2))
+    assert "88.74%!" in dtc_row  # uptime under 99.9 %
+    assert "100.00% " in dtc2_row
+    assert "per hour (UTC)" in text and "alerts raised:" in text and "api_errors 1" in text
+    assert format_health(MonitorReducer().metrics()) == "no events"
