@@ -692,8 +692,8 @@ class LogWriter:
         if self._fd < 0:
             return
         now = self._clock.now_ns()
-        ts_end = min(max(now, self._last_ts, self._frame_ts0 if self._pending else 0),
-                     self._day_hi - 1)
+        pending_hi = max(map(_ts_recv_of, self._pending), default=0)
+        ts_end = min(max(now, self._last_ts, pending_hi), self._day_hi - 1)
         ts_end = max(ts_end, self._day_lo)
         self._append_internal(RecordingEnded(ts_end, ts_end, self._recording_id, reason,
                                              self._seg_events + len(self._pending)))
