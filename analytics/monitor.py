@@ -15,7 +15,7 @@ bit for bit, wherever the batches were cut. Definitions (docs/quality-score.md e
 - Gaps: Gap events, overlaps merged per source; gap fraction = gap time / observed time.
   Completeness = 1 - max(gap fraction, 1 - uptime): the larger of two views of the same loss.
 - Latency: DTC: ts_recv - ts_event of market rows; Polygon: PolygonResponse.elapsed_ns. Kept as
-  log-linear histograms (64 sub-bins per power of two, <= 0.8 % relative error) with the exact
+  log-linear histograms (64 sub-bins per power of two, <= 1.6 % relative error) with the exact
   max; a quantile is its bin's upper edge, capped at the exact max.
 - Requests (Polygon): each PolygonResponse is one request (an error when its status is not 2xx);
   each failed poll (SourceError with a status other than 200) is one more request and one error.
@@ -711,6 +711,16 @@ class MonitorReducer:
             "quality_ok": None if quality is None else quality >= s.min_quality,
         }
         return out
+
+
+def run_monitor(batches: Iterable[ColumnBatch], settings: MonitorSettings = MonitorSettings()
+                ) -> tuple[dict, list[Alert]]:
+    """Fold a day's input batches (in log order) through a fresh monitor: (metrics, alerts)."""
+    mon = MonitorReducer(settings)
+    alerts: list[Alert] = []
+    for batch in batches:
+        alerts.extend(mon.on_batch(batch))
+    return mon.metrics(), alerts
 
 
 def rolling_quality(recent: Iterable[tuple[int, float]]) -> float:

@@ -336,3 +336,17 @@ def test_format_health_table_names_sources_and_marks_missed_thresholds():
     assert "100.00% " in dtc2_row
     assert "per hour (UTC)" in text and "alerts raised:" in text and "api_errors 1" in text
     assert format_health(MonitorReducer().metrics()) == "no events"
+
+
+def test_random_cuts_and_run_monitor_agree_with_one_batch():
+    from mia.analytics.monitor import run_monitor
+
+    whole = ColumnBatch.from_events(rich_stream())
+    ref_metrics, ref_alerts = run_monitor([whole])
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        cuts = np.unique(np.concatenate([[0], rng.integers(1, len(whole), 60), [len(whole)]]))
+        batches = [whole.take(np.arange(a, b)) for a, b in zip(cuts[:-1], cuts[1:])]
+        metrics, alerts = run_monitor(batches)
+        assert alerts == ref_alerts
+        assert json.dumps(metrics, sort_keys=True) == json.dumps(ref_metrics, sort_keys=True)
