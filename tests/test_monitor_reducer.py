@@ -20,6 +20,7 @@ from mia.engine.events import (
     FEED_UNAVAILABLE,
     FEED_AVAILABLE,
     Alert,
+    EventCodec,
     FeedStatus,
     Gap,
     Heartbeat,
@@ -245,6 +246,8 @@ def test_batches_of_any_size_give_identical_alerts_and_metrics(size):
     ref_alerts = ref.on_batch(whole)
     names = {a.name for a in ref_alerts}
     assert {"disconnected", "gap", "latency", "api_errors", "quality"} <= names  # the stream exercises them all
+    codec = EventCodec()
+    assert codec.decode_many(codec.encode_many(ref_alerts)) == ref_alerts  # alerts go to the derived log
     # Act
     mon = MonitorReducer()
     alerts = []
