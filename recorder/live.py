@@ -22,6 +22,7 @@ from mia.engine.events import Event, Gap, Heartbeat, SourceError
 from mia.engine.instruments import InstrumentRegistry
 from mia.engine.log import EventLog
 from mia.engine.pipeline import Pipeline
+from mia.recorder.alerts import AlertHook, format_alerts
 from mia.replay.reducers import LevelsSink, find_reducer, standard_reducers
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class Recorder:
         self._queue: list[Event] = []
         self._stop = asyncio.Event()
         self._stop_reason = "stopped"
-        self.alerts: list[str] = []
+        self._monitor = None
 
     def stop(self, reason: str = "stopped") -> None:
         self._stop_reason = reason
@@ -170,8 +171,12 @@ class Recorder:
             from mia.engine.bus import Publisher, curve_from_config
 
             publisher = Publisher(cfg.bus.address, curve=curve_from_config(cfg.bus.curve))
-        sinks = ([LevelsSink(cfg.levels_file, find_reducer(reducers, "OrderflowReducer"))]
-                 if cfg.levels_file else [])
+        sinks: list = ([LevelsSink(cfg.levels_file, find_reducer(reducers, "OrderflowReducer"))]
+                       if cfg.levels_file else [])
+        hook = AlertHook(cfg.monitor.on_alert) if cfg.monitor.on_alert else None
+        if hook is not None:
+            sinks.append(hook)
+        self._monitor = find_reducer(reducers, "MonitorReducer")
         pipeline = Pipeline(reducers, publisher=publisher, sinks=sinks)
 
         sources = self._make_sources()
@@ -224,6 +229,8 @@ class Recorder:
             writer.close(reason=reason)
             pipeline.process_written()
             derived.close(reason=reason)
+            if hook is not None:
+                hook.close(5.0)
             if publisher is not None:
                 publisher.close()
         return RecordResult(
@@ -285,8 +292,9 @@ class Recorder:
             parts.append(f"{name} {st.rate:,.0f}/s lag {st.lag_ns / 1e6:.1f}ms gaps {st.gaps}"
                          + (f" errors {st.errors}" if st.errors else ""))
         line = " | ".join(parts) or "no sources"
-        if self.alerts:
-            line += " | ALERTS: " + ", ".join(self.alerts)
+        alerts = format_alerts(self._monitor.active_alerts()) if self._monitor is not None else ""
+        if alerts:
+            line += " | ALERTS: " + alerts
         if self.status is not None:
             self.status(line)
 

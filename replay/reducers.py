@@ -16,8 +16,10 @@ logger = logging.getLogger(__name__)
 
 
 def standard_reducers(config: Config) -> list:
-    """[OrderflowReducer, GammaReducer] configured from `config`; order is part of the output."""
+    """[OrderflowReducer, GammaReducer, MonitorReducer] configured from `config`; the order is
+    part of the output (it breaks ts_recv ties between their derived events)."""
     from mia.analytics.gamma import GammaConfig, GammaReducer
+    from mia.analytics.monitor import MonitorReducer
     from mia.analytics.orderflow import OrderflowConfig, OrderflowReducer
     from mia.data.polygon.models import chain_columns
 
@@ -42,7 +44,7 @@ def standard_reducers(config: Config) -> list:
             profile_half_width=gm.grid_width,
         ),
     )
-    return [orderflow, gamma]
+    return [orderflow, gamma, MonitorReducer(config.monitor)]
 
 
 def find_reducer(reducers: list, cls_name: str):
