@@ -495,21 +495,32 @@ class DtcSimulator:
                     start = now - done / self.rate
                 continue
             done += self._produce(due)
-            for conn in list(self._connections):
-                conn.flush()
+            self._flush_all()
 
     def _produce(self, budget: int) -> int:
         """Step markets until about ``budget`` messages were produced; return how many."""
         produced = 0
         markets = list(self._markets.values())
         rng = markets[0].rng
+        # write in small chunks: a message waits for at most ~50 µs worth of its successors
+        chunk = max(1, int(self.rate / 20_000))
+        unflushed = 0
         while produced < budget:
             m = markets[rng.randrange(len(markets))] if len(markets) > 1 else markets[0]
             t = self.clock.now_ns()
             trades, changes, stats, top_changed = m.step(t)
             self.steps += 1
-            produced += self._publish(m, t, trades, changes, stats, top_changed)
+            n = self._publish(m, t, trades, changes, stats, top_changed)
+            produced += n
+            unflushed += n
+            if unflushed >= chunk:
+                self._flush_all()
+                unflushed = 0
         return produced
+
+    def _flush_all(self) -> None:
+        for conn in list(self._connections):
+            conn.flush()
 
     def _publish(self, m: _Market, t: int, trades, changes, stats, top_changed) -> int:
         n_msgs = len(trades) + (1 if changes else 0) * len(changes) + len(stats) + int(top_changed)
