@@ -35,7 +35,7 @@ import zmq
 import zmq.auth.thread
 from zmq.utils import z85
 
-from mia.engine.errors import ConfigError, MiaError
+from mia.engine.errors import ConfigError, MiaError, NoDataError
 from mia.engine.events import (
     KIND_OF,
     Event,
@@ -565,7 +565,8 @@ class CatchUp:
 
     Built by `catch_up`. Per stream, messages come in seq order. The log part of all streams is
     merged by ``ts_recv``; live messages come as they arrive. Counters: `from_log`, `from_bus`,
-    `duplicates` (live messages the log had already given); `gaps` lists ``(stream, expected,
+    `duplicates` (live messages the log had already given), `fills` (times the log supplied seqs
+    the live stream skipped); `gaps` lists ``(stream, expected,
     got)`` ranges that neither the bus nor the log could supply within `timeout_s`.
     """
 
@@ -598,6 +599,7 @@ class CatchUp:
         self.from_log = 0
         self.from_bus = 0
         self.duplicates = 0
+        self.fills = 0  # times the live stream ran ahead and the log supplied the seqs between
         self._prefixes = tuple(t.encode() for t in self.topics)
         self._namer = TopicNamer()
         self._codec = EventCodec()
@@ -609,12 +611,17 @@ class CatchUp:
         # Everything is received and filtered here, so stream seqs stay contiguous.
         self._sub = Subscriber(addr, ("",), curve=curve, rcvhwm=rcvhwm, context=context)
 
-    # The log side. `log.read(date, start, end, kinds, instruments, *, streams)` yields
-    # (seq, event) of one stream in seq order when given one stream. Reads are never filtered
-    # by kind: every seq must be seen to know where the log stands.
+    # The log side: `EventLog.read(date, start, end, kinds, instruments, *, streams, follow,
+    # poll_s, idle_timeout_s, stop)` yields (seq, event) of one stream in seq order when given
+    # one stream. Reads are never filtered by kind: every seq must be seen to know where the log
+    # stands.
 
-    def _read(self, stream: str, start_ns: int | None) -> Iterator[tuple[int, Event]]:
-        return iter(self.log.read(self.date, start_ns, None, None, None, streams=[stream]))
+    def _read(self, stream: str, start_ns: int | None, **follow: Any) -> Iterator[tuple[int, Event]]:
+        try:
+            yield from self.log.read(self.date, start_ns, None, None, None, streams=[stream],
+                                     **follow)
+        except NoDataError:
+            return  # the day has no segment yet: an empty log so far
 
     def _start_hint(self, stream: str) -> int | None:
         """Where a re-read of `stream` may start: a little before the last event seen of it."""
@@ -655,11 +662,17 @@ class CatchUp:
 
     def _fill(self, stream: str, end_seq: int) -> Iterator[BusMessage]:
         """Log events of `stream` from the next undelivered seq up to `end_seq` (excluded),
-        re-reading the log until the writer has closed the frame that holds them."""
+        following the segment being written until the writer has closed the frame holding them."""
+        self.fills += 1
         deadline = time.monotonic() + self.timeout_s
         start = self._start_hint(stream)
-        while self._next[stream] < end_seq:
-            for seq, event in self._read(stream, start):
+
+        def done() -> bool:
+            return self._next[stream] >= end_seq or time.monotonic() >= deadline
+
+        while True:
+            for seq, event in self._read(stream, start, follow=True, poll_s=LOG_POLL_S,
+                                         idle_timeout_s=self.timeout_s, stop=done):
                 if seq < self._next[stream]:
                     continue
                 if seq >= end_seq:
@@ -669,6 +682,8 @@ class CatchUp:
                 msg = self._from_log(stream, seq, event)
                 if msg is not None:
                     yield msg
+                if self._next[stream] >= end_seq or time.monotonic() >= deadline:
+                    break
             if self._next[stream] >= end_seq:
                 return
             if time.monotonic() >= deadline:
@@ -678,6 +693,8 @@ class CatchUp:
                                self.timeout_s)
                 self._next[stream] = end_seq
                 return
+            # The segment ended (or none is there yet) short of end_seq: look again, a new
+            # segment may be starting.
             time.sleep(LOG_POLL_S)
 
     def _log_gap(self, stream: str, expected: int, got: int) -> None:
