@@ -732,7 +732,9 @@ class CatchUp:
             seen = self._live_seen.get(stream)
             self._live_seen[stream] = raw.seq
             if seen is not None and raw.seq <= seen:
-                # Seqs restart each UTC day (and if a publisher starts over): follow the new day.
+                # Seqs restart each UTC day: finish the old day from the log (its segment closed
+                # with the rollover), then follow the new day.
+                yield from self._drain_log(stream)
                 event = self._codec.decode(raw.payload)
                 self.date = _utc_date(event.ts_recv)
                 self._next[stream] = 0

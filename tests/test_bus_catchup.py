@@ -196,3 +196,48 @@ def test_live_messages_the_log_already_gave_are_dropped_as_duplicates(tmp_path):
     # RecordingStarted (seq 0, never published) and the 50 trades, each once.
     assert [m.seq for m in got] == list(range(51))
     assert join.from_log == 51 and join.from_bus == 0 and join.duplicates == 50
+
+
+def test_catch_up_follows_the_log_across_utc_midnight(tmp_path):
+    # Arrange: a writer whose events cross midnight; the log rolls to a new day, seqs restart.
+    log = EventLog(tmp_path)
+    midnight = T0 - (T0 % (86_400 * 10**9)) + 86_400 * 10**9
+    next_day = DAY + dt.timedelta(days=1)
+    first_ts = midnight - 300_000_000  # 300 events before midnight, 1 ms apart
+    with Publisher(ANY_PORT) as pub:
+        started = threading.Event()
+        done = threading.Event()
+
+        def write():
+            try:
+                with log.writer("live", clock=ManualClock(first_ts), fsync="never",
+                                frame_max_ms=20) as w:
+                    event = instrument(1, "ESZ5", first_ts)
+                    pub.publish("live", w.append(event), event)
+                    for i in range(600):
+                        ts = first_ts + 1_000_000 * i
+                        event = Trade(ts_event=ts, ts_recv=ts, instrument=1, price=5000.0,
+                                      size=1.0, side=1)
+                        pub.publish("live", w.append(event), event)
+                        if i == 100:
+                            started.wait(timeout=10)  # let the catch-up join on the first day
+                        if i % 20 == 19:
+                            time.sleep(0.005)
+            finally:
+                done.set()
+
+        t = threading.Thread(target=write, daemon=True)
+        t.start()
+        # Act
+        join = CatchUp(log, DAY, pub.addr, streams=["live"], idle_timeout_s=1.0)
+        assert pub.wait_for_subscriber(timeout_s=5)
+        started.set()
+        got = list(join)
+        t.join(timeout=30)
+        assert done.is_set()
+    # Assert: the first day's seqs, then the second day's from 0, each exactly as logged.
+    days = [[(m.seq, _codec.encode(m.event)) for m in got if (m.event.ts_recv >= midnight) == d]
+            for d in (False, True)]
+    for date, day_msgs in zip((DAY, next_day), days):
+        assert day_msgs == [(seq, _codec.encode(e)) for seq, e in log.read(date, streams=["live"])]
+    assert join.gaps == [] and join.date == next_day
