@@ -267,6 +267,8 @@ class Publisher:
             self.close()
             raise
         self.addr = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._send = self._socket.send_multipart
+        self._encode = self._codec.encode
         logger.info("bus publishing addr=%s curve=%s", self.addr, curve is not None)
 
     def _open(self, addr: str, curve: CurveKeys | None, sndhwm: int, linger_ms: int) -> zmq.Socket:
@@ -330,11 +332,13 @@ class Publisher:
 
     def publish(self, stream: str, seq: int, event: Event) -> None:
         """Send one event with its log seq in `stream`."""
+        if not 0 <= seq <= MAX_SEQ:
+            raise BusError(f"bus seq {seq} of stream {stream!r} is outside 0..{MAX_SEQ}")
         topic = self._namer.topic(event)
         topic_seq = self._topic_seqs.get(topic, 0)
         self._topic_seqs[topic] = topic_seq + 1
-        self._socket.send_multipart(  # type: ignore[union-attr]
-            (topic, pack_seq(stream, seq, topic_seq), self._codec.encode(event)))
+        seq_frame = _PACK_SEQ.pack(STREAM_IDS.get(stream, 0) << 56 | seq << 16 | (topic_seq & 0xFFFF))
+        self._send((topic, seq_frame, self._encode(event)))
         self.sent += 1
 
     def publish_many(self, stream: str, first_seq: int, events: Iterable[Event]) -> None:
@@ -448,22 +452,26 @@ class Subscriber:
     def recv_raw(self, timeout_s: float | None) -> _RawMessage | None:
         """The next well-formed message, undecoded, gap-checked; None after `timeout_s`."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        sock = self._socket
         while True:
-            if self._socket.poll(0) == 0:  # type: ignore[union-attr]
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)  # type: ignore[union-attr]
+            except zmq.Again:
                 wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
                 if not self._poller.poll(wait_ms):
                     return None
-            frames = self._socket.recv_multipart()  # type: ignore[union-attr]
+                continue
             if len(frames) != 3 or len(frames[1]) != 8:
                 self._malformed(f"{len(frames)} frames")
-            else:
-                stream, seq, topic_seq = unpack_seq(frames[1])
-                raw = _RawMessage(frames[0], stream, seq, topic_seq, frames[2])
-                self.received += 1
-                self._check_gap(raw)
-                return raw
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
+                if deadline is not None and time.monotonic() >= deadline:
+                    return None
+                continue
+            (value,) = _PACK_SEQ.unpack(frames[1])
+            raw = _RawMessage(frames[0], STREAM_NAMES.get(value >> 56, OTHER_STREAM),
+                              (value >> 16) & _SEQ_MASK, value & 0xFFFF, frames[2])
+            self.received += 1
+            self._check_gap(raw)
+            return raw
 
     def recv(self, timeout_s: float | None = None) -> BusMessage | None:
         """The next message, or None when none arrives within `timeout_s` (None: wait forever)."""
