@@ -609,6 +609,7 @@ class CatchUp:
         self.duplicates = 0
         self.fills = 0  # times the live stream ran ahead and the log supplied the seqs between
         self._prefixes = tuple(t.encode() for t in self.topics)
+        self._wanted: dict[bytes, str] = {}  # topic -> its text if subscribed, else ""
         self._namer = TopicNamer()
         self._codec = EventCodec()
         self._next: dict[str, int] = {s: 0 for s in self.streams}  # next seq to deliver
@@ -647,10 +648,14 @@ class CatchUp:
         topic = self._namer.topic(event)  # every event: it may teach a symbol
         self._next[stream] = seq + 1
         self._last_ts[stream] = event.ts_recv
-        if not self._matches(topic):
+        name = self._wanted.get(topic)
+        if name is None:
+            name = topic.decode(errors="replace") if self._matches(topic) else ""
+            self._wanted[topic] = name
+        if not name:
             return None
         self.from_log += 1
-        return BusMessage(topic.decode(), stream, seq, event)
+        return BusMessage(name, stream, seq, event)
 
     def _tagged(self, stream: str) -> Iterator[tuple[int, int, str, Event]]:
         for seq, event in self._read(stream, None):
@@ -658,7 +663,12 @@ class CatchUp:
 
     def _initial(self) -> Iterator[BusMessage]:
         """The log as it stands now, all streams merged by ts_recv."""
-        merged = heapq.merge(*(self._tagged(s) for s in self.streams), key=lambda t: (t[0], t[1]))
+        if len(self.streams) == 1:
+            stream = self.streams[0]
+            merged: Iterable = ((0, seq, stream, event) for seq, event in self._read(stream, None))
+        else:
+            merged = heapq.merge(*(self._tagged(s) for s in self.streams),
+                                 key=lambda t: (t[0], t[1]))
         for _, seq, stream, event in merged:
             if seq < self._next[stream]:
                 continue
