@@ -29,7 +29,7 @@ from mia.engine.events import (
 from mia.engine.fastdecode import decode_columns
 from mia.engine.log import NS_PER_DAY, EventLog, day_of
 
-DAY0 = 19_676 * NS_PER_DAY  # 2023-11-14 00:00 UTC
+DAY0 = 19_676 * NS_PER_DAY  # 2023-11-15 00:00 UTC
 HOUR = 3_600 * 1_000_000_000
 SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,

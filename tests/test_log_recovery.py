@@ -1,0 +1,252 @@
+"""Event log under damage: SIGKILL mid-append, torn tails, flipped bytes, a followed writer."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from mia.engine.clock import ManualClock
+from mia.engine.errors import LogCorruptError, LogFormatError
+from mia.engine.events import Instrument, RecordingEnded, RecordingStarted, Trade
+from mia.engine.log import FRAME_HEADER_SIZE, NS_PER_DAY, EventLog, _scan, day_of
+
+DAY0 = 19_676 * NS_PER_DAY  # 2023-11-15 00:00 UTC
+DATE = day_of(DAY0)
+PY = sys.executable
+
+
+def enc(events) -> list[bytes]:
+    """Events as bytes: equality that treats NaN fields as equal."""
+    return [msgspec.msgpack.encode(e) for e in events]
+
+# A child that appends Trade(price=i) at full speed and publishes how many append() calls
+# returned through a shared 8-byte counter file.
+CHILD = textwrap.dedent("""
+    import mmap, os, struct, sys
+    from mia.engine.clock import ManualClock
+    from mia.engine.events import Instrument, Trade
+    from mia.engine.log import EventLog
+    root, run, counter, fmax = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    base = {day0} + run * 10**12
+    fd = os.open(counter, os.O_RDWR)
+    m = mmap.mmap(fd, 8)
+    w = EventLog(root).writer(clock=ManualClock(base), fsync="never", frame_max_events=fmax,
+                              recording_id="run%d" % run)
+    w.append(Instrument(run, base, 1, "ESZ3", "dtc"))
+    print("ready", flush=True)
+    i = 0
+    pack = struct.Struct("<q").pack_into
+    while True:
+        w.append(Trade(run, base + i, 1, float(i), 1.0, 1))
+        i += 1
+        pack(m, 0, i)
+""").format(day0=DAY0)
+
+
+def _frames(path: Path):
+    with open(path, "rb") as f:
+        from mia.engine.log import _read_segment_header
+
+        _, _, _, pos = _read_segment_header(f, path)
+        return list(_scan(f, path, pos, path.stat().st_size))
+
+
+def _write_day(root: Path, n: int = 200, frame_max: int = 16) -> list:
+    log = EventLog(root)
+    events = [Instrument(DAY0, DAY0, 1, "ESZ3", "dtc")]
+    events += [Trade(DAY0 + i, DAY0 + i, 1, float(i), 1.0, 1) for i in range(n)]
+    with log.writer(clock=ManualClock(DAY0), frame_max_events=frame_max, fsync="never") as w:
+        w.append_many(events)
+    return [e for _, e in log.read(DATE)]
+
+
+def test_sigkill_at_random_moments_loses_at_most_the_open_frame(tmp_path):
+    root = tmp_path / "log"
+    counter = tmp_path / "counter"
+    counter.write_bytes(b"\0" * 8)
+    rng = random.Random(1234)
+    fmax = 64
+    kills = 20
+    deadline = time.monotonic() + 60
+    for run in range(kills):
+        counter.write_bytes(b"\0" * 8)
+        child = subprocess.Popen([PY, "-c", CHILD, str(root), str(run), str(counter), str(fmax)],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.0, 0.15))
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=10)
+            child.stdout.close()
+        appended = int.from_bytes(counter.read_bytes(), "little", signed=True)
+        # reopen: every run's events are a prefix of what it appended, short by < one frame
+        log = EventLog(root)
+        got = [(s, e) for s, e in log.read(DATE) if type(e) is Trade and e.ts_event == run]
+        prices = [e.price for _, e in got]
+        assert prices == [float(i) for i in range(len(prices))]
+        assert appended - fmax <= len(prices) <= appended + 1, (run, appended, len(prices))
+        assert time.monotonic() < deadline
+    # a new writer recovers the last torn segment and starts cleanly beside the crashed ones
+    log = EventLog(root)
+    with log.writer(clock=ManualClock(DAY0 + kills * 10**12), recording_id="after") as w:
+        seq = w.append(Trade(99, DAY0 + kills * 10**12, 1, 0.0, 1.0))
+    everything = list(log.read(DATE, strict=True))
+    seqs = [s for s, _ in everything]
+    assert len(set(seqs)) == len(seqs) and seq == max(seqs) - 1
+    assert log.verify(DATE).ok
+    states = [s.state for s in log.inspect(DATE)]
+    assert states == ["crashed"] * kills + ["clean"]
+
+
+def test_torn_tail_at_every_offset_recovers_to_last_whole_frame(tmp_path):
+    src = tmp_path / "src"
+    events = _write_day(src, n=40, frame_max=16)
+    (seg,) = EventLog(src).segments(DATE)
+    frames = _frames(seg.path)
+    last = frames[-1]
+    expected = events[: len(events) - last.count]  # every frame but the last
+    data = seg.path.read_bytes()
+    work = tmp_path / "work"
+    for cut in range(last.offset + 1, len(data)):
+        shutil.rmtree(work, ignore_errors=True)
+        (work / DATE).mkdir(parents=True)
+        torn = work / DATE / seg.path.name
+        torn.write_bytes(data[:cut])
+        log = EventLog(work)
+        problems = []
+        got = [e for _, e in log.read(DATE, on_problem=problems.append)]
+        assert enc(got) == enc(expected)
+        assert problems and problems[0].offset == last.offset
+        report = log.verify(DATE, repair=True)
+        assert report.torn_tails[0].offset == last.offset
+        assert report.truncated_bytes == cut - last.offset
+        assert torn.stat().st_size == last.offset
+        assert log.verify(DATE).ok
+        assert enc(e for _, e in log.read(DATE, strict=True)) == enc(expected)
+
+
+def test_new_writer_truncates_torn_tail(tmp_path):
+    events = _write_day(tmp_path, n=40, frame_max=16)
+    (seg,) = EventLog(tmp_path).segments(DATE)
+    last = _frames(seg.path)[-1]
+    with open(seg.path, "r+b") as f:
+        f.truncate(last.offset + FRAME_HEADER_SIZE + 3)
+    log = EventLog(tmp_path)
+    with log.writer(clock=ManualClock(DAY0 + 10**9)) as w:
+        w.append(Trade(DAY0 + 10**9, DAY0 + 10**9, 1, 1.0, 1.0))
+    assert seg.path.stat().st_size == last.offset
+    assert log.verify(DATE).ok
+    got = [e for _, e in log.read(DATE, strict=True)]
+    kept = len(events) - last.count
+    assert enc(got[:kept]) == enc(events[:kept])
+    assert type(got[kept]) is RecordingStarted and got[kept + 1].ts_recv == DAY0 + 10**9
+
+
+def test_flipped_bytes_are_always_detected_and_skipped(tmp_path):
+    src = tmp_path / "src"
+    events = _write_day(src, n=300, frame_max=32)
+    (seg,) = EventLog(src).segments(DATE)
+    frames = _frames(seg.path)
+    data = seg.path.read_bytes()
+    first = frames[0].offset
+    # the events of each frame, by frame offset
+    per_frame, k = {}, 0
+    for fr in frames:
+        per_frame[fr.offset] = events[k : k + fr.count]
+        k += fr.count
+    rng = random.Random(99)
+    work = tmp_path / "work"
+    for trial in range(150):
+        pos = rng.randrange(first, len(data))
+        bad = bytearray(data)
+        bad[pos] ^= 1 << rng.randrange(8)
+        shutil.rmtree(work, ignore_errors=True)
+        (work / DATE).mkdir(parents=True)
+        path = work / DATE / seg.path.name
+        path.write_bytes(bytes(bad))
+        log = EventLog(work)
+        problems = []
+        got = [e for _, e in log.read(DATE, on_problem=problems.append)]
+        # the damaged frame is reported, by path and offset, and only it is missing
+        hit = max(o for o in per_frame if o <= pos)
+        assert problems, f"flip at {pos} not detected"
+        assert problems[0].path == str(path) and problems[0].offset == hit
+        expected = [e for o, evs in per_frame.items() if o != hit for e in evs]
+        assert enc(got) == enc(expected)
+        with pytest.raises(LogCorruptError) as exc:
+            list(log.read(DATE, strict=True))
+        assert exc.value.offset == hit and str(path) in str(exc.value)
+        report = log.verify(DATE)
+        assert not report.ok
+
+
+def test_not_a_log_and_newer_format_are_rejected(tmp_path):
+    _write_day(tmp_path, n=5)
+    (seg,) = EventLog(tmp_path).segments(DATE)
+    data = bytearray(seg.path.read_bytes())
+    data[8] = 99  # format version
+    seg.path.write_bytes(bytes(data))
+    with pytest.raises(LogFormatError, match="newer"):
+        list(EventLog(tmp_path).read(DATE))
+    seg.path.write_bytes(b"hello, world" * 10)
+    with pytest.raises(LogFormatError, match="not a mia log"):
+        EventLog(tmp_path).segments(DATE)
+
+
+FOLLOWED_WRITER = textwrap.dedent("""
+    import sys, time
+    from mia.engine.clock import ManualClock
+    from mia.engine.events import Trade
+    from mia.engine.log import EventLog
+    root, n = sys.argv[1], int(sys.argv[2])
+    clock = ManualClock({day0})
+    with EventLog(root).writer(clock=clock, frame_max_events=50, fsync="never") as w:
+        print("ready", flush=True)
+        for i in range(n):
+            w.append(Trade({day0} + i, {day0} + i, 1, float(i), 1.0, 1))
+            if i % 37 == 0:
+                w.flush()
+                time.sleep(0.002)
+""").format(day0=DAY0)
+
+
+def test_follow_sees_every_event_once_in_order(tmp_path):
+    n = 3000
+    child = subprocess.Popen([PY, "-c", FOLLOWED_WRITER, str(tmp_path), str(n)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        log = EventLog(tmp_path)
+        got = list(log.read(DATE, follow=True, poll_s=0.005, idle_timeout_s=20))
+    finally:
+        child.wait(timeout=30)
+        child.stdout.close()
+    assert child.returncode == 0
+    kinds = [type(e) for _, e in got]
+    assert kinds[0] is RecordingStarted and kinds[-1] is RecordingEnded
+    assert [s for s, _ in got] == list(range(n + 2))
+    assert [e.price for _, e in got[1:-1]] == [float(i) for i in range(n)]
+
+
+def test_follow_stops_when_told(tmp_path):
+    log = EventLog(tmp_path)
+    w = log.writer(clock=ManualClock(DAY0))
+    w.append(Trade(DAY0, DAY0, 1, 1.0, 1.0))
+    w.flush()
+    t0 = time.monotonic()
+    stop_at = t0 + 0.3
+    got = list(log.read(DATE, follow=True, poll_s=0.01, stop=lambda: time.monotonic() > stop_at))
+    assert 0.25 < time.monotonic() - t0 < 5
+    assert [type(e) for _, e in got] == [RecordingStarted, Trade]
+    w.close()
