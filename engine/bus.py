@@ -597,7 +597,7 @@ class CatchUp:
         if isinstance(streams, str):
             streams = (streams,)
         self.log = log
-        self.date = dt.date.fromisoformat(date) if isinstance(date, str) else date
+        day = dt.date.fromisoformat(date) if isinstance(date, str) else date
         self.addr = addr
         self.topics = tuple(topics)
         self.streams = tuple(streams)
@@ -616,6 +616,7 @@ class CatchUp:
         self._last_ts: dict[str, int] = {}  # ts_recv of the last log event seen: a seek hint
         self._last_payload: dict[str, bytes] = {}  # the last live message, stamped on demand
         self._live_seen: dict[str, int] = {}
+        self._dates: dict[str, dt.date] = {s: day for s in self.streams}  # each rolls on its own
         # Subscribe before reading the log: from here on the socket keeps what is published.
         # Everything is received and filtered here, so stream seqs stay contiguous.
         self._sub = Subscriber(addr, ("",), curve=curve, rcvhwm=rcvhwm, context=context)
@@ -627,8 +628,8 @@ class CatchUp:
 
     def _read(self, stream: str, start_ns: int | None, **follow: Any) -> Iterator[tuple[int, Event]]:
         try:
-            yield from self.log.read(self.date, start_ns, None, None, None, streams=[stream],
-                                     **follow)
+            yield from self.log.read(self._dates[stream], start_ns, None, None, None,
+                                     streams=[stream], **follow)
         except NoDataError:
             return  # the day has no segment yet: an empty log so far
 
@@ -640,18 +641,20 @@ class CatchUp:
             stamps.append(msgspec.msgpack.decode(payload, type=_Stamp).ts_recv)
         return max(stamps) - HINT_SLACK_NS if stamps else None
 
-    def _matches(self, topic: bytes) -> bool:
-        return topic.startswith(self._prefixes)
+    def _topic_text(self, topic: bytes) -> str:
+        """The topic as text when it is subscribed (prefix match, as the socket does), else ""."""
+        name = self._wanted.get(topic)
+        if name is None:
+            name = topic.decode(errors="replace") if topic.startswith(self._prefixes) else ""
+            self._wanted[topic] = name
+        return name
 
     def _from_log(self, stream: str, seq: int, event: Event) -> BusMessage | None:
         """Advance the stream past a log event; the message if its topic is wanted."""
         topic = self._namer.topic(event)  # every event: it may teach a symbol
         self._next[stream] = seq + 1
         self._last_ts[stream] = event.ts_recv
-        name = self._wanted.get(topic)
-        if name is None:
-            name = topic.decode(errors="replace") if self._matches(topic) else ""
-            self._wanted[topic] = name
+        name = self._topic_text(topic)
         if not name:
             return None
         self.from_log += 1
@@ -718,7 +721,12 @@ class CatchUp:
     def _log_gap(self, stream: str, expected: int, got: int) -> None:
         self.gaps.append((stream, expected, got))
         logger.warning("bus catch-up: log seqs missing date=%s stream=%s expected=%d got=%d",
-                       self.date, stream, expected, got)
+                       self._dates[stream], stream, expected, got)
+
+    @property
+    def date(self) -> dt.date:
+        """The newest UTC day being read (streams move to a new day when their seqs restart)."""
+        return max(self._dates.values())
 
     def __iter__(self) -> Iterator[BusMessage]:
         try:
@@ -754,11 +762,12 @@ class CatchUp:
                 # with the rollover), then follow the new day.
                 yield from self._drain_log(stream)
                 event = self._codec.decode(raw.payload)
-                self.date = _utc_date(event.ts_recv)
+                self._dates[stream] = _utc_date(event.ts_recv)
                 self._next[stream] = 0
                 self._last_ts.pop(stream, None)
                 self._last_payload.pop(stream, None)
-                logger.info("bus catch-up seq reset stream=%s seq=%d date=%s", stream, raw.seq, self.date)
+                logger.info("bus catch-up seq reset stream=%s seq=%d date=%s", stream, raw.seq,
+                            self._dates[stream])
             if raw.seq < self._next[stream]:
                 self.duplicates += 1
                 continue
@@ -766,11 +775,11 @@ class CatchUp:
                 yield from self._fill(stream, raw.seq)
             self._next[stream] = raw.seq + 1
             self._last_payload[stream] = raw.payload
-            if not self._matches(raw.topic):
+            if not self._topic_text(raw.topic):
                 continue
             event = self._codec.decode(raw.payload)
             self.from_bus += 1
-            yield BusMessage(raw.topic.decode(errors="replace"), stream, raw.seq, event)
+            yield BusMessage(self._topic_text(raw.topic), stream, raw.seq, event)
 
     def _drain_log(self, stream: str) -> Iterator[BusMessage]:
         """Whatever the log holds past the next undelivered seq of `stream`, without waiting."""
