@@ -80,10 +80,6 @@ class BusAddressInUseError(BusError):
         super().__init__(f"bus address {addr} is already in use (is another mia publishing?)")
 
 
-class CatchUpTimeout(BusError):
-    """The log did not show, in time, events the live stream had already sent."""
-
-
 # --- CURVE keys -------------------------------------------------------------------------------
 
 
