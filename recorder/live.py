@@ -168,9 +168,9 @@ class Recorder:
 
         publisher = None
         if cfg.bus.enabled:
-            from mia.engine.bus import Publisher, curve_from_config
+            from mia.engine.bus import CurveKeys, Publisher
 
-            publisher = Publisher(cfg.bus.address, curve=curve_from_config(cfg.bus.curve))
+            publisher = Publisher(cfg.bus.address, curve=CurveKeys.from_config(cfg.bus.curve))
         sinks: list = ([LevelsSink(cfg.levels_file, find_reducer(reducers, "OrderflowReducer"))]
                        if cfg.levels_file else [])
         hook = AlertHook(cfg.monitor.on_alert) if cfg.monitor.on_alert else None
