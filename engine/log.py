@@ -513,7 +513,7 @@ class LogWriter:
     def __init__(self, log_: "EventLog", stream: str, *, recording_id: str | None,
                  sources: Sequence[str], config_fingerprint: str, fsync: str,
                  fsync_interval_s: float, frame_max_events: int, frame_max_ms: float,
-                 clock: Clock) -> None:
+                 clock: Clock, on_write: Callable[[int, Event], None] | None = None) -> None:
         if not STREAM_RE.match(stream):
             raise UsageError(f"bad stream name {stream!r}: use [a-z0-9_]+")
         if fsync not in FSYNC_POLICIES:
@@ -534,6 +534,9 @@ class LogWriter:
         self._max_events = frame_max_events
         self._max_ns = int(frame_max_ms * 1e6)
         self._clock = clock
+        # sees every row this writer writes, its own bracketing and rollover rows included, so a
+        # live pipeline hands its reducers exactly what a replay will read
+        self._on_write = on_write
         self._codec = EventCodec()
         self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
         self._buf = bytearray()
@@ -605,6 +608,8 @@ class LogWriter:
         self._events_written += 1
         seq = self._next_seq
         self._next_seq = seq + 1
+        if self._on_write is not None:
+            self._on_write(seq, event)
         if len(pending) >= self._max_events or ts - self._frame_ts0 >= self._max_ns:
             self._write_frame()
         return seq
@@ -658,6 +663,8 @@ class LogWriter:
             self._frame_ts0 = event.ts_recv
             self._frame_opened_ns = self._clock.now_ns()
         self._pending.append(event)
+        if self._on_write is not None:
+            self._on_write(self._next_seq, event)
         self._next_seq += 1
 
     def _open_segment(self, date: str, ts_start: int) -> None:
@@ -1070,12 +1077,13 @@ class EventLog:
                sources: Sequence[str] = (), config_fingerprint: str = "",
                fsync: str = "interval", fsync_interval_s: float = 1.0,
                frame_max_events: int = 4096, frame_max_ms: float = 100.0,
-               clock: Clock = SystemClock()) -> LogWriter:
+               clock: Clock = SystemClock(),
+               on_write: Callable[[int, Event], None] | None = None) -> LogWriter:
         """A new segment of `stream` in today's folder (by `clock`), RecordingStarted first."""
         return LogWriter(self, stream, recording_id=recording_id, sources=sources,
                          config_fingerprint=config_fingerprint, fsync=fsync,
                          fsync_interval_s=fsync_interval_s, frame_max_events=frame_max_events,
-                         frame_max_ms=frame_max_ms, clock=clock)
+                         frame_max_ms=frame_max_ms, clock=clock, on_write=on_write)
 
     def _recover_stream(self, date: str, stream: str) -> int:
         """Before a new writer of (date, stream): truncate torn tails, note crashed segments,
