@@ -165,6 +165,355 @@ def verify(date: str | None, repair: bool, data_dir: str, as_json: bool) -> None
         sys.exit(1)
 
 
+# --- record / replay / sim / tail / demo --------------------------------------------------------
+
+
+def _parse_duration(text: str | None) -> float | None:
+    """'30s', '5m', '1h', '90' -> seconds."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    try:
+        if t and t[-1] in units:
+            return float(t[:-1]) * units[t[-1]]
+        return float(t)
+    except ValueError:
+        raise UsageError(f"bad duration {text!r}: expected e.g. 30s, 5m, 1h") from None
+
+
+def _parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"bad DTC address {text!r}: expected HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _run_async(coro_fn):
+    """Run a coroutine with SIGINT/SIGTERM turned into a clean stop."""
+    import asyncio
+    import signal
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        return await coro_fn(stop)
+
+    return asyncio.run(main())
+
+
+def _status_printer(quiet: bool):
+    if quiet:
+        return None
+    tty = sys.stderr.isatty()
+
+    def show(line: str) -> None:
+        if tty:
+            click.echo("\r\x1b[2K" + line[:200], err=True, nl=False)
+        else:
+            click.echo(line, err=True)
+
+    return show
+
+
+@cli.command()
+@data_dir_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="mia.toml (default: ./mia.toml when it exists).")
+@click.option("--dtc", "dtc_addrs", multiple=True, metavar="HOST:PORT",
+              help="A DTC server (Sierra Chart instance); repeat for several.")
+@click.option("--symbols", help="Comma-separated symbols for the DTC connections given by --dtc.")
+@click.option("--depth", type=click.IntRange(0, 50), default=None, help="Depth levels [10].")
+@click.option("--polygon-url", help="Polygon base URL (default https://api.polygon.io).")
+@click.option("--underlyings", help="Comma-separated option underlyings [SPX,NDX].")
+@click.option("--poll", type=float, help="Seconds between chain snapshots [fits the plan].")
+@click.option("--no-dtc", is_flag=True, help="Record no DTC connection.")
+@click.option("--no-polygon", is_flag=True, help="Record no options chains.")
+@click.option("--publish", metavar="ADDR", help="ZeroMQ PUB address [tcp://127.0.0.1:5556].")
+@click.option("--no-publish", is_flag=True, help="Do not publish on the bus.")
+@click.option("--levels-file", type=click.Path(dir_okay=False), help="Sierra Chart levels file to keep current.")
+@click.option("--duration", help="Stop after this long (30s, 5m, 1h); default: until Ctrl-C.")
+@click.option("--sim", is_flag=True, help="Start the embedded simulators and record from them.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed (with --sim).")
+@click.option("--rate", type=float, default=2000.0, show_default=True, help="Simulator messages/s (with --sim).")
+@click.option("--on-alert", metavar="COMMAND", help="Run COMMAND with each alert as JSON on stdin.")
+@click.option("-q", "--quiet", is_flag=True, help="No status line.")
+@handle_errors
+def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underlyings, poll,
+           no_dtc, no_polygon, publish, no_publish, levels_file, duration, sim, seed, rate,
+           on_alert, quiet):
+    """Record DTC order flow and Polygon options chains into the log.
+
+    \b
+    Examples:
+      mia record --sim --duration 30s
+      mia record --dtc 127.0.0.1:11099 --symbols ESZ6 --dtc 127.0.0.1:11100 --symbols NQZ6
+      mia record --config mia.toml --levels-file C:/SierraChart/Data/mia-levels.txt
+    """
+    import msgspec
+
+    from mia.engine.config import DtcConfig, load_config
+    from mia.recorder.live import Recorder
+
+    if config_path is None and os.path.exists("mia.toml"):
+        config_path = "mia.toml"
+    cfg = load_config(config_path)
+    seconds = _parse_duration(duration)
+    if dtc_addrs:
+        syms = _split(symbols) or [s for d in cfg.dtc for s in d.symbols]
+        if not syms:
+            raise UsageError("--dtc needs --symbols (or symbols in the config)")
+        conns = []
+        for addr in dtc_addrs:
+            host, port = _parse_hostport(addr)
+            conns.append(DtcConfig(host=host, port=port, symbols=syms))
+        cfg = msgspec.structs.replace(cfg, dtc=conns)
+    elif symbols:
+        cfg = msgspec.structs.replace(cfg, dtc=[msgspec.structs.replace(d, symbols=_split(symbols)) for d in cfg.dtc])
+    if depth is not None:
+        cfg = msgspec.structs.replace(cfg, dtc=[msgspec.structs.replace(d, depth=depth) for d in cfg.dtc])
+    pol = cfg.polygon
+    if polygon_url:
+        pol = msgspec.structs.replace(pol, base_url=polygon_url)
+    if underlyings:
+        pol = msgspec.structs.replace(pol, underlyings=_split(underlyings))
+    if poll is not None:
+        pol = msgspec.structs.replace(pol, poll_s=poll)
+    cfg = msgspec.structs.replace(cfg, polygon=pol)
+    if publish:
+        cfg = msgspec.structs.replace(cfg, bus=msgspec.structs.replace(cfg.bus, address=publish))
+    if no_publish:
+        cfg = msgspec.structs.replace(cfg, bus=msgspec.structs.replace(cfg.bus, enabled=False))
+    if levels_file:
+        cfg = msgspec.structs.replace(cfg, levels_file=levels_file)
+    if on_alert:
+        cfg = msgspec.structs.replace(cfg, monitor=msgspec.structs.replace(cfg.monitor, on_alert=on_alert))
+    data_dir = cfg.data_dir if (cfg.data_dir and data_dir == os.environ.get("MIA_DATA_DIR", "./mia-data")) else data_dir
+
+    async def go(stop):
+        import asyncio
+
+        sims = None
+        run_cfg = cfg
+        if sim:
+            from mia.recorder.sim import Simulators
+
+            sims = await Simulators(seed=seed, rate=rate).start()
+            run_cfg = sims.record_config(cfg, symbols=_split(symbols), poll_s=poll or 5.0)
+        if no_dtc:
+            run_cfg = msgspec.structs.replace(run_cfg, dtc=[])
+        if no_polygon:
+            run_cfg = msgspec.structs.replace(run_cfg, polygon=msgspec.structs.replace(run_cfg.polygon, enabled=False))
+        if not run_cfg.dtc and not (run_cfg.polygon.enabled and run_cfg.polygon.underlyings):
+            raise UsageError("nothing to record: give --dtc HOST:PORT --symbols ..., a config, or --sim")
+        rec = Recorder(run_cfg, data_dir, status=_status_printer(quiet))
+        watcher = asyncio.create_task(stop.wait())
+        watcher.add_done_callback(lambda _: rec.stop("signal"))
+        try:
+            return await rec.run(seconds)
+        finally:
+            watcher.cancel()
+            if sims is not None:
+                await sims.stop()
+
+    result = _run_async(go)
+    if not quiet and sys.stderr.isatty():
+        click.echo("", err=True)
+    click.echo(f"recorded {result.events:,} events and {result.derived:,} derived into "
+               f"{data_dir}/{result.date} (recording {result.recording_id}, {result.reason})")
+
+
+@cli.command()
+@data_dir_option
+@click.option("--date", "date_", required=True, help="The UTC day to replay, YYYY-MM-DD.")
+@click.option("--from", "from_", metavar="HH:MM", help="Start of the window (UTC).")
+@click.option("--to", "to", metavar="HH:MM", help="End of the window (UTC, exclusive).")
+@click.option("--speed", type=click.Choice(["1", "10", "max"]), default="max", show_default=True)
+@click.option("--symbols", help="Comma-separated symbols to summarise and publish.")
+@click.option("--publish", metavar="ADDR", help="Publish the replayed events on this ZeroMQ address.")
+@click.option("--check", is_flag=True, help="Recompute every derived event and compare with the live ones.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="mia.toml with the reducer settings used live.")
+@json_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@handle_errors
+def replay(data_dir, date_, from_, to, speed, symbols, publish, check, config_path, as_json, quiet):
+    """Replay a recorded day through the reducers; --check proves live and replay agree.
+
+    \b
+    Examples:
+      mia replay --date 2026-11-20 --check
+      mia replay --date 2026-11-20 --from 14:30 --to 15:00 --symbols ESZ6 --json
+      mia replay --date 2026-11-20 --speed 10 --publish tcp://127.0.0.1:5557
+    """
+    import json
+
+    from mia.engine.config import load_config
+    from mia.replay import parse_date, replay_day, window_ns
+
+    if config_path is None and os.path.exists("mia.toml"):
+        config_path = "mia.toml"
+    cfg = load_config(config_path)
+    date = parse_date(date_)
+    start, end = window_ns(date, from_, to)
+    show = not quiet and sys.stderr.isatty()
+    bar = click.progressbar(length=1, label=f"replay {date}", file=sys.stderr) if show else None
+
+    def progress(done, total):
+        if bar is not None:
+            bar.length = max(total, done, 1)
+            bar.update(done - bar.pos)
+
+    try:
+        result = replay_day(data_dir, date, start=start, end=end, symbols=_split(symbols),
+                            speed=speed, publish=publish, check=check, config=cfg,
+                            progress=progress if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.render_finish()
+    rate = result.events / result.seconds if result.seconds else 0.0
+    if as_json:
+        click.echo(json.dumps(result.to_json(), default=_json_default))
+    else:
+        click.echo(f"replayed {result.events:,} events of {date} in {result.seconds:.2f}s "
+                   f"({rate:,.0f}/s), {result.derived:,} derived")
+        for sym, s in result.instruments.items():
+            click.echo(f"  {sym:8} trades {s['trades']:>7,} vol {s['volume']:>9,.0f} "
+                       f"delta {s['cum_delta']:>+9,.0f} vwap {s['vwap']:.2f} poc {s['poc']:.2f} "
+                       f"va {s['va_low']:.2f}-{s['va_high']:.2f}")
+        for u, g in result.gamma.items():
+            click.echo(f"  {u:8} spot {g['spot']:.2f} zero-gamma {g['zero_gamma']:.2f} "
+                       f"call wall {g['call_wall']:.0f} put wall {g['put_wall']:.0f} "
+                       f"max pain {g['max_pain']:.0f} bias {g['dealer_bias']:+.2f}"
+                       + (" STALE" if g["stale"] else ""))
+    if check:
+        if result.check == "ok":
+            click.echo(f"check: ok ({result.derived:,} derived events identical)", err=True)
+        else:
+            click.echo(f"check: MISMATCH: {result.mismatch}", err=True)
+            sys.exit(1)
+
+
+def _json_default(o):
+    import math
+
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    return str(o)
+
+
+@cli.command()
+@click.option("--dtc-port", type=int, default=11099, show_default=True)
+@click.option("--polygon-port", type=int, default=8765, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rate", type=float, default=2000.0, show_default=True, help="DTC messages per second.")
+@click.option("--duration", help="Stop after this long (default: until Ctrl-C).")
+@handle_errors
+def sim(dtc_port, polygon_port, seed, rate, duration):
+    """Serve the DTC exchange simulator and the Polygon API simulator on loopback.
+
+    \b
+    Example:
+      mia sim --seed 7 &   then   mia record --dtc 127.0.0.1:11099 --symbols ESZ6 \\
+          --polygon-url http://127.0.0.1:8765   (POLYGON_API_KEY=sim-key)
+    """
+    from mia.recorder.sim import SIM_API_KEY, Simulators
+
+    seconds = _parse_duration(duration)
+
+    async def go(stop):
+        import asyncio
+
+        async with Simulators(seed=seed, dtc_port=dtc_port, polygon_port=polygon_port, rate=rate) as sims:
+            click.echo(f"DTC simulator on 127.0.0.1:{sims.dtc.port}, Polygon simulator on "
+                       f"{sims.polygon.url} (API key {SIM_API_KEY!r}); Ctrl-C stops", err=True)
+            try:
+                await asyncio.wait_for(stop.wait(), seconds)
+            except asyncio.TimeoutError:
+                pass
+
+    _run_async(go)
+
+
+@cli.command()
+@click.argument("addr", default="tcp://127.0.0.1:5556")
+@click.option("--topic", default="", help="Topic prefix, e.g. Trade.ESZ6 or GammaLevels.")
+@click.option("--count", type=int, default=None, help="Stop after this many events.")
+@click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")
+@handle_errors
+def tail(addr, topic, count, timeout):
+    """Print events from a running recorder's bus, one JSON object per line.
+
+    \b
+    Example:
+      mia tail --topic GammaLevels
+    """
+    from mia.engine.bus import tail as bus_tail
+    from mia.engine.bus import tail_line
+
+    for msg in bus_tail(addr, topic, count=count, timeout_s=timeout):
+        click.echo(tail_line(msg))
+
+
+@cli.command()
+@data_dir_option
+@click.option("--seconds", type=float, default=20.0, show_default=True, help="How long to record.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@handle_errors
+def demo(data_dir, seconds, seed):
+    """Simulators -> record -> replay --check -> summary and Sierra levels, in under a minute."""
+    from mia.recorder.demo import run_demo
+
+    ok = run_demo(data_dir, seconds=seconds, seed=seed, echo=click.echo)
+    sys.exit(0 if ok else 1)
+
+
+@cli.command()
+@data_dir_option
+@click.option("--date", "date_", required=True, help="The UTC day, YYYY-MM-DD.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="mia.toml with [monitor] thresholds.")
+@json_option
+@handle_errors
+def health(data_dir, date_, config_path, as_json):
+    """Data quality of a recorded day against the thresholds, per source and per hour.
+
+    Computed from the events alone, so it equals what the recorder saw live. Exit status 1 when
+    the overall quality misses its threshold.
+
+    \b
+    Example:
+      mia health --date 2026-11-20 --json
+    """
+    import json
+
+    from mia.analytics.monitor import format_health, run_monitor
+    from mia.engine.config import load_config
+    from mia.replay import open_day
+
+    if config_path is None and os.path.exists("mia.toml"):
+        config_path = "mia.toml"
+    cfg = load_config(config_path)
+    day = open_day(data_dir, date_)
+    metrics, _alerts = run_monitor(day.batches(), cfg.monitor)
+    if as_json:
+        click.echo(json.dumps(metrics, default=_json_default))
+    else:
+        click.echo(format_health(metrics))
+    if metrics.get("overall", {}).get("quality_ok") is False:
+        sys.exit(1)
+
+
+
 def main() -> None:
     cli(prog_name="mia")
 

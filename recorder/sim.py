@@ -57,5 +57,6 @@ class Simulators:
                          heartbeat_s=2.0)]
         polygon = msgspec.structs.replace(
             base.polygon if base.polygon.enabled else PolygonConfig(),
-            base_url=self.polygon.url, api_key=SIM_API_KEY, plan="business", poll_s=poll_s)
+            base_url=self.polygon.url, api_key=SIM_API_KEY, plan="business", poll_s=poll_s,
+            expiry_days=min(base.polygon.expiry_days, 30), strike_window=min(base.polygon.strike_window, 0.06))
         return msgspec.structs.replace(base, dtc=dtc, polygon=polygon)
