@@ -1,0 +1,395 @@
+"""The day report: one self-contained HTML file of charts and tables (`mia report`).
+
+Charts are PNGs drawn with matplotlib (Agg, no display) and embedded as base64 data URIs, so the
+file has no external resource and opens anywhere. Every figure also states the values it draws
+(``Report.figures``, embedded in the page as JSON in ``<script id="mia-figures">`` and as
+``data-`` attributes), so a test or a script can check a chart without reading pixels.
+
+Pure of the log: the caller (``mia.replay.outputs``) replays the day and hands the results in.
+matplotlib is an optional extra: ``pip install 'mia[report]'``.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from mia.engine.errors import MiaError
+from mia.engine.events import GammaLevels, OrderflowBar
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FlowInput", "GammaInput", "Report", "build_report", "MissingExtraError", "vwap_bands"]
+
+NS = 1_000_000_000
+MAX_POINTS = 20_000  # price-line points per chart; more are thinned (every k-th trade)
+
+
+class MissingExtraError(MiaError):
+    """An optional dependency (an extra of the mia package) is not installed."""
+
+
+@dataclass(frozen=True)
+class FlowInput:
+    """One futures symbol's day: its trades and its volume profile."""
+
+    symbol: str
+    ts: np.ndarray  # int64 ns
+    price: np.ndarray
+    size: np.ndarray
+    side: np.ndarray  # +1 buy, -1 sell, 0 unknown
+    profile_prices: np.ndarray
+    profile_volume: np.ndarray
+    poc: float
+    va_low: float
+    va_high: float
+    bars: Sequence[OrderflowBar] = ()
+
+
+@dataclass(frozen=True)
+class GammaInput:
+    """One underlying: its last GammaLevels and the by-strike arrays of the chain behind them
+    (a `mia.analytics.gamma.GammaResult`, or None when no chain was computed)."""
+
+    levels: GammaLevels
+    result: object | None = None
+
+
+@dataclass
+class Report:
+    html: str
+    figures: dict = field(default_factory=dict)  # figure id -> the values it draws
+
+
+def vwap_bands(price: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running volume-weighted average price and its volume-weighted standard deviation."""
+    v = np.cumsum(size, dtype=np.float64)
+    pv = np.cumsum(price * size, dtype=np.float64)
+    ppv = np.cumsum(price * price * size, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vwap = pv / v
+        var = np.maximum(ppv / v - vwap * vwap, 0.0)
+    return vwap, np.sqrt(var)
+
+
+def _finite(x) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise MissingExtraError("mia report needs matplotlib: pip install 'mia[report]'") from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(plt, fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _times(ts: np.ndarray) -> np.ndarray:
+    return np.asarray(ts, dtype=np.int64).astype("datetime64[ns]")
+
+
+def _thin(n: int) -> slice:
+    return slice(None, None, max(1, math.ceil(n / MAX_POINTS)))
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def _flow_figure(plt, f: FlowInput) -> tuple[str, dict]:
+    vwap, sd = vwap_bands(f.price, f.size)
+    delta = np.cumsum(f.size * np.sign(f.side), dtype=np.float64)
+    values = {"symbol": f.symbol, "trades": int(f.price.size),
+              "last": _finite(f.price[-1]) if f.price.size else None,
+              "vwap": _finite(vwap[-1]) if vwap.size else None,
+              "vwap_sd": _finite(sd[-1]) if sd.size else None,
+              "cum_delta": _finite(delta[-1]) if delta.size else 0.0,
+              "bars": len(f.bars)}
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 1]})
+    if f.price.size:
+        t = _times(f.ts)
+        k = _thin(t.size)
+        ax1.plot(t[k], f.price[k], lw=0.7, color="#222222", label="trade price")
+        ax1.plot(t[k], vwap[k], lw=1.2, color="#008000", label="VWAP")
+        for mult, alpha in ((1, 0.18), (2, 0.08)):
+            ax1.fill_between(t[k], (vwap - mult * sd)[k], (vwap + mult * sd)[k], color="#008000",
+                             alpha=alpha, lw=0, label=f"VWAP ±{mult} SD")
+        ax2.plot(t[k], delta[k], lw=1.0, color="#1f4e9c", label="cumulative delta")
+        ax2.axhline(0, color="#999999", lw=0.6)
+    # A bar is drawn at its close boundary; the last bar of a recording that stopped mid-bar
+    # closes after the last trade and would stretch the time axis, so it is left out.
+    bars = [b for b in f.bars if not f.ts.size or b.ts_event <= int(f.ts[-1])]
+    if bars:
+        bt = _times(np.array([b.ts_event for b in bars]))
+        ax1.scatter(bt, [b.close for b in bars], s=12, color="#c00000", zorder=3, label="bar close")
+        ax2.scatter(bt, [b.cum_delta for b in bars], s=12, color="#c00000", zorder=3,
+                    label="bar cum. delta (trade date)")
+    ax1.set_title(f"{f.symbol}: price, VWAP bands")
+    ax1.legend(loc="upper left", fontsize=8)
+    ax2.set_ylabel("delta")
+    ax2.legend(loc="upper left", fontsize=8)
+    ax2.set_xlabel("UTC")
+    fig.autofmt_xdate()
+    return _png(plt, fig), values
+
+
+def _profile_figure(plt, f: FlowInput) -> tuple[str, dict]:
+    values = {"symbol": f.symbol, "poc": _finite(f.poc), "va_low": _finite(f.va_low),
+              "va_high": _finite(f.va_high), "volume": float(np.sum(f.profile_volume))}
+    fig, ax = plt.subplots(figsize=(6, 6))
+    if f.profile_prices.size:
+        step = float(np.min(np.diff(f.profile_prices))) if f.profile_prices.size > 1 else 1.0
+        in_va = (f.profile_prices >= f.va_low) & (f.profile_prices <= f.va_high)
+        colors = np.where(in_va, "#5b8fd6", "#b8c7dd")
+        ax.barh(f.profile_prices, f.profile_volume, height=step * 0.9, color=colors)
+        if values["poc"] is not None:
+            ax.axhline(f.poc, color="#d000d0", lw=1.5, label=f"POC {f.poc:g}")
+        if values["va_low"] is not None and values["va_high"] is not None:
+            ax.axhspan(f.va_low, f.va_high, color="#5b8fd6", alpha=0.08,
+                       label=f"value area {f.va_low:g}-{f.va_high:g}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"{f.symbol}: volume profile")
+    ax.set_xlabel("volume")
+    return _png(plt, fig), values
+
+
+_MARKS = (("spot", "#222222", "-"), ("zero_gamma", "#ff8c00", "--"), ("call_wall", "#00a000", "-"),
+          ("put_wall", "#a000a0", "-"), ("max_pain", "#808080", ":"))
+
+
+def _gamma_values(g: GammaLevels) -> dict:
+    return {"underlying": g.underlying, "ts": g.ts_event, "spot": _finite(g.spot),
+            "zero_gamma": _finite(g.zero_gamma), "call_wall": _finite(g.call_wall),
+            "put_wall": _finite(g.put_wall), "max_pain": _finite(g.max_pain),
+            "total_gex": _finite(g.total_gex), "dealer_bias": _finite(g.dealer_bias),
+            "stale": bool(g.stale)}
+
+
+def _mark(ax, values: dict, horizontal: bool = False) -> None:
+    for name, color, style in _MARKS:
+        v = values.get(name)
+        if v is None:
+            continue
+        label = f"{name.replace('_', ' ')} {v:g}"
+        if horizontal:
+            ax.axhline(v, color=color, ls=style, lw=1.2, label=label)
+        else:
+            ax.axvline(v, color=color, ls=style, lw=1.2, label=label)
+
+
+def _gex_figure(plt, gi: GammaInput) -> tuple[str, dict]:
+    g = gi.levels
+    values = _gamma_values(g)
+    fig, ax = plt.subplots(figsize=(11, 5))
+    r = gi.result
+    if r is not None and len(r.strikes):
+        lo, hi = (float(r.profile_grid[0]), float(r.profile_grid[-1])) if len(r.profile_grid) \
+            else (float(r.strikes[0]), float(r.strikes[-1]))
+        sel = (r.strikes >= lo) & (r.strikes <= hi)
+        strikes = r.strikes[sel]
+        width = float(np.min(np.diff(strikes))) * 0.8 if strikes.size > 1 else 1.0
+        ax.bar(strikes, r.call_gex_by_strike[sel] / 1e9, width=width, color="#00a000", alpha=0.6,
+               label="call GEX")
+        ax.bar(strikes, r.put_gex_by_strike[sel] / 1e9, width=width, color="#a000a0", alpha=0.6,
+               label="put GEX")
+        ax.plot(strikes, r.net_gex_by_strike[sel] / 1e9, color="#1f4e9c", lw=1.0, label="net GEX")
+        values["strikes"] = int(strikes.size)
+        values["net_gex_sum"] = _finite(np.sum(r.net_gex_by_strike))
+    ax.axhline(0, color="#999999", lw=0.6)
+    _mark(ax, values)
+    ax.set_title(f"{g.underlying}: gamma exposure by strike ($bn per 1% move)"
+                 + (" (stale)" if g.stale else ""))
+    ax.set_xlabel("strike")
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(plt, fig), values
+
+
+def _gamma_profile_figure(plt, gi: GammaInput) -> tuple[str, dict]:
+    g = gi.levels
+    values = {k: v for k, v in _gamma_values(g).items() if k in ("underlying", "spot", "zero_gamma")}
+    fig, ax = plt.subplots(figsize=(11, 4))
+    r = gi.result
+    if r is not None and len(r.profile_grid):
+        ax.plot(r.profile_grid, r.profile_gex / 1e9, color="#1f4e9c", lw=1.5, label="total GEX at spot")
+        ax.fill_between(r.profile_grid, r.profile_gex / 1e9, 0, where=r.profile_gex < 0,
+                        color="#c00000", alpha=0.12, lw=0)
+        values["grid_low"] = float(r.profile_grid[0])
+        values["grid_high"] = float(r.profile_grid[-1])
+        values["crossings"] = [float(x) for x in r.zero_gamma_crossings if math.isfinite(x)]
+    ax.axhline(0, color="#999999", lw=0.6)
+    _mark(ax, {k: v for k, v in values.items() if k in ("spot", "zero_gamma")})
+    ax.set_title(f"{g.underlying}: gamma profile (sticky strike) and the zero-gamma flip")
+    ax.set_xlabel(f"{g.underlying} level")
+    ax.set_ylabel("$bn per 1%")
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(plt, fig), values
+
+
+def _history_figure(plt, underlying: str, history: Sequence[GammaLevels]) -> tuple[str, dict]:
+    rows = [g for g in history if g.underlying == underlying]
+    t = _times(np.array([g.ts_recv for g in rows], dtype=np.int64))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 1]})
+    for name, color, style in _MARKS:
+        ys = np.array([getattr(g, name) for g in rows], dtype=np.float64)
+        ax1.step(t, ys, where="post", color=color, ls=style, lw=1.2, label=name.replace("_", " "),
+                 marker="o", ms=3)
+    bias = np.array([g.dealer_bias for g in rows], dtype=np.float64)
+    ax2.step(t, bias, where="post", color="#1f4e9c", marker="o", ms=3)
+    ax2.axhline(0, color="#999999", lw=0.6)
+    ax2.set_ylim(-1.05, 1.05)
+    ax2.set_ylabel("dealer bias")
+    ax1.set_title(f"{underlying}: key levels and dealer bias through the day")
+    ax1.legend(loc="upper left", fontsize=8)
+    ax2.set_xlabel("UTC")
+    fig.autofmt_xdate()
+    values = {"underlying": underlying, "points": len(rows),
+              "last_dealer_bias": _finite(bias[-1]) if bias.size else None}
+    return _png(plt, fig), values
+
+
+# --- page ---------------------------------------------------------------------------------------
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1200px}
+h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd}
+figure{margin:12px 0}img{max-width:100%}figcaption{font-size:12px;color:#555}
+table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}.muted{color:#777;font-size:12px}
+"""
+
+
+def _fmt(x, digits: int = 2) -> str:
+    v = _finite(x)
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def _utc(ns: int) -> str:
+    t = dt.datetime.fromtimestamp(ns // NS, dt.timezone.utc)
+    return f"{t:%H:%M:%S}"
+
+
+def _figure_html(fig_id: str, png: str, values: dict, caption: str) -> str:
+    attrs = " ".join(
+        f'data-{k.replace("_", "-")}="{html.escape(json.dumps(v))}"'
+        for k, v in values.items() if isinstance(v, (int, float, str, bool)) or v is None)
+    return (f'<figure id="{html.escape(fig_id)}" {attrs}>'
+            f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{png}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _history_table(history: Sequence[GammaLevels]) -> str:
+    head = ("<tr><th class=l>time UTC</th><th class=l>underlying</th><th>spot</th><th>zero gamma</th>"
+            "<th>call wall</th><th>put wall</th><th>max pain</th><th>total GEX $bn</th>"
+            "<th>P/C OI</th><th>dealer bias</th><th class=l>stale</th></tr>")
+    rows = []
+    for g in history:
+        rows.append(f"<tr><td class=l>{_utc(g.ts_recv)}</td><td class=l>{html.escape(g.underlying)}</td>"
+                    f"<td>{_fmt(g.spot)}</td><td>{_fmt(g.zero_gamma)}</td><td>{_fmt(g.call_wall)}</td>"
+                    f"<td>{_fmt(g.put_wall)}</td><td>{_fmt(g.max_pain)}</td>"
+                    f"<td>{_fmt(g.total_gex / 1e9 if math.isfinite(g.total_gex) else g.total_gex)}</td>"
+                    f"<td>{_fmt(g.pcr_oi)}</td><td>{_fmt(g.dealer_bias, 3)}</td>"
+                    f"<td class=l>{'stale' if g.stale else ''}</td></tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def build_report(date: str, flows: Sequence[FlowInput], gammas: Sequence[GammaInput],
+                 history: Sequence[GammaLevels], *, subtitle: str = "",
+                 progress: Callable[[int, int], None] | None = None) -> Report:
+    """The HTML page and, per figure id, the values that figure draws.
+
+    Figure ids: ``price-SYM``, ``profile-SYM`` per futures symbol; ``gex-U``, ``gamma-profile-U``,
+    ``levels-U`` per underlying. The gamma figures mark the values of ``GammaInput.levels``.
+    """
+    plt = _pyplot()
+    underlyings = sorted({g.underlying for g in history} | {gi.levels.underlying for gi in gammas})
+    total = 2 * len(flows) + 2 * len(gammas) + len(underlyings)
+    done = 0
+    figures: dict[str, dict] = {}
+    parts: list[str] = []
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    if flows:
+        parts.append("<h2>Order flow</h2>")
+    for f in flows:
+        png, vals = _flow_figure(plt, f)
+        figures[f"price-{f.symbol}"] = vals
+        parts.append(_figure_html(f"price-{f.symbol}", png, vals,
+                                  f"{f.symbol}: {vals['trades']:,} trades; last {_fmt(vals['last'])}, "
+                                  f"VWAP {_fmt(vals['vwap'])} (SD {_fmt(vals['vwap_sd'])}), "
+                                  f"cumulative delta {_fmt(vals['cum_delta'], 0)}"))
+        step()
+        png, vals = _profile_figure(plt, f)
+        figures[f"profile-{f.symbol}"] = vals
+        parts.append(_figure_html(f"profile-{f.symbol}", png, vals,
+                                  f"{f.symbol}: POC {_fmt(vals['poc'])}, value area "
+                                  f"{_fmt(vals['va_low'])}-{_fmt(vals['va_high'])}"))
+        step()
+    if gammas:
+        parts.append("<h2>Dealer gamma</h2>")
+    for gi in gammas:
+        u = gi.levels.underlying
+        png, vals = _gex_figure(plt, gi)
+        figures[f"gex-{u}"] = vals
+        parts.append(_figure_html(f"gex-{u}", png, vals,
+                                  f"{u} at {_utc(gi.levels.ts_event)} UTC: spot {_fmt(vals['spot'])}, "
+                                  f"zero gamma {_fmt(vals['zero_gamma'])}, call wall {_fmt(vals['call_wall'], 0)}, "
+                                  f"put wall {_fmt(vals['put_wall'], 0)}, max pain {_fmt(vals['max_pain'], 0)}"))
+        step()
+        png, vals = _gamma_profile_figure(plt, gi)
+        figures[f"gamma-profile-{u}"] = vals
+        parts.append(_figure_html(f"gamma-profile-{u}", png, vals,
+                                  f"{u}: total GEX if spot moved, zero gamma {_fmt(vals['zero_gamma'])}"))
+        step()
+    if history:
+        parts.append("<h2>Key levels and dealer bias through the day</h2>")
+    for u in underlyings:
+        if not any(g.underlying == u for g in history):
+            step()
+            continue
+        png, vals = _history_figure(plt, u, history)
+        figures[f"levels-{u}"] = vals
+        parts.append(_figure_html(f"levels-{u}", png, vals,
+                                  f"{u}: {vals['points']} chain snapshots"))
+        step()
+    if history:
+        parts.append(_history_table(history))
+    if not parts:
+        parts.append("<p>No trades and no options chains in this window.</p>")
+    title = f"mia report {html.escape(date)}"
+    data = json.dumps(figures, allow_nan=False).replace("</", "<\\/")
+    page = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+            f"<title>{title}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{title}</h1><p class=muted>{html.escape(subtitle)}</p>"
+            + "".join(parts)
+            + f'<script type="application/json" id="mia-figures">{data}</script></body></html>')
+    return Report(html=page, figures=figures)
