@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 DRAIN_INTERVAL_S = 0.005
 HEARTBEAT_INTERVAL_S = 1.0
-FIRST_LOGON_TIMEOUT_S = 10.0
+FIRST_LOGON_TIMEOUT_S = 5.0
 
 
 @dataclass
