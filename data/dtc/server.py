@@ -354,6 +354,20 @@ class DtcSimulator:
         """(bids best first, asks best first), each level (price, size, orders)."""
         return self._market(symbol).levels()
 
+    def write_sent(self, path: str) -> None:
+        """Write what each connection was sent (in connection order) as JSON, atomically:
+        ``{"connections": [{"peer", "counts": {sym: n}, "trades": {sym: [[price, size,
+        at_bid_or_ask], ...]}}]}``."""
+        import json
+        import os
+
+        body = {"connections": [{"peer": r.peer, "counts": r.counts, "trades": r.trades}
+                                for r in self.records]}
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(body, f)
+        os.replace(tmp, path)
+
     # --- faults ------------------------------------------------------------------------------
 
     def drop_links(self) -> None:
@@ -580,8 +594,12 @@ class DtcSimulator:
 
 async def serve_forever(host: str = "127.0.0.1", port: int = 11099, *, seed: int = 0,
                         rate: float = 1000.0, symbols: tuple[str, ...] = ("ESZ6", "NQZ6", "VXZ6"),
-                        ready: asyncio.Future | None = None) -> None:
-    """Run a simulator until cancelled (what ``mia sim`` calls). ``ready`` gets the port."""
+                        ready: asyncio.Future | None = None, sent_path: str | None = None) -> None:
+    """Run a simulator until cancelled (what ``mia sim`` calls). ``ready`` gets the port.
+
+    With ``sent_path``, what was sent on every connection is written there as JSON on the way
+    out (``DtcSimulator.write_sent``): the reference a crash test compares a recovered log with.
+    """
     sim = DtcSimulator(host, port, seed=seed, rate=rate)
     for symbol in symbols:
         sim._market(symbol)  # the market moves from the start, subscribed or not
@@ -592,3 +610,5 @@ async def serve_forever(host: str = "127.0.0.1", port: int = 11099, *, seed: int
         await asyncio.Event().wait()
     finally:
         await sim.stop()
+        if sent_path is not None:
+            sim.write_sent(sent_path)
