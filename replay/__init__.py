@@ -210,6 +210,15 @@ class Day:
         return out
 
 
+def time_span(day: Day, start: int | None = None, end: int | None = None) -> tuple[int, int]:
+    """Cheap ts_recv bounds of a day's input for progress bars (no frame is read): from the
+    first live segment's creation (or `start`) to the last write of any live segment (or `end`)."""
+    segs = [s for s in day.log.segments(day.date) if s.stream == "live"]
+    lo = start if start is not None else min(s.created_ns for s in segs)
+    hi = end if end is not None else max(s.path.stat().st_mtime_ns for s in segs)
+    return lo, max(hi, lo + 1)
+
+
 def open_day(root: str, date: str | dt.date) -> Day:
     """The researcher's entry point: one recorded day under `root`."""
     return Day(root, date)
@@ -306,9 +315,8 @@ def replay_day(
     if factor is None:
         raise UsageError(f"bad speed {speed!r}: expected 1, 10 or max")
 
-    total = sum(s.events for s in day.log.segments(day.date) if getattr(s, "stream", "live") == "live") \
-        if progress else 0
     read_from = None if check else start
+    span_lo, span_hi = time_span(day, read_from, end) if progress else (0, 0)
     events = 0
     derived_in_window: list[Event] = []
     wall0 = None
@@ -342,8 +350,8 @@ def replay_day(
                 if window_flow is not None and sel.any():
                     window_flow.on_batch(batch.take(sel))
             derived_in_window.extend(d for d in derived if start is None or d.ts_recv >= start)
-            if progress:
-                progress(events, total)
+            if progress and len(batch):
+                progress(min(int(batch.ts_recv[-1]) - span_lo, span_hi - span_lo), span_hi - span_lo)
     finally:
         if publisher is not None:
             publisher.close()

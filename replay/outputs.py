@@ -21,7 +21,7 @@ import numpy as np
 from mia.engine.config import Config
 from mia.engine.events import K_TRADE, GammaLevels, OrderflowBar
 from mia.engine.pipeline import Pipeline
-from mia.replay import Day, parse_date, window_ns
+from mia.replay import Day, parse_date, time_span, window_ns
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def replay_state(root: str, date: str, *, end: int | None = None, config: Config
     day = Day(root, date)
     reducers = standard_reducers(config or Config())
     pipeline = Pipeline(reducers)
-    total = sum(s.events for s in day.log.segments(day.date) if s.stream == "live") if progress else 0
+    lo, hi = time_span(day, None, end) if progress else (0, 0)
     state = ReplayState(date=day.date, end=end, events=0, reducers=reducers,
                         orderflow=find_reducer(reducers, "OrderflowReducer"),
                         gamma=find_reducer(reducers, "GammaReducer"))
@@ -103,8 +103,8 @@ def replay_state(root: str, date: str, *, end: int | None = None, config: Config
                     parts.setdefault(int(i), []).append((batch.ts_event[sel], batch.price[sel],
                                                          batch.size[sel], batch.side[sel]))
         state.events += len(batch)
-        if progress is not None:
-            progress(state.events, total)
+        if progress is not None and len(batch):
+            progress(min(int(batch.ts_recv[-1]) - lo, hi - lo), hi - lo)  # ns of the day's span
     state.symbols = day.symbols()
     for inst, chunks in sorted(parts.items()):
         sym = state.symbols.get(inst, str(inst))
