@@ -1166,7 +1166,7 @@ class EventLog:
                      follow: bool = False, on_problem: Callable[[Problem], None] | None = None,
                      poll_s: float = 0.02, idle_timeout_s: float | None = 60.0,
                      stop: Callable[[], bool] | None = None,
-                     min_rows: int = 1024) -> Iterator[ColumnBatch]:
+                     min_rows: int = 64) -> Iterator[ColumnBatch]:
         """The same rows as ``read``, in the same order, as ColumnBatches (about a frame each).
 
         Runs shorter than `min_rows` (from interleaved segments) are joined before yielding.
