@@ -514,6 +514,181 @@ def health(data_dir, date_, config_path, as_json):
 
 
 
+
+# --- outputs: levels, export, report ----------------------------------------------------------
+
+
+class _Progress:
+    """A click progress bar on stderr, shown only on a terminal and without --quiet.
+
+    Called as progress(done, total); safe to call when hidden."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.bar = None
+        if not quiet and sys.stderr.isatty():
+            self.bar = click.progressbar(length=1, label=label, file=sys.stderr)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.length = max(total, 1)
+            self.bar.update(max(0, min(done, self.bar.length)) - self.bar.pos)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.render_finish()
+
+
+def quiet_option(fn):
+    return click.option("-q", "--quiet", is_flag=True, help="No progress bar on stderr.")(fn)
+
+
+def _date_and_window(date_: str, from_: str | None, to: str | None):
+    from mia.replay import parse_date, window_ns
+
+    date = parse_date(date_)
+    start, end = window_ns(date, from_, to)
+    return date, start, end
+
+
+def _load_cfg(config_path):
+    from mia.engine.config import load_config
+
+    if config_path is None and os.path.exists("mia.toml"):
+        config_path = "mia.toml"
+    return load_config(config_path)
+
+
+@cli.command()
+@data_dir_option
+@click.option("--date", "date_", required=True, metavar="YYYY-MM-DD", help="The UTC day.")
+@click.option("--at", "at", metavar="HH:MM", help="The moment (UTC) to rebuild [end of the day].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the file here (atomically) instead of stdout.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="mia.toml with the reducer settings used live.")
+@json_option
+@quiet_option
+@handle_errors
+def levels(data_dir, date_, at, output, config_path, as_json, quiet):
+    """The Sierra Chart levels file of a recorded day, at any moment of it.
+
+    Replays the day up to --at through the standard reducers and writes the levels from the last
+    GammaLevels of each underlying and the order-flow summary: the file the recorder kept
+    current live (--levels-file), rebuilt after the fact. --json prints the levels as JSON.
+
+    \b
+    Examples:
+      mia levels --date 2026-11-20
+      mia levels --date 2026-11-20 --at 15:30 -o C:/SierraChart/Data/mia-levels.txt
+      mia levels --date 2026-11-20 --json
+    """
+    from mia.analytics.levels import format_levels_file, levels_json, write_levels_file
+    from mia.replay.outputs import levels_at
+
+    date, _, _ = _date_and_window(date_, None, at)
+    with _Progress(f"replay {date}", quiet) as progress:
+        lv = levels_at(data_dir, date, at, config=_load_cfg(config_path), progress=progress)
+    if output:
+        write_levels_file(output, lv)
+        if as_json:
+            click.echo(levels_json(lv))
+        else:
+            click.echo(f"wrote {len(lv)} levels of {date}{' at ' + at if at else ''} to {output}", err=True)
+    elif as_json:
+        click.echo(levels_json(lv))
+    else:
+        click.echo(format_levels_file(lv), nl=False)
+
+
+@cli.command()
+@data_dir_option
+@click.option("--date", "date_", required=True, metavar="YYYY-MM-DD", help="The UTC day.")
+@click.option("--kind", required=True,
+              type=click.Choice(["trades", "quotes", "book", "bars", "levels", "chains"]),
+              help="What to export: trades, quotes, book (depth), bars (OrderflowBar), levels "
+                   "(GammaLevels), chains (one row per option contract per chain page).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default=None,
+              help="File format [from the -o suffix, else parquet].")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The file to write.")
+@click.option("--symbols", help="Comma-separated symbols (underlyings for levels).")
+@click.option("--from", "from_", metavar="HH:MM", help="Start of the window (UTC, on ts_recv).")
+@click.option("--to", "to", metavar="HH:MM", help="End of the window (UTC, exclusive).")
+@json_option
+@quiet_option
+@handle_errors
+def export(data_dir, date_, kind, fmt, output, symbols, from_, to, as_json, quiet):
+    """Export one kind of a recorded day as a typed Parquet or CSV table.
+
+    Timestamps are timestamp[ns, UTC] (CSV: ISO 8601 with nanoseconds), symbols strings, sides
+    int8: readable as is by pandas, polars and DuckDB. Needs pyarrow (pip install 'mia[export]').
+
+    \b
+    Examples:
+      mia export --date 2026-11-20 --kind trades -o trades.parquet
+      mia export --date 2026-11-20 --kind quotes --symbols ESZ6 --from 14:30 --to 15:00 -o es.csv
+      mia export --date 2026-11-20 --kind chains --format parquet -o chains.parquet --json
+    """
+    import json
+
+    from mia.replay.export import export_day
+
+    date, start, end = _date_and_window(date_, from_, to)
+    if fmt is None:
+        fmt = "csv" if output.lower().endswith(".csv") else "parquet"
+    with _Progress(f"export {kind}", quiet) as progress:
+        summary = export_day(data_dir, date, kind, fmt, output, symbols=_split(symbols), start=start,
+                             end=end, progress=progress)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict()))
+    else:
+        click.echo(f"exported {summary.rows:,} {kind} rows of {date} to {output} "
+                   f"({fmt}, {len(summary.columns)} columns, {summary.bytes:,} B)")
+
+
+@cli.command()
+@data_dir_option
+@click.option("--date", "date_", required=True, metavar="YYYY-MM-DD", help="The UTC day.")
+@click.option("--to", "to", metavar="HH:MM", help="End of the replay (UTC) [end of the day].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The HTML file [mia-report-DATE.html].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="mia.toml with the reducer settings used live.")
+@json_option
+@quiet_option
+@handle_errors
+def report(data_dir, date_, to, output, config_path, as_json, quiet):
+    """One self-contained HTML report of a recorded day (charts embedded, no external files).
+
+    Price with VWAP bands and cumulative delta, the volume profile with POC and value area, GEX by
+    strike with spot, zero gamma, walls and max pain, the gamma profile, and the key levels and
+    dealer bias through the day. Needs matplotlib (pip install 'mia[report]'). --json prints the
+    values each figure draws.
+
+    \b
+    Examples:
+      mia report --date 2026-11-20
+      mia report --date 2026-11-20 --to 16:00 -o close.html
+    """
+    import json
+
+    from mia.replay.outputs import report_day
+
+    date, _, end = _date_and_window(date_, None, to)
+    output = output or f"mia-report-{date}.html"
+    with _Progress(f"replay {date}", quiet) as progress:
+        rep = report_day(data_dir, date, end=end, config=_load_cfg(config_path), progress=progress)
+    tmp = output + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(rep.html)
+    os.replace(tmp, output)
+    if as_json:
+        click.echo(json.dumps({"date": date, "path": output, "bytes": len(rep.html.encode()),
+                               "figures": rep.figures}))
+    else:
+        click.echo(f"wrote {output} ({len(rep.figures)} figures, {len(rep.html):,} B)")
+
 def main() -> None:
     cli(prog_name="mia")
 
