@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from mia.engine.clock import Clock
 from mia.engine.config import Config, DtcConfig, PolygonConfig
 
 logger = logging.getLogger(__name__)
@@ -21,13 +22,14 @@ class Simulators:
 
     def __init__(self, *, seed: int = 0, dtc_port: int = 0, polygon_port: int = 0,
                  rate: float = 2000.0, host: str = "127.0.0.1",
-                 polygon_calls_per_minute: float | None = None) -> None:
+                 polygon_calls_per_minute: float | None = None, clock: Clock | None = None) -> None:
         from mia.data.dtc.server import DtcSimulator
         from mia.data.polygon.server import PolygonSimulator
 
-        self.dtc = DtcSimulator(host, dtc_port, seed=seed, rate=rate)
+        # one clock for both servers and (in tests) the recorder, e.g. one set near midnight
+        self.dtc = DtcSimulator(host, dtc_port, seed=seed, rate=rate, clock=clock)
         self.polygon = PolygonSimulator(host, polygon_port, seed=seed, api_key=SIM_API_KEY,
-                                        calls_per_minute=polygon_calls_per_minute)
+                                        calls_per_minute=polygon_calls_per_minute, clock=clock)
         self.host = host
 
     async def start(self) -> "Simulators":
