@@ -672,20 +672,28 @@ class LogWriter:
         day_dir.mkdir(parents=True, exist_ok=True)
         self._next_seq = self._log._recover_stream(date, self._stream) + 1
         created = time.time_ns()
-        while True:
-            path = day_dir / f"{created:019d}-{self._recording_id}-{self._stream}{SEGMENT_SUFFIX}"
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-                break
-            except FileExistsError:
-                created += 1
+        # The header is written under a hidden temporary name and the segment appears under its
+        # real name only once the header is whole: a reader listing the day (a catch-up joining
+        # a live recording) never meets a half-written header.
+        tmp = day_dir / f".{created:019d}-{self._recording_id}-{self._stream}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._fd, self._path, self._date = fd, path, date
+        self._fd, self._date = fd, date
         self._day_lo, self._day_hi = _day_bounds(date)
         meta = {"recording_id": self._recording_id, "stream": self._stream, "created_ns": created,
                 "mia_version": __version__, "schema_version": SCHEMA_VERSION, "date": date,
                 "host": socket.gethostname(), "pid": os.getpid()}
         self._write_all([_encode_segment_header(meta)])
+        name_ns = created
+        while True:
+            path = day_dir / f"{name_ns:019d}-{self._recording_id}-{self._stream}{SEGMENT_SUFFIX}"
+            try:
+                os.link(tmp, path)  # atomic, and never replaces an existing segment
+                break
+            except FileExistsError:
+                name_ns += 1
+        os.unlink(tmp)
+        self._path = path
         if self._fsync != "never":
             _fsync_dir(day_dir)
         self._seg_events = 0
