@@ -119,15 +119,16 @@ def replay_state(root: str, date: str, *, end: int | None = None, config: Config
     return state
 
 
-def levels_at(root: str, date: str, at: str | None = None, *, config: Config | None = None,
+def levels_at(root: str, date: str, at: str | int | None = None, *, config: Config | None = None,
               progress: Progress | None = None):
-    """The Sierra Chart levels of a recorded day at HH:MM UTC (None: the end of the day), as
+    """The Sierra Chart levels of a recorded day at `at` (HH:MM UTC, or int ns, exclusive;
+    None: the end of the day), as
     `mia.analytics.levels.Level`s: the last GammaLevels per underlying and the order-flow summary
     of everything replayed up to then (the same inputs the live levels file is built from)."""
     from mia.analytics.levels import build_levels
 
     date = parse_date(date)
-    _, end = window_ns(date, None, at)
+    end = at if isinstance(at, int) else window_ns(date, None, at)[1]
     state = replay_state(root, date, end=end, config=config, progress=progress)
     return build_levels(state.gamma_last, state.orderflow_summary(), date=date)
 
