@@ -88,13 +88,47 @@ def _fmt_ts(ns: int | None) -> str:
     return f"{t:%H:%M:%S}.{ns % 1_000_000_000 // 1_000_000:03d}"
 
 
+def _day_summary(log, day: str, segs: list[dict]) -> dict:
+    """Per-day totals of `mia inspect`: counts, time range, rate, gaps, size, compression."""
+    from mia.engine.events import Gap
+
+    kinds: dict[str, int] = {}
+    for seg in segs:
+        for k, v in seg["kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    firsts = [seg["first_ts"] for seg in segs if seg["first_ts"] is not None]
+    lasts = [seg["last_ts"] for seg in segs if seg["last_ts"] is not None]
+    first, last = (min(firsts), max(lasts)) if firsts else (None, None)
+    span = (last - first) / 1e9 if firsts else 0.0
+    events = sum(seg["events"] for seg in segs)
+    gap_count, gap_ns = 0, 0
+    if kinds.get("Gap"):  # only read frames when the counts say there is a Gap
+        for _, g in log.read(day, kinds=[Gap]):
+            gap_count += 1
+            gap_ns += max(0, g.end_ns - g.start_ns)
+    size = sum(seg["bytes"] for seg in segs)
+    raw = sum(seg["uncompressed_bytes"] for seg in segs)
+    return {"date": day, "segments": segs, "events": events, "bytes": size,
+            "uncompressed_bytes": raw, "compression_ratio": raw / size if size else None,
+            "kinds": kinds, "first_ts": first, "last_ts": last, "span_s": span,
+            "events_per_s": events / span if span > 0 else 0.0,
+            "gaps": {"count": gap_count, "seconds": gap_ns / 1e9}}
+
+
 @cli.command()
 @click.option("--date", "date", default=None, metavar="YYYY-MM-DD", help="One day (default: all).")
 @data_dir_option
 @json_option
 @handle_errors
 def inspect(date: str | None, data_dir: str, as_json: bool) -> None:
-    """Show the log's days and segments: state, counts per kind and symbol, sizes."""
+    """Show the log's days and segments: counts per kind and symbol, event rates, gaps, time
+    range, sizes and compression, and each segment's state (clean, open, crashed, torn).
+
+    \b
+    Examples:
+      mia inspect
+      mia inspect --date 2026-11-20 --json
+    """
     import json
 
     from mia.engine.log import EventLog
@@ -103,10 +137,7 @@ def inspect(date: str | None, data_dir: str, as_json: bool) -> None:
     days = []
     for day in _log_days(log, date):
         segs = [s.to_dict() for s in log.inspect(day)]
-        days.append({"date": day, "segments": segs,
-                     "events": sum(s["events"] for s in segs),
-                     "bytes": sum(s["bytes"] for s in segs),
-                     "uncompressed_bytes": sum(s["uncompressed_bytes"] for s in segs)})
+        days.append(_day_summary(log, day, segs))
     if as_json:
         click.echo(json.dumps({"data_dir": str(log.root), "days": days}))
         return
@@ -114,6 +145,11 @@ def inspect(date: str | None, data_dir: str, as_json: bool) -> None:
         ratio = d["uncompressed_bytes"] / d["bytes"] if d["bytes"] else 0.0
         click.echo(f"{d['date']}  {len(d['segments'])} segments  {d['events']:,} events  "
                    f"{d['bytes']:,} B on disk  {d['uncompressed_bytes']:,} B raw  ({ratio:.1f}x)")
+        click.echo(f"  {_fmt_ts(d['first_ts'])}-{_fmt_ts(d['last_ts'])} UTC  "
+                   f"span {d['span_s']:,.1f}s  {d['events_per_s']:,.0f} events/s  "
+                   f"gaps {d['gaps']['count']} ({d['gaps']['seconds']:,.1f}s)")
+        if d["kinds"]:
+            click.echo("  kinds: " + ", ".join(f"{k} {v:,}" for k, v in sorted(d["kinds"].items())))
         for s in d["segments"]:
             name = s["path"].rsplit("/", 1)[-1]
             click.echo(f"  {name}  stream={s['stream']}  state={s['state']}  "
@@ -137,7 +173,14 @@ def inspect(date: str | None, data_dir: str, as_json: bool) -> None:
 @json_option
 @handle_errors
 def verify(date: str | None, repair: bool, data_dir: str, as_json: bool) -> None:
-    """Check every frame (CRC, decompression, decoding). Exit 1 when damage remains."""
+    """Check every frame (CRC, decompression, decoding). Exit 1 when damage remains.
+
+    \b
+    Examples:
+      mia verify
+      mia verify --date 2026-11-20 --repair
+      mia verify --json
+    """
     import json
 
     from mia.engine.log import EventLog
@@ -470,7 +513,13 @@ def tail(addr, topic, count, timeout):
 @click.option("--seed", type=int, default=0, show_default=True)
 @handle_errors
 def demo(data_dir, seconds, seed):
-    """Simulators -> record -> replay --check -> summary and Sierra levels, in under a minute."""
+    """Simulators -> record -> replay --check -> summary and Sierra levels, in under a minute.
+
+    \b
+    Examples:
+      mia demo
+      mia demo --seconds 10 --data-dir /tmp/mia-demo
+    """
     from mia.recorder.demo import run_demo
 
     ok = run_demo(data_dir, seconds=seconds, seed=seed, echo=click.echo)
