@@ -23,7 +23,7 @@ from mia.engine.instruments import InstrumentRegistry
 from mia.engine.log import EventLog
 from mia.engine.pipeline import Pipeline
 from mia.recorder.alerts import AlertHook, format_alerts
-from mia.replay.reducers import LevelsSink, find_reducer, standard_reducers
+from mia.replay.reducers import LevelsSink, compile_kernels, find_reducer, standard_reducers
 
 logger = logging.getLogger(__name__)
 
@@ -147,15 +147,20 @@ class Recorder:
 
     def _warm_up(self, log: EventLog, reducers: list) -> int:
         """Feed today's already-recorded input to the reducers; their outputs were logged then."""
+        from mia.replay import history_dates
+
         today = dt.datetime.fromtimestamp(self.clock.now_ns() / 1e9, dt.timezone.utc).date().isoformat()
         rows = 0
+        # the same days, in the same order, that `mia replay --check` folds before today's rows
+        days = (history_dates(log, today) + [today]) if today in log.dates() else []
         try:
-            for batch in log.read_batches(today, streams=["live"]):
-                for reducer in reducers:
-                    reducer.on_batch(batch)
-                rows += len(batch)
+            for day in days:
+                for batch in log.read_batches(day, streams=["live"]):
+                    for reducer in reducers:
+                        reducer.on_batch(batch)
+                    rows += len(batch)
         except NoDataError:
-            return 0
+            return rows
         if rows:
             logger.info("warm-up rows=%d date=%s", rows, today)
         return rows
@@ -163,6 +168,7 @@ class Recorder:
     async def run(self, duration_s: float | None = None) -> RecordResult:
         cfg = self.config
         log = EventLog(self.data_dir)
+        compile_kernels(cfg)  # before any source connects: compiling must not stall the links
         reducers = standard_reducers(cfg)
         self._warm_up(log, reducers)
 

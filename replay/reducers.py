@@ -47,6 +47,47 @@ def standard_reducers(config: Config) -> list:
     return [orderflow, gamma, MonitorReducer(config.monitor)]
 
 
+def compile_kernels(config: Config) -> None:
+    """Compile (or load from numba's cache) every reducer kernel on throwaway instances.
+
+    The recorder calls this before any source connects: on a cold cache the first batch would
+    otherwise stall the event loop (and the DTC heartbeats) for seconds while numba compiles.
+    """
+    from mia.analytics._gamma_synth import synthetic_chain
+    from mia.analytics.gamma import GammaConfig, compute_gamma
+    from mia.engine.columns import ColumnBatch
+    from mia.engine.events import (
+        BATCH_BEGIN,
+        BATCH_END,
+        BOOK_SNAPSHOT,
+        BOOK_UPSERT,
+        BookLevel,
+        Instrument,
+        Quote,
+        RecordingEnded,
+        Trade,
+    )
+
+    t = 1_700_000_000_000_000_000
+    rows = [
+        Instrument(t, t, 1, "ESZ6", "warm-up", tick_size=0.25),
+        BookLevel(t, t, 1, 1, 99.75, 5.0, BOOK_SNAPSHOT, 0, 1, BATCH_BEGIN),
+        BookLevel(t, t, 1, -1, 100.25, 5.0, BOOK_SNAPSHOT, 0, 1, BATCH_END),
+        Quote(t, t, 1, 99.75, 5.0, 100.25, 5.0),
+        Trade(t, t, 1, 100.25, 2.0, 0),
+        BookLevel(t + 1, t + 1, 1, 1, 99.75, 3.0, BOOK_UPSERT, 0, 1, BATCH_BEGIN | BATCH_END),
+        Trade(t + 61 * 10**9, t + 61 * 10**9, 1, 100.0, 1.0, -1),
+        RecordingEnded(t + 62 * 10**9, t + 62 * 10**9, "warm-up", "stopped"),
+    ]
+    batch = ColumnBatch.from_events(rows, range(len(rows)))
+    for reducer in standard_reducers(config):
+        reducer.on_batch(batch)
+    gm = config.gamma
+    compute_gamma(synthetic_chain(200, seed=0), GammaConfig(convention=gm.dealer_convention,
+                                                       profile_points=gm.grid_points,
+                                                       profile_half_width=gm.grid_width))
+
+
 def find_reducer(reducers: list, cls_name: str):
     for r in reducers:
         if type(r).__name__ == cls_name:
