@@ -726,8 +726,9 @@ def report(data_dir, date_, to, output, config_path, as_json, quiet):
 
     date, _, end = _date_and_window(date_, None, to)
     output = output or f"mia-report-{date}.html"
-    with _Progress(f"replay {date}", quiet) as progress:
-        rep = report_day(data_dir, date, end=end, config=_load_cfg(config_path), progress=progress)
+    with _Progress(f"replay {date}", quiet) as progress, _Progress("draw figures", quiet) as drawing:
+        rep = report_day(data_dir, date, end=end, config=_load_cfg(config_path), progress=progress,
+                         figure_progress=drawing)
     tmp = output + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(rep.html)

@@ -100,3 +100,38 @@ def test_usage_errors_are_one_line_exit_2(recorded, args, needle):
     res = _run(*base, *args)
     assert res.exit_code == 2, res.output
     assert needle in res.stderr and res.stderr.count("\n") == 1
+
+
+def _stderr_on_a_terminal(args: list[str]) -> tuple[int, str, str]:
+    """Run `mia ...` with stderr on a pseudo-terminal; (exit code, stdout, what the terminal got)."""
+    import os
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "mia.cli", *args], stdout=subprocess.PIPE,
+                                stderr=slave, stdin=subprocess.DEVNULL)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        out, _ = proc.communicate(timeout=120)
+        return proc.returncode, out.decode(), b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(recorded):
+    root, date = recorded
+    code, out, term = _stderr_on_a_terminal(["levels", "--date", date, "--data-dir", root])
+    assert code == 0 and out.startswith("Date, Label")
+    assert f"replay {date}" in term and "%" in term
+    code, out, term = _stderr_on_a_terminal(["levels", "--date", date, "--data-dir", root, "-q"])
+    assert code == 0 and out.startswith("Date, Label")
+    assert term.strip() == ""
