@@ -35,6 +35,7 @@ from typing import Callable, Sequence
 import msgspec
 import numpy as np
 
+from mia.engine.columns import COLUMN_SPEC
 from mia.engine.errors import MiaError, UsageError
 from mia.engine.events import (
     DERIVED_KINDS,
@@ -61,6 +62,7 @@ EXPORT_KINDS: dict[str, str] = {
     "levels": "GammaLevels",
     "chains": "PolygonResponse",
 }
+_EXPORT_NAME_OF = {v: k for k, v in EXPORT_KINDS.items()}
 FORMATS = ("parquet", "csv")
 TIME_FIELDS = frozenset({"ts_event", "ts_recv", "bar_start", "chain_ts", "ts"})
 INT8_FIELDS = frozenset({"side", "action"})
@@ -177,9 +179,7 @@ def _progress_of(day: Day, start: int | None, end: int | None, progress: Progres
 
 def _market_table(day: Day, k: int, ids, start, end, tick):
     pa = _pa()
-    schema = event_schema({v: n for n, v in EXPORT_KINDS.items()}[TYPE_OF_KIND[k].__name__])
-    from mia.engine.columns import COLUMN_SPEC
-
+    schema = event_schema(_EXPORT_NAME_OF[TYPE_OF_KIND[k].__name__])
     names = [f.name for f in schema if f.name != "symbol"]
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for b in day.log.read_batches(day.date, start=start, end=end, kinds=[k], instruments=ids):
@@ -219,8 +219,7 @@ def _symbols(pa, inst: np.ndarray, symbols: dict[int, str]):
 def _object_table(day: Day, k: int, ids, start, end, tick):
     pa = _pa()
     cls = TYPE_OF_KIND[k]
-    kind = {v: n for n, v in EXPORT_KINDS.items()}[cls.__name__]
-    schema = event_schema(kind)
+    schema = event_schema(_EXPORT_NAME_OF[cls.__name__])
     fields = [f.name for f in schema if f.name != "symbol"]
     cols: dict[str, list] = {n: [] for n in fields}
     streams = ("derived",) if k in DERIVED_KINDS else None
