@@ -228,6 +228,10 @@ class Recorder:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for s in sources:  # the Polygon poller's HTTP client holds pooled sockets
+                http = getattr(s, "client", None)
+                if http is not None and hasattr(http, "aclose"):
+                    await http.aclose()
             drain.cancel()
             await asyncio.gather(drain, return_exceptions=True)
             # what the sources emitted up to here, then the end marker, go through reducers too
