@@ -29,7 +29,7 @@ def _best(fn, repeat: int) -> float:
 
 
 def run(quick: bool) -> str:
-    n = 200_000 if quick else 2_000_000
+    n = 200_000 if quick else 1_000_000
     repeat = 1 if quick else 2
     tmp = Path(tempfile.mkdtemp(prefix="bench_export_"))
     rows = []
