@@ -7,6 +7,19 @@
     trades = day.columns("Trade")          # dict of numpy arrays
     df = day.to_pandas("Trade")            # when pandas is installed
     bars = day.run(MyReducer())            # your own reducer over the day
+
+What `mia replay --check` proves, and where it cannot:
+
+- Reducer state continues across UTC midnight when one recording runs through it, so a day whose
+  first input segment continues a recording of the day before is replayed after the earlier days
+  of that chain (`history_dates`); the recorder warms up from the same days on start, so live
+  and replay always start a day from the same state.
+- A run that was killed (no RecordingEnded) lost its open frames: the live reducers saw input rows
+  that never reached the log, and derived events of its last moments may be missing from the
+  derived log. For such a run (and for one still being written) the check compares derived events
+  only up to the last row that survived in both of its segments, and excludes the span from there
+  to the next run's start on both sides. The run is reported in `ReplayResult.crashed_runs` with
+  the instant it was verified until; everything outside those spans must match bit for bit.
 """
 
 from __future__ import annotations
@@ -40,7 +53,8 @@ from mia.engine.events import (
 from mia.engine.log import EventLog
 from mia.engine.pipeline import Pipeline
 
-__all__ = ["open_day", "Day", "replay_day", "ReplayResult", "parse_date", "window_ns"]
+__all__ = ["open_day", "Day", "replay_day", "ReplayResult", "parse_date", "window_ns", "history_dates",
+           "crashed_runs"]
 
 NS = 1_000_000_000
 
@@ -227,6 +241,55 @@ def open_day(root: str, date: str | dt.date) -> Day:
 # --- mia replay --------------------------------------------------------------------------------
 
 
+def history_dates(log: EventLog, date: str) -> list[str]:
+    """Earlier days whose input the live reducers had already folded when `date` began: the
+    chain of days over which one recording ran through UTC midnight into `date`, oldest first."""
+    import datetime as _dt
+
+    known = set(log.dates())
+    out: list[str] = []
+    day = date
+    while True:
+        prev = (_dt.date.fromisoformat(day) - _dt.timedelta(days=1)).isoformat()
+        if prev not in known or day not in known:
+            return out
+        firsts = [s for s in log.segments(day) if s.stream == "live"]
+        if not firsts:
+            return out
+        first = min(firsts, key=lambda s: s.created_ns)
+        if not any(s.stream == "live" and s.recording_id == first.recording_id
+                   for s in log.segments(prev)):
+            return out
+        out.insert(0, prev)
+        day = prev
+
+
+def crashed_runs(log: EventLog, date: str) -> list[dict]:
+    """Runs of `date` whose input segment has no RecordingEnded (killed, torn or still open):
+    recording id, state, `verified_until` (ts_recv of the last row that survived in both its
+    input and derived segments) and `next_start` (the next run's first row, or None)."""
+    stats = log.inspect(date)
+    live = sorted((s for s in stats if s.info.stream == "live"), key=lambda s: s.info.created_ns)
+    derived = {s.info.recording_id: s for s in stats if s.info.stream == "derived"}
+    out = []
+    for i, st in enumerate(live):
+        if st.state == "clean":
+            continue
+        until = st.last_ts if st.last_ts is not None else st.info.created_ns
+        d = derived.get(st.info.recording_id)
+        if d is not None and d.state != "clean" and d.last_ts is not None:
+            until = min(until, d.last_ts)
+        nxt = next((s.first_ts for s in live[i + 1:] if s.first_ts is not None), None)
+        out.append({"recording_id": st.info.recording_id, "state": st.state,
+                    "verified_until": until, "next_start": nxt})
+    return out
+
+
+def _outside(spans: list[tuple[int, int | None]], ts: int) -> bool:
+    return not any(lo <= ts and (hi is None or ts < hi) for lo, hi in spans)
+
+
+
 @dataclass
 class ReplayResult:
     date: str
@@ -237,10 +300,12 @@ class ReplayResult:
     mismatch: str | None = None
     derived: int = 0
     seconds: float = 0.0
+    warmup_days: list[str] = field(default_factory=list)  # earlier days folded first (midnight)
+    crashed_runs: list[dict] = field(default_factory=list)  # with --check: runs verified in part
 
     def to_json(self) -> dict:
         return {"date": self.date, "events": self.events, "instruments": self.instruments,
-                "gamma": self.gamma, "check": self.check}
+                "gamma": self.gamma, "check": self.check, "crashed_runs": self.crashed_runs}
 
 
 def _gamma_summary(g: GammaLevels) -> dict:
@@ -322,8 +387,14 @@ def replay_day(
     wall0 = None
     first_ts = None
     summary_of = find_reducer(reducers, "OrderflowReducer")
+    history = history_dates(day.log, day.date)
+    for earlier in history:  # live state ran through midnight: start from the same state
+        for batch in day.log.read_batches(earlier, streams=["live"]):
+            for reducer in reducers:
+                reducer.on_batch(batch)
     window_flow = None
-    if check and start is not None:  # the summary covers the window; the check needs the day
+    if (check and start is not None) or history:
+        # the summary covers the window (or the day); the reducers needed what came before
         from mia.replay.reducers import standard_reducers as fresh
 
         window_flow = find_reducer(fresh(config), "OrderflowReducer")
@@ -344,6 +415,8 @@ def replay_day(
             derived = pipeline.reduce(batch)
             if start is None:
                 events += len(batch)
+                if window_flow is not None:
+                    window_flow.on_batch(batch)
             else:
                 sel = batch.ts_recv >= start
                 events += int(sel.sum())
@@ -356,7 +429,8 @@ def replay_day(
         if publisher is not None:
             publisher.close()
 
-    result = ReplayResult(date=day.date, events=events, derived=len(derived_in_window))
+    result = ReplayResult(date=day.date, events=events, derived=len(derived_in_window),
+                          warmup_days=history)
     flow = window_flow or summary_of
     if flow is not None:
         for inst, s in flow.summary().items():
@@ -374,7 +448,19 @@ def replay_day(
     if check:
         recorded = [ev for _, ev in day.log.read(day.date, start=start, end=end, streams=["derived"])
                     if kind_of(ev) in DERIVED_KINDS]
-        result.mismatch = compare_derived(recorded, derived_in_window)
+        result.crashed_runs = crashed_runs(day.log, day.date)
+        spans = [(r["verified_until"], r["next_start"]) for r in result.crashed_runs]
+        if spans:
+            recorded = [ev for ev in recorded if _outside(spans, ev.ts_recv)]
+            compared = [ev for ev in derived_in_window if _outside(spans, ev.ts_recv)]
+            for r, (lo, hi) in zip(result.crashed_runs, spans):
+                r["excluded_recorded"] = sum(1 for _, ev in day.log.read(
+                    day.date, start=lo, end=hi, streams=["derived"]) if kind_of(ev) in DERIVED_KINDS)
+                r["excluded_replayed"] = sum(1 for ev in derived_in_window
+                                             if not _outside([(lo, hi)], ev.ts_recv))
+        else:
+            compared = derived_in_window
+        result.mismatch = compare_derived(recorded, compared)
         result.check = "ok" if result.mismatch is None else "mismatch"
     result.seconds = time.perf_counter() - t0
     return result

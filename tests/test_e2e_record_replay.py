@@ -60,6 +60,27 @@ def replay_json(data_dir, date, *extra):
     return res, json.loads(lines[-1]) if lines else None
 
 
+def assert_prefix_of_sent(recorded: dict, sent: dict, *, in_flight: int = 40) -> None:
+    """Per symbol, the recorded trades are what the simulator sent on the connection, in order;
+    only the last few sent just before the recorder hung up (still in flight) may be missing."""
+    assert set(recorded) == set(sent)
+    for sym, rows in sent.items():
+        want = [(p, s, {1: -1, 2: 1}.get(side, 0)) for p, s, side in rows]  # at bid: seller
+        got = recorded[sym]
+        assert got == want[:len(got)], sym
+        assert len(want) - len(got) <= in_flight, (sym, len(want), len(got))
+
+
+def trades_by_symbol(root, dates) -> dict:
+    by_id, out = {}, {}
+    for date in dates:
+        day = open_day(root, date)
+        by_id.update(day.symbols())
+        for ev in day.events(kinds=[Trade]):
+            out.setdefault(by_id[ev.instrument], []).append((ev.price, ev.size, ev.side))
+    return out
+
+
 def test_sim_record_then_replay_check_passes_with_the_documented_summary(tmp_path):
     result, sims = record(tmp_path, 4.0)
     assert result.events > 1000 and result.derived > 0
@@ -76,10 +97,11 @@ def test_sim_record_then_replay_check_passes_with_the_documented_summary(tmp_pat
         assert s["trades"] > 0 and s["volume"] == s["buy_volume"] + s["sell_volume"] or \
             s["volume"] >= s["buy_volume"] + s["sell_volume"]
         assert s["low"] <= s["vwap"] <= s["high"]
-    # the summary's trade counts are those the simulator sent on the recorder's connection
-    sent = sims.dtc.records[0].trades
+    # the log holds what the simulator sent on the recorder's connection; the summary counts it
+    recorded = trades_by_symbol(tmp_path, [result.date])
+    assert_prefix_of_sent(recorded, sims.dtc.records[0].trades)
     for sym in ("ESZ6", "NQZ6", "VXZ6"):
-        assert out["instruments"][sym]["trades"] == len(sent[sym])
+        assert out["instruments"][sym]["trades"] == len(recorded[sym])
     for u in ("SPX", "NDX"):
         g = out["gamma"][u]
         assert set(g) == GAMMA_FIELDS
@@ -121,3 +143,38 @@ def test_faults_are_recorded_and_replay_reproduces_the_fallbacks(tmp_path):
     recorded = list(day.events(streams=["derived"], kinds=["GammaLevels", "OrderflowBar", "Alert"]))
     assert rep.check == "ok" and rep.derived == len(recorded) > 0
     assert sum(isinstance(e, GammaLevels) and e.stale for e in recorded) == sum(g.stale for g in gamma)
+
+
+class OffsetClock:
+    """The wall clock shifted so that it starts at a chosen instant (here: just before midnight)."""
+
+    def __init__(self, start_ns: int) -> None:
+        import time
+
+        self._offset = start_ns - time.time_ns()
+
+    def now_ns(self) -> int:
+        import time
+
+        return time.time_ns() + self._offset
+
+
+def test_utc_midnight_rollover_loses_nothing_and_both_days_check(tmp_path):
+    import datetime as dt
+
+    midnight = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight += dt.timedelta(days=1)
+    clock = OffsetClock(int(midnight.timestamp()) * 1_000_000_000 - 2_000_000_000)
+    result, sims = record(tmp_path, 5.0, clock=clock)
+    log = EventLog(tmp_path)
+    day1 = (midnight - dt.timedelta(days=1)).date().isoformat()
+    day2 = midnight.date().isoformat()
+    assert log.dates() == [day1, day2]
+    # every trade the simulator sent is in the log exactly once, in order, across the two days
+    assert_prefix_of_sent(trades_by_symbol(tmp_path, [day1, day2]), sims.dtc.records[0].trades)
+    assert len(list(open_day(tmp_path, day2).events(kinds=[Trade]))) > 0
+    ends = [ev for _, ev in log.read(day1, kinds=["RecordingEnded"])]
+    assert ends and all(e.reason == "rollover" for e in ends)
+    for date in (day1, day2):
+        res, out = replay_json(tmp_path, date)
+        assert res.exit_code == 0 and out["check"] == "ok", (date, res.output[-500:])
