@@ -178,3 +178,89 @@ def test_utc_midnight_rollover_loses_nothing_and_both_days_check(tmp_path):
     for date in (day1, day2):
         res, out = replay_json(tmp_path, date)
         assert res.exit_code == 0 and out["check"] == "ok", (date, res.output[-500:])
+
+
+class ThreadedSimulators:
+    """Simulators on their own event loop in a thread, for recorders running as subprocesses."""
+
+    def __init__(self, **kw) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.sims = Simulators(seed=5, **kw)
+        asyncio.run_coroutine_threadsafe(self.sims.start(), self.loop).result(10)
+
+    def call(self, fn):
+        async def run():
+            return fn()
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.sims.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def record_cmd(data_dir, sims, *extra):
+    import sys
+
+    return [sys.executable, "-m", "mia.cli", "record", "--data-dir", str(data_dir), "-q",
+            "--dtc", f"127.0.0.1:{sims.dtc.port}", "--symbols", "ESZ6,NQZ6",
+            "--polygon-url", sims.polygon.url, "--poll", "1", "--no-publish", *extra]
+
+
+def test_sigkill_loses_at_most_the_open_frame_and_the_day_still_replays(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from mia.recorder.sim import SIM_API_KEY
+
+    env = dict(os.environ, POLYGON_API_KEY=SIM_API_KEY)
+    ts = ThreadedSimulators(rate=2000.0)
+    try:
+        proc = subprocess.Popen(record_cmd(tmp_path, ts.sims), env=env, cwd=tmp_path,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # recording for real: frames reach the disk
+            segs = list(tmp_path.glob("*/*-live.mseg"))
+            if segs and segs[0].stat().st_size > 20_000:
+                break
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+        time.sleep(1.5)
+        t_kill = time.monotonic()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc.stderr.close()
+        first = ts.call(lambda: ts.sims.dtc.records[0])
+        date = EventLog(tmp_path).dates()[0]
+        recorded = trades_by_symbol(tmp_path, [date])
+        rows_sent = {s: len(r) for s, r in first.trades.items()}
+        # at most the open frame (100 ms) and what was in flight: bound it by half a second
+        # of the simulator's own trade rate on that connection
+        elapsed = t_kill - deadline + 30
+        bound = max(25, int(max(rows_sent.values()) / elapsed * 0.5))
+        assert_prefix_of_sent(recorded, first.trades, in_flight=bound)
+        # the next run starts a new segment beside the crashed one and warms up from it
+        done = subprocess.run(record_cmd(tmp_path, ts.sims, "--duration", "2s"), env=env,
+                              cwd=tmp_path, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr.decode()
+    finally:
+        ts.close()
+    log = EventLog(tmp_path)
+    states = sorted(s.state for s in log.inspect(date) if s.info.stream == "live")
+    assert len(states) == 2 and states[0] == "clean" and states[1] in ("crashed", "torn")
+    rep = replay_day(str(tmp_path), date, check=True)
+    assert rep.check == "ok", rep.mismatch
+    assert len(rep.crashed_runs) == 1
+    crash = rep.crashed_runs[0]
+    assert crash["state"] in ("crashed", "torn") and crash["next_start"] > crash["verified_until"]
+    assert rep.events == sum(s.events for s in log.inspect(date) if s.info.stream == "live")
+    res, out = replay_json(tmp_path, date)
+    assert res.exit_code == 0 and out["check"] == "ok"
+    assert out["crashed_runs"][0]["recording_id"] == crash["recording_id"]
