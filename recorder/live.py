@@ -73,6 +73,7 @@ class Recorder:
         self._stop = asyncio.Event()
         self._stop_reason = "stopped"
         self._monitor = None
+        self.publisher = None  # the bus publisher while running (its .addr: the bound address)
 
     def stop(self, reason: str = "stopped") -> None:
         self._stop_reason = reason
@@ -177,6 +178,7 @@ class Recorder:
             from mia.engine.bus import CurveKeys, Publisher
 
             publisher = Publisher(cfg.bus.address, curve=CurveKeys.from_config(cfg.bus.curve))
+            self.publisher = publisher
         sinks: list = ([LevelsSink(cfg.levels_file, find_reducer(reducers, "OrderflowReducer"))]
                        if cfg.levels_file else [])
         hook = AlertHook(cfg.monitor.on_alert) if cfg.monitor.on_alert else None
