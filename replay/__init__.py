@@ -37,6 +37,7 @@ from mia.engine.errors import UsageError
 from mia.engine.events import (
     DERIVED_KINDS,
     K_BOOK_LEVEL,
+    K_INSTRUMENT,
     K_QUOTE,
     K_TRADE,
     KIND_BY_NAME,
@@ -380,8 +381,9 @@ def replay_day(
     if factor is None:
         raise UsageError(f"bad speed {speed!r}: expected 1, 10 or max")
 
-    read_from = None if check else start
-    span_lo, span_hi = time_span(day, read_from, end) if progress else (0, 0)
+    # the reducers always start at the day's first row (their state needs it: symbols, session
+    # totals, the last chain); the window bounds what is summarised, paced, published, checked
+    span_lo, span_hi = time_span(day, start, end) if progress else (0, 0)
     events = 0
     derived_in_window: list[Event] = []
     wall0 = None
@@ -393,37 +395,42 @@ def replay_day(
             for reducer in reducers:
                 reducer.on_batch(batch)
     window_flow = None
-    if (check and start is not None) or history:
-        # the summary covers the window (or the day); the reducers needed what came before
+    if start is not None or history:
+        # the summary covers the window (or the day) alone
         from mia.replay.reducers import standard_reducers as fresh
 
         window_flow = find_reducer(fresh(config), "OrderflowReducer")
     try:
-        for batch in day.log.read_batches(day.date, start=read_from, end=end, streams=["live"]):
-            if factor and len(batch):
+        for batch in day.log.read_batches(day.date, end=end, streams=["live"]):
+            sel = None if start is None else batch.ts_recv >= start
+            n_in = len(batch) if sel is None else int(sel.sum())
+            if factor and n_in:
                 ts = int(batch.ts_recv[-1])
                 if wall0 is None:
-                    wall0, first_ts = time.monotonic(), int(batch.ts_recv[0])
+                    first = int(batch.ts_recv[0] if sel is None else batch.ts_recv[sel][0])
+                    wall0, first_ts = time.monotonic(), first
                 ahead = (ts - first_ts) / NS / factor - (time.monotonic() - wall0)
                 if ahead > 0:
                     time.sleep(ahead)
             if publisher is not None:
-                for i in range(len(batch)):
+                # declarations before the window too: they name the topics of the window's rows
+                rows = (range(len(batch)) if sel is None
+                        else np.flatnonzero(sel | (batch.kind == K_INSTRUMENT)).tolist())
+                for i in rows:
                     ev = event_from_row(batch, i)
                     if ids is None or getattr(ev, "instrument", -1) in ids or kind_of(ev) not in (K_TRADE, K_QUOTE, K_BOOK_LEVEL):
                         publisher.publish("live", int(batch.seq[i]), ev)
             derived = pipeline.reduce(batch)
-            if start is None:
-                events += len(batch)
-                if window_flow is not None:
+            events += n_in
+            if window_flow is not None:
+                if sel is None:
                     window_flow.on_batch(batch)
-            else:
-                sel = batch.ts_recv >= start
-                events += int(sel.sum())
-                if window_flow is not None and sel.any():
-                    window_flow.on_batch(batch.take(sel))
+                else:  # declarations before the window still name the window's instruments
+                    keep = sel | (batch.kind == K_INSTRUMENT)
+                    if keep.any():
+                        window_flow.on_batch(batch.take(keep))
             derived_in_window.extend(d for d in derived if start is None or d.ts_recv >= start)
-            if progress and len(batch):
+            if progress and n_in:
                 progress(min(int(batch.ts_recv[-1]) - span_lo, span_hi - span_lo), span_hi - span_lo)
     finally:
         if publisher is not None:
