@@ -90,7 +90,9 @@ class Recorder:
                 stats.gaps += 1
             elif isinstance(event, SourceError):
                 stats.errors += 1
-            elif event.ts_event:
+            elif event.ts_event % 1_000_000_000:
+                # a whole-second source time (DTC's 4-byte DateTime of BidAsk 108/117, compact
+                # trades) says nothing below the second: it would show up to 1 s of false lag
                 stats.lag_ns = event.ts_recv - event.ts_event
 
         return emit

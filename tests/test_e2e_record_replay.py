@@ -84,6 +84,10 @@ def trades_by_symbol(root, dates) -> dict:
 def test_sim_record_then_replay_check_passes_with_the_documented_summary(tmp_path):
     result, sims = record(tmp_path, 4.0)
     assert result.events > 1000 and result.derived > 0
+    # receive lag against a loopback server is well under a second; whole-second DTC times
+    # (BidAsk 108) must not count as lag
+    dtc = [st for name, st in result.sources.items() if name.startswith("dtc:")]
+    assert dtc and all(0 <= st.lag_ns < 200_000_000 for st in dtc), [st.lag_ns for st in dtc]
     res, out = replay_json(tmp_path, result.date)
     assert res.exit_code == 0, res.output
     assert out["check"] == "ok"
