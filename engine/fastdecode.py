@@ -4,7 +4,14 @@ A numba walker reads the msgpack bytes of one frame (an array of array-like even
 ``[tag, ts_event, ts_recv, ...]``) and fills the market columns of Trade, Quote and BookLevel rows
 directly. Every other row gets its kind, timestamps and instrument from the walker, and its
 decoded object from msgspec, decoding only that element's bytes. The result must equal
-``ColumnBatch.from_events`` on the same events (tests/test_log_columns.py checks this).
+``ColumnBatch.from_events`` on the same events (tests/test_log_roundtrip.py and
+tests/test_log_fastdecode.py check this).
+
+Compile time: a cold numba cache must compile this in a few seconds (a fresh machine runs the
+demo in under a minute). numba's inline="always" re-inlines a function at IR level at every
+call site, which is slow to compile, so the walker is one loop over every element of every event
+with a single copy of the number reader, steered by per-kind tables (_plan) built from the event
+structs; byte loads are intrinsics (no inlining) and rare cases are plain calls.
 
 Numbers: msgspec writes an int (in the smallest msgpack int encoding) when a float field held a
 Python int, so float fields accept every msgpack int and float encoding; int fields accept ints
@@ -32,21 +39,63 @@ from .events import (
 
 import msgspec
 
-# Where each kind keeps `instrument` in its msgpack array (element 0 is the tag), and its
-# default when an older, shorter array omits it; -1 position: the kind has no instrument.
-INSTRUMENT_POS = np.full(256, -1, dtype=np.int64)
-INSTRUMENT_DEFAULT = np.full(256, -1, dtype=np.int64)
-KNOWN_KIND = np.zeros(256, dtype=np.uint8)
-for _t in EVENT_TYPES:
-    _k = KIND_OF[_t]
-    KNOWN_KIND[_k] = 1
-    if "instrument" in _t.__struct_fields__:
-        _i = _t.__struct_fields__.index("instrument")
-        INSTRUMENT_POS[_k] = _i + 1
-        _ndef = len(_t.__struct_defaults__)
-        _first_default = len(_t.__struct_fields__) - _ndef
-        if _i >= _first_default:
-            INSTRUMENT_DEFAULT[_k] = _t.__struct_defaults__[_i - _first_default]
+
+# Column codes: what the walker does with one msgpack element of an event. Int columns below
+# _C_FIRST_FLOAT take msgpack ints only (as msgspec's decoder does); float columns take every
+# msgpack int and float encoding (msgspec writes an int when a float field held a Python int).
+_C_SKIP = 0  # any msgpack object, skipped
+_C_TAG = 1
+_INT_COLUMNS = ("ts_event", "ts_recv", "instrument", "side", "action", "level", "orders",
+                "flags")
+_FLOAT_COLUMNS = ("price", "size", "bid", "bid_size", "ask", "ask_size")
+_CODE_OF = {name: 2 + k for k, name in enumerate(_INT_COLUMNS + _FLOAT_COLUMNS)}
+_C_FIRST_FLOAT = _CODE_OF[_FLOAT_COLUMNS[0]]
+(_C_TS_EVENT, _C_TS_RECV, _C_INSTRUMENT, _C_SIDE, _C_ACTION, _C_LEVEL, _C_ORDERS, _C_FLAGS,
+ _C_PRICE, _C_SIZE, _C_BID, _C_BID_SIZE, _C_ASK, _C_ASK_SIZE) = (
+    _CODE_OF[c] for c in _INT_COLUMNS + _FLOAT_COLUMNS)
+COLUMNAR_KINDS = (K_TRADE, K_QUOTE, K_BOOK_LEVEL)  # kinds whose fields all live in columns
+
+
+def _plan(index_only: bool):
+    """Per-kind tables the walker runs on, derived from the event structs.
+
+    codes[kind, j]: column code of element j of that kind's array (element 0 is the tag; row 0,
+    no kind, is used until the tag is read). min_len[kind]: elements the walker needs (fields
+    without a default). is_obj[kind]: the row's event is decoded by msgspec.
+    index_only: only kind, ts_recv and instrument are read, everything else skipped.
+    """
+    width = 1 + max(len(t.__struct_fields__) for t in EVENT_TYPES)
+    codes = np.zeros((256, width), dtype=np.uint8)
+    codes[:, 0] = _C_TAG
+    min_len = np.zeros(256, dtype=np.int64)
+    is_obj = np.zeros(256, dtype=np.uint8)
+    known = np.zeros(256, dtype=np.uint8)
+    inst_default = np.full(256, -1, dtype=np.int64)
+    for t in EVENT_TYPES:
+        k = KIND_OF[t]
+        known[k] = 1
+        names = t.__struct_fields__
+        first_default = len(names) - len(t.__struct_defaults__)
+        if "instrument" in names:
+            i = names.index("instrument")
+            if i >= first_default:
+                inst_default[k] = t.__struct_defaults__[i - first_default]
+        if index_only:
+            wanted = ("ts_recv", "instrument")
+        elif k in COLUMNAR_KINDS:
+            wanted = tuple(_CODE_OF)
+            min_len[k] = 1 + first_default
+        else:
+            wanted = ("ts_event", "ts_recv", "instrument")
+            is_obj[k] = 1
+        for i, name in enumerate(names):
+            if name in wanted:
+                codes[k, 1 + i] = _CODE_OF[name]
+    return codes, min_len, is_obj, known, inst_default
+
+
+_COLUMNS_PLAN = _plan(False)
+_INDEX_PLAN = _plan(True)
 
 # Walker error codes (negative returns).
 ERR_TRUNCATED = -1
@@ -86,6 +135,33 @@ _FIXED_SIZE[0x90] = 1  # empty array
 _FIXED_SIZE[0x80] = 1  # empty map
 
 
+def _be_loader(width):
+    """An intrinsic: the `width`-bit big-endian unsigned int at buf[p], as uint64.
+
+    One unaligned load and a byte swap; an intrinsic costs numba nothing to compile per call
+    site, where an inline="always" function is re-inlined at IR level at every call.
+    """
+    @intrinsic
+    def load(typingctx, buf, p):
+        if not (isinstance(buf, types.Array) and buf.dtype == types.uint8 and buf.layout == "C"):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, value=args[0])
+            addr = builder.gep(ary.data, [args[1]])
+            v = builder.load(builder.bitcast(addr, ir.IntType(width).as_pointer()), align=1)
+            if width > 8:
+                v = builder.bswap(v)
+            return builder.zext(v, ir.IntType(64)) if width < 64 else v
+        return types.uint64(buf, types.int64), codegen
+    return load
+
+
+_be16 = _be_loader(16)
+_be32 = _be_loader(32)
+_be64 = _be_loader(64)
+
+
 @intrinsic
 def _f64_from_bits(typingctx, bits):
     """Reinterpret a uint64 as float64 (a register bitcast; array views cost ~40 ns here)."""
@@ -97,30 +173,11 @@ def _f64_from_bits(typingctx, bits):
 @intrinsic
 def _f32_from_bits(typingctx, bits):
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.uint32), codegen
+        return builder.bitcast(builder.trunc(args[0], ir.IntType(32)), ir.FloatType())
+    return types.float32(types.uint64), codegen
 
 
-@njit(cache=True, inline="always")
-def _u16(buf, p):
-    return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
-
-
-@njit(cache=True, inline="always")
-def _u32(buf, p):
-    return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)
-            | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3]))
-
-
-@njit(cache=True, inline="always")
-def _u64(buf, p):
-    """Big-endian 8 bytes at p, as uint64."""
-    hi = np.uint64(_u32(buf, p))
-    lo = np.uint64(_u32(buf, p + 4))
-    return (hi << np.uint64(32)) | lo
-
-
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _array_len(buf, p, end):
     """(length, next position) of an array header at p; (-1, err) when not an array."""
     if p >= end:
@@ -131,70 +188,12 @@ def _array_len(buf, p, end):
     if b == 0xDC:
         if p + 3 > end:
             return np.int64(-1), np.int64(ERR_TRUNCATED)
-        return _u16(buf, p + 1), p + 3
+        return np.int64(_be16(buf, p + 1)), p + 3
     if b == 0xDD:
         if p + 5 > end:
             return np.int64(-1), np.int64(ERR_TRUNCATED)
-        return _u32(buf, p + 1), p + 5
+        return np.int64(_be32(buf, p + 1)), p + 5
     return np.int64(-1), np.int64(ERR_NOT_ARRAY)
-
-
-@njit(cache=True, inline="always")
-def _int(buf, p, end):
-    """(ok, value, next position) of a msgpack integer at p."""
-    if p >= end:
-        return False, np.int64(0), np.int64(ERR_TRUNCATED)
-    b = buf[p]
-    if b < 0x80:
-        return True, np.int64(b), p + 1
-    if b >= 0xE0:
-        return True, np.int64(b) - 256, p + 1
-    size = _FIXED_SIZE[b]
-    if p + size > end:
-        return False, np.int64(0), np.int64(ERR_TRUNCATED)
-    if b == 0xCF or b == 0xD3:
-        return True, np.int64(_u64(buf, p + 1)), p + 9
-    if b == 0xCC:
-        return True, np.int64(buf[p + 1]), p + 2
-    if b == 0xCD:
-        return True, _u16(buf, p + 1), p + 3
-    if b == 0xCE:
-        return True, _u32(buf, p + 1), p + 5
-    if b == 0xD0:
-        v = np.int64(buf[p + 1])
-        return True, v - 256 if v >= 128 else v, p + 2
-    if b == 0xD1:
-        v = _u16(buf, p + 1)
-        return True, v - 65536 if v >= 32768 else v, p + 3
-    if b == 0xD2:
-        v = _u32(buf, p + 1)
-        return True, v - 4294967296 if v >= 2147483648 else v, p + 5
-    return False, np.int64(0), np.int64(ERR_BAD_TYPE)
-
-
-@njit(cache=True, inline="always")
-def _float(buf, p, end):
-    """(ok, value, next position) of a msgpack float or integer at p, as float64."""
-    if p >= end:
-        return False, 0.0, np.int64(ERR_TRUNCATED)
-    b = buf[p]
-    if b == 0xCB:
-        if p + 9 > end:
-            return False, 0.0, np.int64(ERR_TRUNCATED)
-        return True, _f64_from_bits(_u64(buf, p + 1)), p + 9
-    if b == 0xCA:
-        if p + 5 > end:
-            return False, 0.0, np.int64(ERR_TRUNCATED)
-        return True, np.float64(_f32_from_bits(np.uint32(_u32(buf, p + 1)))), p + 5
-    if b == 0xCF:
-        # uint64 above int64's range: msgspec gives the exact Python int, float() of it
-        if p + 9 > end:
-            return False, 0.0, np.int64(ERR_TRUNCATED)
-        return True, np.float64(_u64(buf, p + 1)), p + 9
-    ok, v, q = _int(buf, p, end)
-    if not ok:
-        return False, 0.0, q
-    return True, np.float64(v), q
 
 
 @njit(cache=True)
@@ -210,9 +209,6 @@ def _skip(buf, p, end):
         if size > 0:
             p += size
             continue
-        if b <= 0x7F or b >= 0xE0 or b == 0xC0 or b == 0xC2 or b == 0xC3:
-            p += 1
-            continue
         if 0x80 <= b <= 0x8F:
             remaining += 2 * (b & 0x0F)
             p += 1
@@ -220,9 +216,6 @@ def _skip(buf, p, end):
         if 0x90 <= b <= 0x9F:
             remaining += b & 0x0F
             p += 1
-            continue
-        if 0xA0 <= b <= 0xBF:
-            p += 1 + (b & 0x1F)
             continue
         if b == 0xC4 or b == 0xD9:
             if p + 2 > end:
@@ -232,12 +225,12 @@ def _skip(buf, p, end):
         if b == 0xC5 or b == 0xDA:
             if p + 3 > end:
                 return ERR_TRUNCATED
-            p += 3 + np.int64(_u16(buf, p + 1))
+            p += 3 + np.int64(_be16(buf, p + 1))
             continue
         if b == 0xC6 or b == 0xDB:
             if p + 5 > end:
                 return ERR_TRUNCATED
-            p += 5 + np.int64(_u32(buf, p + 1))
+            p += 5 + np.int64(_be32(buf, p + 1))
             continue
         if b == 0xC7:
             if p + 2 > end:
@@ -247,40 +240,25 @@ def _skip(buf, p, end):
         if b == 0xC8:
             if p + 3 > end:
                 return ERR_TRUNCATED
-            p += 4 + np.int64(_u16(buf, p + 1))
+            p += 4 + np.int64(_be16(buf, p + 1))
             continue
         if b == 0xC9:
             if p + 5 > end:
                 return ERR_TRUNCATED
-            p += 6 + np.int64(_u32(buf, p + 1))
-            continue
-        if b == 0xCA:
-            p += 5
-            continue
-        if b == 0xCB:
-            p += 9
-            continue
-        if 0xCC <= b <= 0xCF:
-            p += 1 + (1 << (b - 0xCC))
-            continue
-        if 0xD0 <= b <= 0xD3:
-            p += 1 + (1 << (b - 0xD0))
-            continue
-        if 0xD4 <= b <= 0xD8:
-            p += 2 + (1 << (b - 0xD4))
+            p += 6 + np.int64(_be32(buf, p + 1))
             continue
         if b == 0xDC or b == 0xDD:
             n_bytes = 2 if b == 0xDC else 4
             if p + 1 + n_bytes > end:
                 return ERR_TRUNCATED
-            remaining += (_u16(buf, p + 1) if n_bytes == 2 else _u32(buf, p + 1))
+            remaining += np.int64(_be16(buf, p + 1) if n_bytes == 2 else _be32(buf, p + 1))
             p += 1 + n_bytes
             continue
         if b == 0xDE or b == 0xDF:
             n_bytes = 2 if b == 0xDE else 4
             if p + 1 + n_bytes > end:
                 return ERR_TRUNCATED
-            remaining += 2 * (_u16(buf, p + 1) if n_bytes == 2 else _u32(buf, p + 1))
+            remaining += 2 * np.int64(_be16(buf, p + 1) if n_bytes == 2 else _be32(buf, p + 1))
             p += 1 + n_bytes
             continue
         return ERR_BAD_TYPE  # 0xC1 is never used
@@ -289,23 +267,15 @@ def _skip(buf, p, end):
     return p
 
 
-@njit(cache=True, inline="always")
-def _skip_one(buf, p, end):
-    """_skip with the fixed-size case (numbers, short strings) inlined."""
-    if p < end:
-        size = _FIXED_SIZE[buf[p]]
-        if size > 0:
-            return p + size
-    return _skip(buf, p, end)
-
-
 @njit(cache=True)
-def _walk(buf, count, inst_pos, inst_default, known, kind, ts_event, ts_recv, instrument,
-          price, size, side, bid, bid_size, ask, ask_size, action, level, orders, flags,
-          obj_start, obj_end):
+def _walk(buf, count, codes, min_len, is_obj, known, inst_default, kind, ts_event, ts_recv,
+          instrument, price, size, side, bid, bid_size, ask, ask_size, action, level, orders,
+          flags, obj, obj_start, obj_end):
     """Fill the columns from one frame's msgpack array; returns the number of object rows.
 
-    Returns a negative error code when the bytes are not what the writer produces.
+    One loop over every element of every event: `codes` (see _plan) says which column the
+    element goes to, so a single copy of the number reader serves every field. Returns a
+    negative error code when the bytes are not what the writer produces.
     """
     end = buf.shape[0]
     n, p = _array_len(buf, 0, end)
@@ -313,191 +283,148 @@ def _walk(buf, count, inst_pos, inst_default, known, kind, ts_event, ts_recv, in
         return p
     if n != count:
         return ERR_COUNT
+    width = codes.shape[1]
     n_obj = 0
     for i in range(n):
         start = p
-        m, p = _array_len(buf, p, end)
-        if m < 0:
-            return p
+        if p >= end:
+            return ERR_TRUNCATED
+        b = np.int64(buf[p])
+        if 0x90 <= b <= 0x9F:
+            m = b & 0x0F
+            p += 1
+        else:
+            m, p = _array_len(buf, p, end)
+            if m < 0:
+                return p
         if m < 3:
             return ERR_SHORT_EVENT
-        ok, tag, p = _int(buf, p, end)
-        if not ok:
-            return p
-        if tag < 0 or tag > 255 or known[tag] == 0:
-            return ERR_UNKNOWN_KIND
-        kind[i] = tag
-        ok, v, p = _int(buf, p, end)
-        if not ok:
-            return p
-        ts_event[i] = v
-        ok, v, p = _int(buf, p, end)
-        if not ok:
-            return p
-        ts_recv[i] = v
-        j = 3  # next element index
-        if tag == K_TRADE:
-            if m < 6:
-                return ERR_SHORT_EVENT
-            ok, v, p = _int(buf, p, end)
-            if not ok:
-                return p
-            instrument[i] = v
-            ok, x, p = _float(buf, p, end)
-            if not ok:
-                return p
-            price[i] = x
-            ok, x, p = _float(buf, p, end)
-            if not ok:
-                return p
-            size[i] = x
-            j = 6
-            if m > 6:
-                ok, v, p = _int(buf, p, end)
-                if not ok:
-                    return p
-                side[i] = v
-                j = 7
-        elif tag == K_QUOTE:
-            if m < 8:
-                return ERR_SHORT_EVENT
-            ok, v, p = _int(buf, p, end)
-            if not ok:
-                return p
-            instrument[i] = v
-            ok, x, p = _float(buf, p, end)
-            if not ok:
-                return p
-            bid[i] = x
-            ok, x, p = _float(buf, p, end)
-            if not ok:
-                return p
-            bid_size[i] = x
-            ok, x, p = _float(buf, p, end)
-            if not ok:
-                return p
-            ask[i] = x
-            ok, x, p = _float(buf, p, end)
-            if not ok:
-                return p
-            ask_size[i] = x
-            j = 8
-        elif tag == K_BOOK_LEVEL:
-            if m < 8:
-                return ERR_SHORT_EVENT
-            ok, v, p = _int(buf, p, end)
-            if not ok:
-                return p
-            instrument[i] = v
-            ok, v, p = _int(buf, p, end)
-            if not ok:
-                return p
-            side[i] = v
-            ok, x, p = _float(buf, p, end)
-            if not ok:
-                return p
-            price[i] = x
-            ok, x, p = _float(buf, p, end)
-            if not ok:
-                return p
-            size[i] = x
-            ok, v, p = _int(buf, p, end)
-            if not ok:
-                return p
-            action[i] = v
-            j = 8
-            if m > 8:
-                ok, v, p = _int(buf, p, end)
-                if not ok:
-                    return p
-                level[i] = v
-                j = 9
-            if m > 9:
-                ok, v, p = _int(buf, p, end)
-                if not ok:
-                    return p
-                orders[i] = v
-                j = 10
-            if m > 10:
-                ok, v, p = _int(buf, p, end)
-                if not ok:
-                    return p
-                flags[i] = v
-                j = 11
-        else:
-            ip = inst_pos[tag]
-            instrument[i] = inst_default[tag] if ip >= 0 else -1
-            while j < m:
-                if j == ip:
-                    ok, v, p = _int(buf, p, end)
-                    if not ok:
-                        return p
-                    instrument[i] = v
+        tag = 0
+        for j in range(m):
+            code = codes[tag, j] if j < width else _C_SKIP
+            if p >= end:
+                return ERR_TRUNCATED
+            b = np.int64(buf[p])
+            if code == _C_SKIP:
+                # branches for the common sizes: a predicted branch does not make the next
+                # position wait for a table load
+                if b < 0x80 or b >= 0xE0:
+                    p += 1
+                    continue
+                if b == 0xCB or b == 0xCF:
+                    p += 9
+                    continue
+                step = _FIXED_SIZE[b]
+                if step > 0:
+                    p += step
                 else:
-                    p = _skip_one(buf, p, end)
+                    p = _skip(buf, p, end)
                     if p < 0:
                         return p
-                j += 1
+                continue
+            # a number: iv (ints), fv (float columns), is_float (no int value)
+            is_float = False
+            if b < 0x80:
+                iv = b
+                fv = np.float64(iv)
+                p += 1
+            elif b == 0xCB:
+                if p + 9 > end:
+                    return ERR_TRUNCATED
+                iv = 0
+                fv = _f64_from_bits(_be64(buf, p + 1))
+                is_float = True
+                p += 9
+            elif b == 0xCF:
+                # uint64: an int column wraps it; a float column gets float() of the exact int
+                if p + 9 > end:
+                    return ERR_TRUNCATED
+                u = _be64(buf, p + 1)
+                iv = np.int64(u)
+                fv = np.float64(u)
+                p += 9
+            elif b >= 0xE0:
+                iv = b - 256
+                fv = np.float64(iv)
+                p += 1
+            else:
+                step = _FIXED_SIZE[b]
+                if p + step > end:
+                    return ERR_TRUNCATED
+                if b == 0xD3:
+                    iv = np.int64(_be64(buf, p + 1))
+                elif b == 0xCC:
+                    iv = np.int64(buf[p + 1])
+                elif b == 0xCD:
+                    iv = np.int64(_be16(buf, p + 1))
+                elif b == 0xCE:
+                    iv = np.int64(_be32(buf, p + 1))
+                elif b == 0xD0:
+                    iv = np.int64(np.int8(buf[p + 1]))
+                elif b == 0xD1:
+                    iv = np.int64(np.int16(_be16(buf, p + 1)))
+                elif b == 0xD2:
+                    iv = np.int64(np.int32(_be32(buf, p + 1)))
+                elif b == 0xCA:
+                    iv = 0
+                    is_float = True
+                else:
+                    return ERR_BAD_TYPE  # nil, bool, str, bin, containers, ext
+                if is_float:
+                    fv = np.float64(_f32_from_bits(_be32(buf, p + 1)))
+                else:
+                    fv = np.float64(iv)
+                p += step
+            if code >= _C_FIRST_FLOAT:
+                if code == _C_PRICE:
+                    price[i] = fv
+                elif code == _C_SIZE:
+                    size[i] = fv
+                elif code == _C_BID:
+                    bid[i] = fv
+                elif code == _C_BID_SIZE:
+                    bid_size[i] = fv
+                elif code == _C_ASK:
+                    ask[i] = fv
+                else:
+                    ask_size[i] = fv
+                continue
+            if is_float:
+                return ERR_BAD_TYPE
+            if code == _C_TAG:
+                if iv < 0 or iv > 255 or known[iv] == 0:
+                    return ERR_UNKNOWN_KIND
+                if m < min_len[iv]:
+                    return ERR_SHORT_EVENT
+                tag = iv
+                kind[i] = tag
+                instrument[i] = inst_default[tag]
+            elif code == _C_TS_EVENT:
+                ts_event[i] = iv
+            elif code == _C_TS_RECV:
+                ts_recv[i] = iv
+            elif code == _C_INSTRUMENT:
+                instrument[i] = iv
+            elif code == _C_SIDE:
+                side[i] = iv
+            elif code == _C_ACTION:
+                action[i] = iv
+            elif code == _C_LEVEL:
+                level[i] = iv
+            elif code == _C_ORDERS:
+                orders[i] = iv
+            else:
+                flags[i] = iv
+        if is_obj[tag]:
+            obj[i] = n_obj
             obj_start[n_obj] = start
             obj_end[n_obj] = p
             n_obj += 1
-            continue
-        # fields a newer writer appended: skip them
-        while j < m:
-            p = _skip_one(buf, p, end)
-            if p < 0:
-                return p
-            j += 1
+    if p > end:
+        return ERR_TRUNCATED
     if p != end:
         return ERR_TRAILING
     return n_obj
-
-
-@njit(cache=True)
-def _walk_index(buf, count, inst_pos, inst_default, known, kind, ts_recv, instrument):
-    """Kind, ts_recv and instrument of every event of a frame (for filters and merging)."""
-    end = buf.shape[0]
-    n, p = _array_len(buf, 0, end)
-    if n < 0:
-        return p
-    if n != count:
-        return ERR_COUNT
-    for i in range(n):
-        m, p = _array_len(buf, p, end)
-        if m < 0:
-            return p
-        if m < 3:
-            return ERR_SHORT_EVENT
-        ok, tag, p = _int(buf, p, end)
-        if not ok:
-            return p
-        if tag < 0 or tag > 255 or known[tag] == 0:
-            return ERR_UNKNOWN_KIND
-        kind[i] = tag
-        p = _skip_one(buf, p, end)  # ts_event
-        if p < 0:
-            return p
-        ok, v, p = _int(buf, p, end)
-        if not ok:
-            return p
-        ts_recv[i] = v
-        ip = inst_pos[tag]
-        instrument[i] = inst_default[tag] if ip >= 0 else -1
-        j = 3
-        while j < m:
-            if j == ip:
-                ok, v, p = _int(buf, p, end)
-                if not ok:
-                    return p
-                instrument[i] = v
-            else:
-                p = _skip_one(buf, p, end)
-                if p < 0:
-                    return p
-            j += 1
-    if p != end:
-        return ERR_TRAILING
-    return 0
 
 
 class FastDecodeError(ValueError):
@@ -513,9 +440,9 @@ def decode_columns(payload: bytes, count: int, first_seq: int = -1) -> ColumnBat
     b = ColumnBatch.allocate(count)
     obj_start = np.empty(count, np.int64)
     obj_end = np.empty(count, np.int64)
-    n_obj = _walk(buf, count, INSTRUMENT_POS, INSTRUMENT_DEFAULT, KNOWN_KIND, b.kind, b.ts_event,
-                  b.ts_recv, b.instrument, b.price, b.size, b.side, b.bid, b.bid_size, b.ask,
-                  b.ask_size, b.action, b.level, b.orders, b.flags, obj_start, obj_end)
+    n_obj = _walk(buf, count, *_COLUMNS_PLAN, b.kind, b.ts_event, b.ts_recv, b.instrument,
+                  b.price, b.size, b.side, b.bid, b.bid_size, b.ask, b.ask_size, b.action,
+                  b.level, b.orders, b.flags, b.obj, obj_start, obj_end)
     if n_obj < 0:
         raise FastDecodeError(ERROR_NAMES.get(n_obj, f"walker error {n_obj}"))
     if first_seq >= 0:
@@ -524,9 +451,12 @@ def decode_columns(payload: bytes, count: int, first_seq: int = -1) -> ColumnBat
         mv = memoryview(payload)
         decode = _one_decoder.decode
         b.objects = [decode(mv[obj_start[k]:obj_end[k]]) for k in range(n_obj)]
-        is_obj = ~np.isin(b.kind, (K_TRADE, K_QUOTE, K_BOOK_LEVEL))
-        b.obj[is_obj] = np.arange(n_obj, dtype=np.int32)
     return b
+
+
+# decode_index runs the same walker with a plan that reads only kind, ts_recv and instrument;
+# the columns it never writes are these empty arrays.
+_NO_ROWS = ColumnBatch.allocate(0)
 
 
 def decode_index(payload: bytes, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -535,15 +465,17 @@ def decode_index(payload: bytes, count: int) -> tuple[np.ndarray, np.ndarray, np
     kind = np.empty(count, np.uint8)
     ts_recv = np.empty(count, np.int64)
     instrument = np.empty(count, np.int32)
-    rc = _walk_index(buf, count, INSTRUMENT_POS, INSTRUMENT_DEFAULT, KNOWN_KIND, kind, ts_recv,
-                     instrument)
+    z = _NO_ROWS
+    rc = _walk(buf, count, *_INDEX_PLAN, kind, z.ts_event, ts_recv, instrument, z.price, z.size,
+               z.side, z.bid, z.bid_size, z.ask, z.ask_size, z.action, z.level, z.orders,
+               z.flags, z.obj, z.ts_event, z.ts_event)
     if rc < 0:
         raise FastDecodeError(ERROR_NAMES.get(rc, f"walker error {rc}"))
     return kind, ts_recv, instrument
 
 
 def warm_up() -> None:
-    """Compile (or load from cache) the walkers now rather than on the first frame."""
+    """Compile (or load from cache) the walker now rather than on the first frame."""
     from .events import EventCodec, Trade
 
     payload = EventCodec().encode_many([Trade(0, 0, 0, 1.0, 1.0, 0)])
