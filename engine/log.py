@@ -321,7 +321,7 @@ def _read_segment_header(f, path: Path) -> tuple[int, int, dict, int]:
         raise LogFormatError(str(path), "segment header metadata is damaged (CRC mismatch)")
     try:
         meta = msgspec.msgpack.decode(meta_raw)
-    except msgspec.DecodeError as exc:
+    except _UNDECODABLE as exc:
         raise LogFormatError(str(path), f"segment header metadata does not decode: {exc}") from None
     if not isinstance(meta, dict):
         raise LogFormatError(str(path), "segment header metadata is not a map")
@@ -463,7 +463,7 @@ class _FrameDecoder:
         data = self.payload(frame)
         try:
             events = self._codec.decode_many(data)
-        except msgspec.DecodeError as exc:
+        except _UNDECODABLE as exc:
             raise _BadFrame(f"decode: {exc}") from None
         if len(events) != frame.count:
             raise _BadFrame(f"{len(events)} events, header says {frame.count}")
@@ -475,12 +475,12 @@ class _FrameDecoder:
         data = self.payload(frame)
         try:
             return decode_columns(data, frame.count, frame.first_seq)
-        except (FastDecodeError, msgspec.DecodeError):
+        except (FastDecodeError, *_UNDECODABLE):
             pass
         # the walker refused: let msgspec say why (or convert, if msgspec accepts it)
         try:
             events = self._codec.decode_many(data)
-        except msgspec.DecodeError as exc:
+        except _UNDECODABLE as exc:
             raise _BadFrame(f"decode: {exc}") from None
         if len(events) != frame.count:
             raise _BadFrame(f"{len(events)} events, header says {frame.count}")
@@ -495,6 +495,10 @@ class _FrameDecoder:
             return decode_index(data, frame.count)
         except FastDecodeError as exc:
             raise _BadFrame(f"decode: {exc}") from None
+
+
+# msgspec raises UnicodeDecodeError, not DecodeError, for a string that is not UTF-8
+_UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError)
 
 
 class _BadFrame(Exception):

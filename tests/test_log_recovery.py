@@ -250,3 +250,40 @@ def test_follow_stops_when_told(tmp_path):
     assert 0.25 < time.monotonic() - t0 < 5
     assert [type(e) for _, e in got] == [RecordingStarted, Trade]
     w.close()
+
+
+def test_a_frame_with_invalid_utf8_is_a_reported_bad_frame_not_a_crash(tmp_path):
+    """The CRC is right (the writer wrote the bytes), but a string is not UTF-8: msgspec raises
+    UnicodeDecodeError there, which readers must treat like any undecodable frame."""
+    from mia.engine.clock import ManualClock
+    from mia.engine.errors import LogCorruptError
+    from mia.engine.events import EventCodec, Instrument, Trade
+    from mia.engine.log import EventLog
+
+    class ManglingCodec(EventCodec):
+        def encode_many_into(self, events, buf):
+            super().encode_many_into(events, buf)
+            at = buf.find(b"BADSYM")
+            if at >= 0:
+                buf[at:at + 6] = b"\xff\xfe\xfd\xfc\xfb\xfa"
+
+    t = 1_800_000_000 * 10**9
+    log = EventLog(tmp_path)
+    w = log.writer("live", clock=ManualClock(t))
+    w.append(Trade(t, t, 1, 1.0, 1.0, 1))
+    w.flush()
+    w._codec = ManglingCodec()
+    w.append(Instrument(t + 1, t + 1, 2, "BADSYM", "test"))
+    w.flush()
+    w._codec = EventCodec()
+    w.append(Trade(t + 2, t + 2, 1, 3.0, 1.0, 1))
+    w.close()
+    date = log.dates()[0]
+    problems = []
+    got = [ev for _, ev in log.read(date, on_problem=problems.append)]
+    assert [e.price for e in got if isinstance(e, Trade)] == [1.0, 3.0]
+    assert len(problems) == 1 and "decode" in problems[0].reason
+    batches = list(log.read_batches(date))
+    assert sum(len(b) for b in batches) == len(got)
+    with pytest.raises(LogCorruptError):
+        list(log.read(date, strict=True))
