@@ -26,7 +26,7 @@ from numba import njit
 from numba.core import types
 from numba.extending import intrinsic
 
-from .columns import ColumnBatch
+from .columns import COLUMN_SPEC, ColumnBatch
 from .events import (
     EVENT_TYPES,
     K_BOOK_LEVEL,
@@ -268,14 +268,18 @@ def _skip(buf, p, end):
 
 
 @njit(cache=True)
-def _walk(buf, count, codes, min_len, is_obj, known, inst_default, kind, ts_event, ts_recv,
-          instrument, price, size, side, bid, bid_size, ask, ask_size, action, level, orders,
-          flags, obj, obj_start, obj_end):
-    """Fill the columns from one frame's msgpack array; returns the number of object rows.
+def _walk(buf, count, codes, min_len, is_obj, known, inst_default, fill, row0, first_seq,
+          obj_base, kind, seq, ts_event, ts_recv, instrument, price, size, side, bid, bid_size,
+          ask, ask_size, action, level, orders, flags, obj, obj_start, obj_end):
+    """Fill rows row0.. of the columns from one frame's msgpack array; returns the number of
+    object rows.
 
     One loop over every element of every event: `codes` (see _plan) says which column the
-    element goes to, so a single copy of the number reader serves every field. Returns a
-    negative error code when the bytes are not what the writer produces.
+    element goes to, so a single copy of the number reader serves every field. With `fill`,
+    every column of every row is written (fill values where the kind has no such field, seq
+    from first_seq or -1, obj from obj_base), so the columns may come from np.empty; without
+    it (the index plan) only the planned columns are touched. Returns a negative error code
+    when the bytes are not what the writer produces.
     """
     end = buf.shape[0]
     n, p = _array_len(buf, 0, end)
@@ -285,10 +289,26 @@ def _walk(buf, count, codes, min_len, is_obj, known, inst_default, kind, ts_even
         return ERR_COUNT
     width = codes.shape[1]
     n_obj = 0
-    for i in range(n):
+    for r in range(row0, row0 + n):
         start = p
         if p >= end:
             return ERR_TRUNCATED
+        if fill:
+            seq[r] = first_seq + (r - row0) if first_seq >= 0 else -1
+            ts_event[r] = 0
+            ts_recv[r] = 0
+            price[r] = np.nan
+            size[r] = np.nan
+            side[r] = 0
+            bid[r] = np.nan
+            bid_size[r] = np.nan
+            ask[r] = np.nan
+            ask_size[r] = np.nan
+            action[r] = -1
+            level[r] = -1
+            orders[r] = 0
+            flags[r] = 0
+            obj[r] = -1
         b = np.int64(buf[p])
         if 0x90 <= b <= 0x9F:
             m = b & 0x0F
@@ -377,17 +397,17 @@ def _walk(buf, count, codes, min_len, is_obj, known, inst_default, kind, ts_even
                 p += step
             if code >= _C_FIRST_FLOAT:
                 if code == _C_PRICE:
-                    price[i] = fv
+                    price[r] = fv
                 elif code == _C_SIZE:
-                    size[i] = fv
+                    size[r] = fv
                 elif code == _C_BID:
-                    bid[i] = fv
+                    bid[r] = fv
                 elif code == _C_BID_SIZE:
-                    bid_size[i] = fv
+                    bid_size[r] = fv
                 elif code == _C_ASK:
-                    ask[i] = fv
+                    ask[r] = fv
                 else:
-                    ask_size[i] = fv
+                    ask_size[r] = fv
                 continue
             if is_float:
                 return ERR_BAD_TYPE
@@ -397,26 +417,26 @@ def _walk(buf, count, codes, min_len, is_obj, known, inst_default, kind, ts_even
                 if m < min_len[iv]:
                     return ERR_SHORT_EVENT
                 tag = iv
-                kind[i] = tag
-                instrument[i] = inst_default[tag]
+                kind[r] = tag
+                instrument[r] = inst_default[tag]
             elif code == _C_TS_EVENT:
-                ts_event[i] = iv
+                ts_event[r] = iv
             elif code == _C_TS_RECV:
-                ts_recv[i] = iv
+                ts_recv[r] = iv
             elif code == _C_INSTRUMENT:
-                instrument[i] = iv
+                instrument[r] = iv
             elif code == _C_SIDE:
-                side[i] = iv
+                side[r] = iv
             elif code == _C_ACTION:
-                action[i] = iv
+                action[r] = iv
             elif code == _C_LEVEL:
-                level[i] = iv
+                level[r] = iv
             elif code == _C_ORDERS:
-                orders[i] = iv
+                orders[r] = iv
             else:
-                flags[i] = iv
+                flags[r] = iv
         if is_obj[tag]:
-            obj[i] = n_obj
+            obj[r] = obj_base + n_obj
             obj_start[n_obj] = start
             obj_end[n_obj] = p
             n_obj += 1
@@ -434,23 +454,43 @@ class FastDecodeError(ValueError):
 _one_decoder = msgspec.msgpack.Decoder(AnyEvent)
 
 
-def decode_columns(payload: bytes, count: int, first_seq: int = -1) -> ColumnBatch:
-    """One frame's uncompressed payload as a ColumnBatch (seq from first_seq when >= 0)."""
+def empty_batch(n: int) -> ColumnBatch:
+    """A batch of n uninitialised rows, for decode_columns_into to fill."""
+    return ColumnBatch(**{name: np.empty(n, dtype=dt) for name, (dt, _) in COLUMN_SPEC.items()},
+                       objects=[])
+
+
+def decode_columns_into(batch: ColumnBatch, offset: int, payload: bytes, count: int,
+                        first_seq: int = -1) -> None:
+    """Decode one frame's payload into rows offset..offset+count of `batch`.
+
+    Every column of those rows is written (the batch may come from ``empty_batch``); the
+    frame's decoded objects are appended to ``batch.objects``. On FastDecodeError (or a
+    msgspec error) the rows hold garbage and ``batch.objects`` is unchanged.
+    """
+    if offset < 0 or offset + count > len(batch):
+        raise ValueError(f"decode_columns_into: rows {offset}..{offset + count} do not fit a "
+                         f"batch of {len(batch)}")
     buf = np.frombuffer(payload, dtype=np.uint8)
-    b = ColumnBatch.allocate(count)
     obj_start = np.empty(count, np.int64)
     obj_end = np.empty(count, np.int64)
-    n_obj = _walk(buf, count, *_COLUMNS_PLAN, b.kind, b.ts_event, b.ts_recv, b.instrument,
-                  b.price, b.size, b.side, b.bid, b.bid_size, b.ask, b.ask_size, b.action,
-                  b.level, b.orders, b.flags, b.obj, obj_start, obj_end)
+    b = batch
+    n_obj = _walk(buf, count, *_COLUMNS_PLAN, True, offset, first_seq, len(b.objects), b.kind,
+                  b.seq, b.ts_event, b.ts_recv, b.instrument, b.price, b.size, b.side, b.bid,
+                  b.bid_size, b.ask, b.ask_size, b.action, b.level, b.orders, b.flags, b.obj,
+                  obj_start, obj_end)
     if n_obj < 0:
         raise FastDecodeError(ERROR_NAMES.get(n_obj, f"walker error {n_obj}"))
-    if first_seq >= 0:
-        b.seq[:] = np.arange(first_seq, first_seq + count, dtype=np.int64)
     if n_obj:
         mv = memoryview(payload)
         decode = _one_decoder.decode
-        b.objects = [decode(mv[obj_start[k]:obj_end[k]]) for k in range(n_obj)]
+        b.objects.extend([decode(mv[obj_start[k]:obj_end[k]]) for k in range(n_obj)])
+
+
+def decode_columns(payload: bytes, count: int, first_seq: int = -1) -> ColumnBatch:
+    """One frame's uncompressed payload as a ColumnBatch (seq from first_seq when >= 0)."""
+    b = empty_batch(count)
+    decode_columns_into(b, 0, payload, count, first_seq)
     return b
 
 
@@ -466,9 +506,9 @@ def decode_index(payload: bytes, count: int) -> tuple[np.ndarray, np.ndarray, np
     ts_recv = np.empty(count, np.int64)
     instrument = np.empty(count, np.int32)
     z = _NO_ROWS
-    rc = _walk(buf, count, *_INDEX_PLAN, kind, z.ts_event, ts_recv, instrument, z.price, z.size,
-               z.side, z.bid, z.bid_size, z.ask, z.ask_size, z.action, z.level, z.orders,
-               z.flags, z.obj, z.ts_event, z.ts_event)
+    rc = _walk(buf, count, *_INDEX_PLAN, False, 0, -1, 0, kind, z.seq, z.ts_event, ts_recv,
+               instrument, z.price, z.size, z.side, z.bid, z.bid_size, z.ask, z.ask_size,
+               z.action, z.level, z.orders, z.flags, z.obj, z.ts_event, z.ts_event)
     if rc < 0:
         raise FastDecodeError(ERROR_NAMES.get(rc, f"walker error {rc}"))
     return kind, ts_recv, instrument
@@ -483,4 +523,4 @@ def warm_up() -> None:
     decode_index(payload, 1)
 
 
-__all__ = ["decode_columns", "decode_index", "FastDecodeError", "warm_up", "Event"]
+__all__ = ["decode_columns", "decode_columns_into", "empty_batch", "decode_index", "FastDecodeError", "warm_up", "Event"]

@@ -83,6 +83,9 @@ FRAME_HEADER_SIZE = FRAME_FIELDS.size + 8  # 48
 MAX_FRAME_BYTES = 1 << 28  # sanity bound for a header's lengths
 MAX_METADATA_BYTES = 1 << 20
 ZSTD_LEVEL = 3
+# rows per ColumnBatch that read_batches aims at: big enough that per-batch costs (numpy calls,
+# reducer entry) vanish against the rows, small enough to stay in cache (~1.3 MB of columns)
+BATCH_ROWS = 16384
 
 NS_PER_DAY = 86_400 * 1_000_000_000
 FSYNC_POLICIES = ("always", "interval", "never")
@@ -469,15 +472,16 @@ class _FrameDecoder:
             raise _BadFrame(f"{len(events)} events, header says {frame.count}")
         return events
 
-    def columns(self, frame: _Frame) -> ColumnBatch:
-        from .fastdecode import FastDecodeError, decode_columns  # numba: only readers pay for it
+    def columns_into(self, frame: _Frame, batch: ColumnBatch, offset: int) -> None:
+        """Decode the frame into rows offset..offset+count of `batch` (objects appended)."""
+        from .fastdecode import FastDecodeError, decode_columns_into
 
         data = self.payload(frame)
         try:
-            return decode_columns(data, frame.count, frame.first_seq)
+            decode_columns_into(batch, offset, data, frame.count, frame.first_seq)
+            return
         except (FastDecodeError, *_UNDECODABLE):
             pass
-        # the walker refused: let msgspec say why (or convert, if msgspec accepts it)
         try:
             events = self._codec.decode_many(data)
         except _UNDECODABLE as exc:
@@ -485,7 +489,14 @@ class _FrameDecoder:
         if len(events) != frame.count:
             raise _BadFrame(f"{len(events)} events, header says {frame.count}")
         log.debug("columnar walker fell back to msgspec at offset=%d", frame.offset)
-        return ColumnBatch.from_events(events, range(frame.first_seq, frame.first_seq + frame.count))
+        part = ColumnBatch.from_events(events, range(frame.first_seq,
+                                                     frame.first_seq + frame.count))
+        rows = slice(offset, offset + frame.count)
+        for name in part.column_names():
+            getattr(batch, name)[rows] = getattr(part, name)
+        obj = batch.obj[rows]
+        obj[obj >= 0] += len(batch.objects)
+        batch.objects.extend(part.objects)
 
     def index(self, frame: _Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from .fastdecode import FastDecodeError, decode_index
@@ -921,7 +932,9 @@ class _SegmentReader:
         if self.on_problem is not None:
             self.on_problem(Problem(path, offset, reason))
 
-    def frames(self, lo: int | None, hi: int | None) -> Iterator[_Frame]:
+    def items(self, lo: int | None, hi: int | None) -> Iterator[_Frame | tuple | None]:
+        """Valid frames in file order, damage to report as (offset, reason, corrupt), and None
+        before each wait for more bytes (following), so a consumer can hand on what it holds."""
         path = self.info.path
         with open(path, "rb") as f:
             _, _, _, pos = _read_segment_header(f, path)
@@ -937,18 +950,18 @@ class _SegmentReader:
                     elif item.incomplete:
                         incomplete = item
                     else:
-                        self.problem(item.offset, item.reason, corrupt=True)
+                        yield (item.offset, item.reason, True)
                         pos = item.offset + item.length
                 if not self.follow:
                     if incomplete is not None:
-                        self.problem(incomplete.offset, incomplete.reason, corrupt=False)
+                        yield (incomplete.offset, incomplete.reason, False)
                     return
                 # following: stop once the writer is gone and every byte is read
                 if not _writer_alive(path):
                     if os.fstat(f.fileno()).st_size != size:
                         continue
                     if incomplete is not None:
-                        self.problem(incomplete.offset, incomplete.reason, corrupt=False)
+                        yield (incomplete.offset, incomplete.reason, False)
                     return
                 if self.stop is not None and self.stop():
                     return
@@ -956,36 +969,39 @@ class _SegmentReader:
                         and time.monotonic() - idle_since > self.idle_timeout_s):
                     log.info("follow idle timeout path=%s", path)
                     return
+                yield None
                 time.sleep(self.poll_s)
 
-    def units(self, flt: _Filters, columnar: bool) -> Iterator[_Unit]:
+    def frames(self, lo: int | None, hi: int | None) -> Iterator[_Frame]:
+        """Valid frames; damage is reported (or raised, strict) where it is met."""
+        for item in self.items(lo, hi):
+            if type(item) is _Frame:
+                yield item
+            elif item is not None:
+                offset, reason, corrupt = item
+                self.problem(offset, reason, corrupt=corrupt)
+
+    def units(self, flt: _Filters, columnar: bool, max_rows: int = 1) -> Iterator[_Unit]:
+        if columnar:
+            yield from self._column_units(flt, max_rows)
+            return
         dec = self.decoder
         need_index = flt.any
         for frame in self.frames(flt.start, flt.end):
             if frame.payload is None:
                 continue
             try:
-                if columnar:
-                    batch = dec.columns(frame)
-                    kind, ts, inst = batch.kind, batch.ts_recv, batch.instrument
+                events = dec.events(frame)
+                if need_index:
+                    kind, ts, inst = dec.index(frame)
                     if flt.symbols is not None and (kind == K_INSTRUMENT).any():
-                        self._learn(batch.objects)
-                else:
-                    events = dec.events(frame)
-                    if need_index:
-                        kind, ts, inst = dec.index(frame)
-                        if flt.symbols is not None and (kind == K_INSTRUMENT).any():
-                            self._learn(events)
+                        self._learn(events)
             except _BadFrame as exc:
                 self.problem(frame.offset, str(exc), corrupt=True)
                 continue
             if not need_index:
-                if columnar:
-                    yield _Unit(self.index, batch.ts_recv, None, batch, True)
-                else:
-                    yield _Unit(self.index, None,
-                                range(frame.first_seq, frame.first_seq + frame.count), events,
-                                False)
+                yield _Unit(self.index, None,
+                            range(frame.first_seq, frame.first_seq + frame.count), events, False)
                 continue
             mask = self._mask(flt, kind, ts, inst)
             if mask is None:
@@ -996,16 +1012,90 @@ class _SegmentReader:
                     continue
                 if len(keep) == frame.count:
                     keep = None
-            if columnar:
-                if keep is not None:
-                    batch = batch.take(keep)
-                yield _Unit(self.index, batch.ts_recv, None, batch, True)
-            elif keep is None:
+            if keep is None:
                 yield _Unit(self.index, ts, range(frame.first_seq, frame.first_seq + frame.count),
                             events, False)
             else:
                 yield _Unit(self.index, ts[keep], (keep + frame.first_seq).tolist(),
                             [events[j] for j in keep.tolist()], False)
+
+    def _column_units(self, flt: _Filters, max_rows: int) -> Iterator[_Unit]:
+        """Consecutive frames decoded straight into one batch of up to max_rows rows (a frame
+        larger than that gets a batch of its own): per-frame costs are what a day of small
+        frames spends its time on. What is held is handed on before damage is reported and
+        before a follower waits, so rows and reports keep their order."""
+        from .fastdecode import empty_batch
+
+        dec = self.decoder
+        # symbol filters resolve through declarations read so far: mask frame by frame then
+        by_frame = flt.symbols is not None
+        batch: ColumnBatch | None = None
+        keep: np.ndarray | None = None
+        rows = 0
+        for item in self.items(flt.start, flt.end):
+            if type(item) is not _Frame:
+                if rows:
+                    unit = self._column_unit(flt, batch, rows, keep)
+                    if unit is not None:
+                        yield unit
+                    batch, rows = None, 0
+                if item is not None:
+                    offset, reason, corrupt = item
+                    self.problem(offset, reason, corrupt=corrupt)
+                continue
+            if item.payload is None:
+                continue
+            n = item.count
+            if batch is None or rows + n > len(batch):
+                if rows:
+                    unit = self._column_unit(flt, batch, rows, keep)
+                    if unit is not None:
+                        yield unit
+                size = max(max_rows, n)
+                batch, rows = empty_batch(size), 0
+                keep = np.empty(size, dtype=bool) if by_frame else None
+            n_objects = len(batch.objects)
+            try:
+                dec.columns_into(item, batch, rows)
+            except _BadFrame as exc:
+                if rows:
+                    unit = self._column_unit(flt, batch, rows, keep)
+                    if unit is not None:
+                        yield unit
+                    batch, rows = None, 0
+                self.problem(item.offset, str(exc), corrupt=True)
+                continue
+            if by_frame:
+                part = slice(rows, rows + n)
+                kind = batch.kind[part]
+                if (kind == K_INSTRUMENT).any():
+                    self._learn(batch.objects[n_objects:])
+                keep[part] = self._mask(flt, kind, batch.ts_recv[part], batch.instrument[part])
+            rows += n
+        if rows:
+            unit = self._column_unit(flt, batch, rows, keep)
+            if unit is not None:
+                yield unit
+
+    def _column_unit(self, flt: _Filters, batch: ColumnBatch, rows: int,
+                     keep: np.ndarray | None) -> _Unit | None:
+        """The first `rows` rows of `batch`, filtered; None when no row passes."""
+        if rows < len(batch):
+            batch = ColumnBatch(**{name: getattr(batch, name)[:rows]
+                                   for name in batch.column_names()}, objects=batch.objects)
+        if keep is not None:
+            mask = keep[:rows]
+        elif flt.any:
+            mask = self._mask(flt, batch.kind, batch.ts_recv, batch.instrument)
+        else:
+            mask = None
+        if mask is not None:
+            index = np.flatnonzero(mask)
+            if not len(index):
+                return None
+            if len(index) < rows:
+                batch = batch.take(index)
+        return _Unit(self.index, batch.ts_recv, None, batch, True)
 
     def _learn(self, events: Iterable[Event]) -> None:
         for ev in events:
@@ -1178,17 +1268,22 @@ class EventLog:
                      follow: bool = False, on_problem: Callable[[Problem], None] | None = None,
                      poll_s: float = 0.02, idle_timeout_s: float | None = 60.0,
                      stop: Callable[[], bool] | None = None,
-                     min_rows: int = 64) -> Iterator[ColumnBatch]:
-        """The same rows as ``read``, in the same order, as ColumnBatches (about a frame each).
+                     min_rows: int = 64, max_rows: int = BATCH_ROWS) -> Iterator[ColumnBatch]:
+        """The same rows as ``read``, in the same order, as ColumnBatches.
 
-        Runs shorter than `min_rows` (from interleaved segments) are joined before yielding.
+        Consecutive frames of a segment are decoded into one batch of up to `max_rows` rows
+        (a bigger frame is a batch of its own; fewer when filters drop rows, at damage, and
+        when a follower catches up). Runs shorter than `min_rows` (from interleaved segments)
+        are joined before yielding.
         """
+        if max_rows < 1:
+            raise UsageError(f"max_rows must be >= 1, got {max_rows}")
         flt = self._filters(start, end, kinds, instruments)
         readers = self._open_readers(date, streams, strict, follow, on_problem, poll_s,
                                      idle_timeout_s, stop)
         pending: list[ColumnBatch] = []
         rows = 0
-        for unit in _merge([r.units(flt, True) for r in readers]):
+        for unit in _merge([r.units(flt, True, max_rows) for r in readers]):
             batch = unit.items
             if not pending and len(batch) >= min_rows:
                 yield batch
