@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable, Protocol, Sequence
 
+import msgspec
+
 from .columns import ColumnBatch
-from .events import Event
+from .events import Event, EventCodec
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class Pipeline:
         self.derived_out = 0
         self._written: list[tuple[int, Event]] = []
         self._derived_seq = 0
+        self._codec = EventCodec()
+        self._fast_columns: Callable | None = None
 
     # --- live --------------------------------------------------------------------------------
 
@@ -80,8 +84,9 @@ class Pipeline:
         writer = self.input_writer
         if writer is None:
             raise RuntimeError("ingest needs an input writer; use reduce() in replay")
+        append = writer.append
         for ev in events:
-            writer.append(ev)
+            append(ev)
         return self.process_written()
 
     def process_written(self) -> list[Event]:
@@ -90,10 +95,35 @@ class Pipeline:
         if not written:
             return []
         if self.publisher is not None and self.publish_inputs:
-            for seq, ev in written:
-                self.publisher.publish("live", seq, ev)
-        batch = ColumnBatch.from_events([ev for _, ev in written], [seq for seq, _ in written])
-        return self.reduce(batch)
+            publish_rows = getattr(self.publisher, "publish_rows", None)
+            if publish_rows is not None:
+                publish_rows("live", written)
+            else:
+                for seq, ev in written:
+                    self.publisher.publish("live", seq, ev)
+        return self.reduce(self._columns(written))
+
+    def _columns(self, written: list[tuple[int, Event]]) -> ColumnBatch:
+        """The written rows as columns, through the log's own decoder (C + numba, ~3x faster than
+        `ColumnBatch.from_events`, and what replay sees); from_events if it fails."""
+        seqs, events = zip(*written)
+        n = len(events)
+        try:
+            if self._fast_columns is None:
+                from .fastdecode import decode_columns  # numba: only live ingest pays for it
+
+                self._fast_columns = decode_columns
+            # A writer's seqs run contiguously, restarting only at a UTC-day rollover, so
+            # last - first == n - 1 means one run: first_seq fills the column.
+            contiguous = seqs[-1] - seqs[0] == n - 1
+            batch = self._fast_columns(self._codec.encode_many(list(events)), n,
+                                       seqs[0] if contiguous else -1)
+            if not contiguous:
+                batch.seq[:] = seqs
+            return batch
+        except (ValueError, msgspec.MsgspecError):  # FastDecodeError is a ValueError
+            logger.warning("fast column decode failed, using from_events rows=%d", n, exc_info=True)
+            return ColumnBatch.from_events(list(events), list(seqs))
 
     # --- shared ------------------------------------------------------------------------------
 

@@ -1,7 +1,11 @@
 """`mia record`: run the sources, append to the log, publish, run the reducers live.
 
-Sources call `emit(event)` from the one asyncio loop; a drain task hands what arrived to the
-pipeline every few milliseconds. On start the reducers are warmed up from what the log already
+Sources call `emit(event)` from the one asyncio loop. The first event queued after a drain
+schedules the next drain with `call_soon`, so what one packet carried is logged, published and
+reduced as soon as the packet has been handled (no timer wait); a drain takes at most
+MAX_DRAIN_EVENTS and schedules itself again for the rest, so it never holds the loop for long. A
+timer task every few milliseconds keeps the recorder's heartbeat, the writers' frame timers and
+the status line going. On start the reducers are warmed up from what the log already
 holds for today, so a restart mid-day continues cumulative delta, VWAP and profiles instead of
 starting them again, and a replay of the whole day reproduces what live computed.
 """
@@ -27,7 +31,8 @@ from mia.replay.reducers import LevelsSink, compile_kernels, find_reducer, stand
 
 logger = logging.getLogger(__name__)
 
-DRAIN_INTERVAL_S = 0.005
+DRAIN_INTERVAL_S = 0.005  # the timer task: heartbeats, frame timers, status
+MAX_DRAIN_EVENTS = 2048  # events one scheduled drain takes before letting the loop run
 HEARTBEAT_INTERVAL_S = 1.0
 FIRST_LOGON_TIMEOUT_S = 5.0
 
@@ -73,6 +78,9 @@ class Recorder:
         self._stop = asyncio.Event()
         self._stop_reason = "stopped"
         self._monitor = None
+        self._pipeline: Pipeline | None = None  # set while events may be drained
+        self._drain_scheduled = False
+        self._drain_failed: asyncio.Future | None = None
         self.publisher = None  # the bus publisher while running (its .addr: the bound address)
 
     def stop(self, reason: str = "stopped") -> None:
@@ -85,6 +93,8 @@ class Recorder:
 
         def emit(event: Event) -> None:
             queue.append(event)
+            if not self._drain_scheduled:
+                self._schedule_drain()
             stats.events += 1
             if isinstance(event, Gap):
                 stats.gaps += 1
@@ -204,6 +214,8 @@ class Recorder:
         pipeline.input_writer = writer
         pipeline.derived_writer = derived
         pipeline.process_written()  # RecordingStarted reaches the reducers as it will in replay
+        self._drain_failed = asyncio.get_running_loop().create_future()
+        self._pipeline = pipeline
 
         tasks = [asyncio.create_task(s.run(), name=f"source {n}") for n, s in zip(names, sources)]
         drain = asyncio.create_task(self._drain(pipeline, writer, derived))
@@ -213,17 +225,20 @@ class Recorder:
             waiters = [asyncio.create_task(self._stop.wait())]
             if duration_s is not None:
                 waiters.append(asyncio.create_task(asyncio.sleep(duration_s)))
-            done, pending = await asyncio.wait(waiters + tasks + [drain], return_when=asyncio.FIRST_COMPLETED)
+            failed = self._drain_failed
+            done, pending = await asyncio.wait(waiters + tasks + [drain, failed],
+                                               return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
             reason = self._stop_reason if self._stop.is_set() else "duration"
             for t in done:
-                if t in tasks or t is drain:
+                if t in tasks or t is drain or t is failed:
                     exc = t.exception()
                     if exc is not None:
                         reason = f"error: {exc}"
                         raise exc
         finally:
+            self._pipeline = None  # from here on the queue is flushed below, not scheduled
             for s in sources:
                 try:
                     await asyncio.wait_for(s.stop(), 5.0)
@@ -275,11 +290,37 @@ class Recorder:
                 f"within {FIRST_LOGON_TIMEOUT_S:.0f}s (is Sierra Chart's DTC server enabled?)"
             )
 
-    def _flush_queue(self, pipeline: Pipeline) -> None:
-        if self._queue:
-            events = self._queue[:]
-            self._queue.clear()
+    def _flush_queue(self, pipeline: Pipeline, limit: int | None = None) -> None:
+        queue = self._queue
+        if queue:
+            if limit is None or len(queue) <= limit:
+                events = queue[:]
+                queue.clear()
+            else:
+                events = queue[:limit]
+                del queue[:limit]
             pipeline.ingest(events)
+
+    def _schedule_drain(self) -> None:
+        if self._pipeline is not None:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drain_soon)
+
+    def _drain_soon(self) -> None:
+        """The scheduled drain: what the sources emitted since the last one, bounded."""
+        self._drain_scheduled = False
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        try:
+            self._flush_queue(pipeline, MAX_DRAIN_EVENTS)
+        except Exception as exc:  # e.g. a full disk: ends the run as the drain task's error did
+            self._pipeline = None
+            if self._drain_failed is not None and not self._drain_failed.done():
+                self._drain_failed.set_exception(exc)
+            return
+        if self._queue:
+            self._schedule_drain()
 
     async def _drain(self, pipeline: Pipeline, writer, derived) -> None:
         last_status = last_beat = time.monotonic()
