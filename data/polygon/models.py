@@ -258,8 +258,26 @@ def settlement_ns(expiration_date: str, am_settled: bool) -> int:
 # --- chain -> columns -------------------------------------------------------------------------
 
 
-def _f(x: float | None) -> float:
-    return math.nan if x is None else x
+# (OCC ticker minus its yymmdd+C/P+strike suffix, expiration date) -> (AM-settled, settlement
+# ns), None for a date that does not parse. Whether a contract is AM-settled depends on its root
+# alone, and the root on that ticker prefix alone, so a chain's few thousand rows cost one
+# lookup each. Bounded: a day sees a few hundred expiries per root.
+_PLACEMENT_CACHE: dict[tuple[str, str], tuple[bool, int] | None] = {}
+
+
+def _placement(prefix: str, expiration_date: str) -> tuple[bool, int] | None:
+    # occ_root(prefix + suffix), as far as AM_SETTLED_ROOTS can tell (only short prefixes,
+    # never an AM root, could differ)
+    is_am = (prefix[2:] if prefix.startswith("O:") else prefix) in AM_SETTLED_ROOTS
+    try:
+        return is_am, settlement_ns(expiration_date, is_am)
+    except ValueError:
+        return None
+
+
+def _floats(values: list) -> np.ndarray:
+    """float64 column of floats and Nones (None -> NaN, the same bits as math.nan)."""
+    return np.array(values, dtype=np.float64)
 
 
 def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
@@ -272,25 +290,18 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
     """
     if not responses:
         raise PolygonDecodeError("chain_columns: no pages")
+    # One lean pass picks the rows that can be placed (and their ticker, right, settlement);
+    # every other column is then one list comprehension over the kept rows: a snapshot is
+    # thousands of rows, and per-row appends to fifteen lists were most of its cost.
     seen: set[str] = set()
+    kept: list[_LeanContract] = []
+    details: list[ChainDetails] = []
     tickers: list[str] = []
-    strike: list[float] = []
-    expiry: list[int] = []
     right: list[int] = []
-    oi: list[float] = []
-    volume: list[float] = []
-    iv: list[float] = []
-    delta: list[float] = []
-    gamma: list[float] = []
-    theta: list[float] = []
-    vega: list[float] = []
-    bid: list[float] = []
-    ask: list[float] = []
-    mult: list[float] = []
     am: list[bool] = []
-    spot_value = math.nan
-    spot_price = math.nan
-    nan = math.nan
+    expiry: list[int] = []
+    cache = _PLACEMENT_CACHE
+    suffix = -OCC_SUFFIX_LEN
     for resp in responses:
         if resp.status != 200:
             raise PolygonDecodeError(
@@ -304,76 +315,68 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
                 f"does not decode as an options-chain page: {exc}") from None
         for row in page.results or ():
             d = row.details
-            if d is None or d.ticker is None or d.strike_price is None or d.expiration_date is None:
+            if d is None:
                 continue
-            if d.contract_type == "call":
+            t = d.ticker
+            e = d.expiration_date
+            if t is None or d.strike_price is None or e is None:
+                continue
+            ct = d.contract_type
+            if ct == "call":
                 r = RIGHT_CALL
-            elif d.contract_type == "put":
+            elif ct == "put":
                 r = RIGHT_PUT
             else:
                 continue
-            t = d.ticker
             if t in seen:
                 continue
-            is_am = occ_root(t) in AM_SETTLED_ROOTS
-            try:
-                exp_ns = settlement_ns(d.expiration_date, is_am)
-            except ValueError:
+            key = (t[:suffix], e)
+            if key in cache:
+                placed = cache[key]
+            else:
+                placed = _placement(*key)
+                if len(cache) < 100_000:
+                    cache[key] = placed
+            if placed is None:
                 continue
             seen.add(t)
+            kept.append(row)
+            details.append(d)
             tickers.append(t)
-            strike.append(d.strike_price)
-            expiry.append(exp_ns)
             right.append(r)
-            am.append(is_am)
-            mult.append(100.0 if d.shares_per_contract is None else d.shares_per_contract)
-            oi.append(_f(row.open_interest))
-            iv.append(_f(row.implied_volatility))
-            day = row.day
-            volume.append(nan if day is None else _f(day.volume))
-            g = row.greeks
-            if g is None:
-                delta.append(nan)
-                gamma.append(nan)
-                theta.append(nan)
-                vega.append(nan)
-            else:
-                delta.append(_f(g.delta))
-                gamma.append(_f(g.gamma))
-                theta.append(_f(g.theta))
-                vega.append(_f(g.vega))
-            q = row.last_quote
-            if q is None:
-                bid.append(nan)
-                ask.append(nan)
-            else:
-                bid.append(_f(q.bid))
-                ask.append(_f(q.ask))
-            u = row.underlying_asset
-            if u is not None:
-                if u.value is not None:
-                    spot_value = u.value
-                if u.price is not None:
-                    spot_price = u.price
+            am.append(placed[0])
+            expiry.append(placed[1])
+    spot_value = spot_price = None
+    for u in reversed([row.underlying_asset for row in kept]):
+        if u is None:
+            continue
+        if spot_value is None:
+            spot_value = u.value
+        if spot_price is None:
+            spot_price = u.price
+        if spot_value is not None and spot_price is not None:
+            break
+    greeks = [row.greeks for row in kept]
+    quotes = [row.last_quote for row in kept]
     last = responses[-1]
-    f64 = np.float64
     return ChainColumns(
         underlying=plain_underlying(last.underlying),
         ts_ns=last.ts_recv,
-        spot=spot_value if not math.isnan(spot_value) else spot_price,
-        strike=np.array(strike, dtype=f64),
+        spot=(spot_value if spot_value is not None and not math.isnan(spot_value)
+              else math.nan if spot_price is None else spot_price),
+        strike=_floats([d.strike_price for d in details]),
         expiry_ns=np.array(expiry, dtype=np.int64),
         right=np.array(right, dtype=np.int8),
-        open_interest=np.array(oi, dtype=f64),
-        volume=np.array(volume, dtype=f64),
-        iv=np.array(iv, dtype=f64),
-        delta=np.array(delta, dtype=f64),
-        gamma=np.array(gamma, dtype=f64),
-        theta=np.array(theta, dtype=f64),
-        vega=np.array(vega, dtype=f64),
-        bid=np.array(bid, dtype=f64),
-        ask=np.array(ask, dtype=f64),
-        multiplier=np.array(mult, dtype=f64),
+        open_interest=_floats([row.open_interest for row in kept]),
+        volume=_floats([None if (day := row.day) is None else day.volume for row in kept]),
+        iv=_floats([row.implied_volatility for row in kept]),
+        delta=_floats([None if g is None else g.delta for g in greeks]),
+        gamma=_floats([None if g is None else g.gamma for g in greeks]),
+        theta=_floats([None if g is None else g.theta for g in greeks]),
+        vega=_floats([None if g is None else g.vega for g in greeks]),
+        bid=_floats([None if q is None else q.bid for q in quotes]),
+        ask=_floats([None if q is None else q.ask for q in quotes]),
+        multiplier=_floats([100.0 if (m := d.shares_per_contract) is None else m for d in details]),
         am_settled=np.array(am, dtype=bool),
         tickers=tuple(tickers),
         snapshot_id=last.snapshot_id,
