@@ -41,6 +41,7 @@ DEAD_LINK_FACTOR: Final = 2.0  # silence longer than this many heartbeat interva
 LOGOFF_FLUSH_S: Final = 0.05
 
 _CONTROL_TYPES: Final = frozenset({p.ENCODING_RESPONSE, p.LOGON_RESPONSE, p.LOGOFF})
+_STATUS_TYPES: Final = frozenset({p.MARKET_DATA_REJECT, p.MARKET_DEPTH_REJECT, p.MARKET_DATA_FEED_STATUS})
 
 
 class _Redirect(Exception):
@@ -102,19 +103,20 @@ class _DtcSession:
             self.abort(f"protocol error: {exc}")
             return
         out: list[Event] = []
-        mapper = client._mapper
-        for msg in msgs:
-            t = p.message_type(msg)
+        on_message = client._mapper.on_typed_message
+        raw_type = p.RawMessage
+        for msg in msgs:  # per market message: keep this loop lean
+            t = msg.msg_type if isinstance(msg, raw_type) else msg.TYPE
             if t in _CONTROL_TYPES:
                 self._on_control(msg, ts_recv, out)
             else:
                 try:
-                    mapper.on_message(msg, ts_recv, out)
+                    on_message(t, msg, ts_recv, out)
                 except (ValueError, TypeError, OverflowError) as exc:
                     # a message that framed but holds nonsense (e.g. JSON field types)
                     self.abort(f"protocol error: type {t}: {exc}")
                     break
-                if t in (p.MARKET_DATA_REJECT, p.MARKET_DEPTH_REJECT, p.MARKET_DATA_FEED_STATUS):
+                if t in _STATUS_TYPES:
                     client._on_status_message(msg, ts_recv, out)
         client.messages_received += len(msgs)
         emit = client._emit

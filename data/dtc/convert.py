@@ -129,7 +129,12 @@ class DtcEventMapper:
     # --- entry points --------------------------------------------------------------------
 
     def on_message(self, msg: p.DtcMessage | p.RawMessage, ts_recv: int, out: list[Event]) -> None:
-        handler = self._dispatch.get(p.message_type(msg))
+        self.on_typed_message(p.message_type(msg), msg, ts_recv, out)
+
+    def on_typed_message(self, msg_type: int, msg: p.DtcMessage | p.RawMessage, ts_recv: int,
+                         out: list[Event]) -> None:
+        """`on_message` for a caller that already knows the message's DTC type."""
+        handler = self._dispatch.get(msg_type)
         if handler is None:
             out.append(self.raw(msg, ts_recv))
         else:
