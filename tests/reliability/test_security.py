@@ -3,8 +3,8 @@
 One full `mia -vv record` run (DTC + Polygon + bus with CURVE + levels file) with distinctive
 credentials set through mia.toml and the environment; then every artefact is searched for them:
 each file under the data dir (log frames decompressed too), the levels file, what the bus
-carried, stdout and the -vv debug log on stderr, the outputs of replay/inspect/verify, and the
-messages of the errors a wrong key or password produces.
+carried, stdout and the -vv debug log on stderr, the outputs of replay/inspect/verify, the files
+levels/report/export write, and the messages of the errors a wrong key or password produces.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ base_url = "{poly.url}"
 plan = "business"
 underlyings = ["SPX"]
 poll_s = 1.0
-expiry_days = 2
+expiry_days = 10
 strike_window = 0.03
 [bus]
 address = "{bus_addr}"
@@ -134,11 +134,19 @@ client_public = "{keys.client_public}"
     assert got["keyless"] == 0 and got["wrong"] == 0
 
     date = next(p.name for p in root.iterdir() if p.is_dir())
+    outputs = tmp_path / "outputs"  # exports, report and levels written from the recorded day
+    outputs.mkdir()
+    commands = [("replay", "--date", date, "--check", "--json"), ("inspect", "--json"), ("verify",),
+                ("levels", "--date", date, "-o", str(outputs / "levels.txt")),
+                ("report", "--date", date, "-o", str(outputs / "report.html"))]
+    commands += [("export", "--date", date, "--kind", kind, "-o", str(outputs / f"{kind}.csv"))
+                 for kind in ("trades", "levels", "chains")]
     after = [subprocess.run(mia_cmd(*args, "--data-dir", str(root)), capture_output=True, env=env,
                             timeout=180)
-             for args in (("replay", "--date", date, "--check", "--json"), ("inspect", "--json"),
-                          ("verify",))]
-    assert [r.returncode for r in after] == [0, 0, 0], [r.stderr[-2000:] for r in after]
+             for args in commands]
+    assert [r.returncode for r in after] == [0] * len(commands), [r.stderr[-2000:] for r in after]
+    written = [p for p in outputs.iterdir() if p.is_file()]
+    assert len(written) == 5 and all(p.stat().st_size > 0 for p in written)
 
     checked: dict[str, list[str]] = {}
     files = [p for p in root.rglob("*") if p.is_file()]
@@ -150,10 +158,12 @@ client_public = "{keys.client_public}"
                 checked[f"{p} frame {i}"] = _leaks(payload, secrets)
     assert levels.exists() and levels.stat().st_size > 0
     checked["levels file"] = _leaks(levels.read_bytes(), secrets)
+    for p in written:
+        checked[f"output {p.name}"] = _leaks(p.read_bytes(), secrets)
     checked["bus"] = _leaks(b"".join(got["holder"]), secrets)
     checked["record stdout+stderr (-vv)"] = _leaks(out + err, secrets)
     for r in after:
-        checked[" ".join(r.args[3:5])] = _leaks(r.stdout + r.stderr, secrets)
+        checked[" ".join(r.args[3:6])] = _leaks(r.stdout + r.stderr, secrets)
     # the recorded data really went through the secret-bearing paths
     all_frames = b"".join(b for p in files if p.suffix == ".mseg" for b in _segment_payloads(p))
     assert b"/v3/snapshot/options/" in all_frames and b"ESZ6" in all_frames
