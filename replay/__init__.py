@@ -401,7 +401,9 @@ def replay_day(
 
         window_flow = find_reducer(fresh(config), "OrderflowReducer")
     try:
-        for batch in day.log.read_batches(day.date, end=end, streams=["live"]):
+        # paced replays move frame by frame (~100 ms of market time), not in 16k-row batches
+        rows = {} if not factor else {"max_rows": 1}
+        for batch in day.log.read_batches(day.date, end=end, streams=["live"], **rows):
             sel = None if start is None else batch.ts_recv >= start
             n_in = len(batch) if sel is None else int(sel.sum())
             if factor and n_in:
