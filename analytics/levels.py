@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from mia.engine.errors import MiaError
 from mia.engine.events import GammaLevels
+from mia.engine.files import write_atomically
 
 HEADER = "Date, Label, Color, Width, Value, Value2"
 NEWLINE = "\r\n"  # Sierra runs on Windows; the parser reads numbers with atof, so "\r" is harmless
@@ -153,21 +153,12 @@ def format_levels_file(levels: Iterable[Level]) -> str:
 def write_levels_file(path: str | os.PathLike, levels: Iterable[Level]) -> None:
     """Write the levels file atomically: temporary file in the same directory, fsync, os.replace."""
     text = format_levels_file(levels).encode("utf-8")
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    write_atomically(path, write)
 
 
 def parse_levels_file(text: str) -> list[Level]:

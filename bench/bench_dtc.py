@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from bench._timing import best_of
 from mia.data.dtc import protocol as p
 from mia.data.dtc.fastpath import decode_market_columns
 from mia.engine.clock import SystemClock
@@ -56,13 +57,6 @@ def _naive(buf: bytes) -> int:
     return n
 
 
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def bench_decode(quick: bool) -> list[tuple[str, float]]:
@@ -70,9 +64,9 @@ def bench_decode(quick: bool) -> list[tuple[str, float]]:
     buf = _stream(n)
     decode_market_columns(buf[:1000])  # compile
     rows = [
-        ("DtcCodec.feed -> message structs", n / _best(lambda: p.DtcCodec().feed(buf), 3)),
-        ("decode_market_columns -> columns (numba+numpy)", n / _best(lambda: decode_market_columns(buf), 3)),
-        ("peer: naive struct.unpack per message", n / _best(lambda: _naive(buf), 3)),
+        ("DtcCodec.feed -> message structs", n / best_of(lambda: p.DtcCodec().feed(buf), 3)),
+        ("decode_market_columns -> columns (numba+numpy)", n / best_of(lambda: decode_market_columns(buf), 3)),
+        ("peer: naive struct.unpack per message", n / best_of(lambda: _naive(buf), 3)),
     ]
     return rows
 

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._timing import best_of
 from mia.engine.clock import ManualClock
 from mia.engine.log import EventLog, day_of
 from mia.replay import open_day
@@ -19,13 +20,6 @@ from mia.replay.export import export_day
 from .bench_log import START, synthetic_stream
 
 
-def _best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def run(quick: bool) -> str:
@@ -46,13 +40,13 @@ def run(quick: bool) -> str:
         for kind, name in (("trades", "Trade"), ("book", "BookLevel")):
             for fmt in ("parquet", "csv"):
                 out = tmp / f"{kind}.{fmt}"
-                mia_s = _best(lambda: export_day(str(root), date, kind, fmt, out), repeat)
+                mia_s = best_of(lambda: export_day(str(root), date, kind, fmt, out), repeat)
 
                 def peer():
                     df = open_day(str(root), date).to_pandas(name)
                     (df.to_parquet if fmt == "parquet" else df.to_csv)(tmp / f"peer.{fmt}")
 
-                peer_s = _best(peer, repeat)
+                peer_s = best_of(peer, repeat)
                 rate, peer_rate = counts[kind] / mia_s, counts[kind] / peer_s
                 rows.append(f"| {kind} → {fmt} | {counts[kind]:,} | {rate / 1e6:.2f} M | "
                             f"{peer_rate / 1e6:.2f} M | {rate / peer_rate:.2f} |")

@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from bench._timing import best_of
 from mia.analytics.book import BookReducer
 from mia.analytics.calendar import session_table
 from mia.analytics.orderflow import OrderflowConfig, OrderflowReducer
@@ -102,15 +103,6 @@ def pandas_reference(b: ColumnBatch, cfg: OrderflowConfig) -> pd.DataFrame:
     prof = df.groupby(["tdate", "px"])["size"].sum()
     bars.attrs["poc"] = prof.groupby(level=0).idxmax()
     return bars
-
-
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 COLD_SCRIPT = """

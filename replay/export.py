@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ import numpy as np
 
 from mia.engine.columns import COLUMN_SPEC
 from mia.engine.errors import MiaError, UsageError
+from mia.engine.files import write_atomically
 from mia.engine.events import (
     DERIVED_KINDS,
     K_BOOK_LEVEL,
@@ -288,24 +288,15 @@ def write_table(table, path: str | os.PathLike, fmt: str) -> int:
     pa = _pa()
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; expected parquet or csv")
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
             pq.write_table(table, tmp)
         else:
             _write_csv(pa, table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+
+    write_atomically(path, write, fsync=False)
     return os.path.getsize(path)
 
 
