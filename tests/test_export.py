@@ -198,9 +198,16 @@ def test_polars_and_duckdb_read_the_parquet(recorded, tmp_path):
     if pl is None and duckdb is None:
         pytest.skip("neither polars nor duckdb installed")
     if pl is not None:
-        assert pl.read_parquet(out).height == n
+        df = pl.read_parquet(out)
+        assert df.height == n
+        assert df.schema["ts_event"] == pl.Datetime("ns", "UTC")
+        assert df.schema["symbol"] == pl.String
     if duckdb is not None:
-        assert duckdb.sql(f"select count(*) from '{out}'").fetchone()[0] == n
+        rows = duckdb.sql(f"select typeof(ts_event), typeof(symbol), count(*) from '{out}' "
+                          "group by all").fetchall()
+        assert len(rows) == 1 and rows[0][2] == n
+        assert rows[0][0] in ("TIMESTAMPTZ_NS", "TIMESTAMP WITH TIME ZONE")  # tz-aware
+        assert rows[0][1] == "VARCHAR"
 
 
 def test_every_event_field_is_exported():
