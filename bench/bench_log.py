@@ -144,7 +144,8 @@ def bench_dbn(root: Path, events: list) -> dict:
 
 
 MEM_CHILD = textwrap.dedent("""
-    import resource, sys
+    import sys
+    from bench._timing import peak_rss_kib
     from mia.engine.log import EventLog
     root, date, mode = sys.argv[1], sys.argv[2], sys.argv[3]
     log = EventLog(root)
@@ -155,7 +156,7 @@ MEM_CHILD = textwrap.dedent("""
     else:
         for b in log.read_batches(date):
             n += len(b)
-    print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    print(n, peak_rss_kib())  # VmHWM: ru_maxrss would carry the parent's peak across exec
 """)
 
 

@@ -3,7 +3,8 @@
 (a) replay: an ES-like day (trades, quotes, depth updates, an SPX chain snapshot every minute of
     event time, its pages taken from the Polygon simulator) is written with the log writer, then
     replayed in a fresh process (decode + order flow + gamma + monitor). Peer: decode only
-    (`EventLog.read_batches`) in a fresh process. Peak memory is that process's ru_maxrss.
+    (`EventLog.read_batches`) in a fresh process. Peak memory is that process's VmHWM
+    (ru_maxrss would carry the parent's high-water mark across fork and exec).
 (b) live: the recorder against the DTC simulator at 50 000 msgs/s (bus on, Polygon off): market
     messages sent vs recorded, and receive -> appended, published and reduced latency, measured
     per event when `Pipeline.ingest` returns (ts_recv is stamped when the socket is read).
@@ -103,7 +104,8 @@ def write_day(root: Path, n: int, pages: list, seed: int = 1) -> tuple[str, int]
 
 
 _CHILD = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
+    from bench._timing import peak_rss_kib
     root, date, mode = sys.argv[1:4]
     t0 = time.perf_counter()
     if mode == "replay":
@@ -117,7 +119,7 @@ _CHILD = textwrap.dedent("""
             events += len(b)
     seconds = time.perf_counter() - t0
     print(json.dumps({"events": events, "derived": derived, "seconds": seconds,
-                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "maxrss_mb": peak_rss_kib() / 1024}))
 """)
 
 
