@@ -316,16 +316,14 @@ def _gamma_summary(g: GammaLevels) -> dict:
             "stale": g.stale}
 
 
-def _same(a: Event, b: Event) -> bool:
-    """Bitwise equality (NaN equals NaN): encode both."""
+def compare_derived(recorded: Sequence[Event], recomputed: Sequence[Event]) -> str | None:
+    """None when equal, else a line naming the first difference (per kind, in order).
+
+    Events are compared by their encodings: bitwise, so NaN equals NaN and -0.0 differs from 0.0.
+    """
     from mia.engine.events import EventCodec
 
-    codec = EventCodec()
-    return codec.encode(a) == codec.encode(b)
-
-
-def compare_derived(recorded: Sequence[Event], recomputed: Sequence[Event]) -> str | None:
-    """None when equal, else a line naming the first difference (per kind, in order)."""
+    encode = EventCodec().encode
     by_kind: dict[int, tuple[list, list]] = {}
     for ev in recorded:
         by_kind.setdefault(kind_of(ev), ([], []))[0].append(ev)
@@ -333,7 +331,7 @@ def compare_derived(recorded: Sequence[Event], recomputed: Sequence[Event]) -> s
         by_kind.setdefault(kind_of(ev), ([], []))[1].append(ev)
     for k, (rec, new) in sorted(by_kind.items()):
         for i, (a, b) in enumerate(zip(rec, new)):
-            if not _same(a, b):
+            if encode(a) != encode(b):
                 fields = [f for f in a.__struct_fields__ if repr(getattr(a, f)) != repr(getattr(b, f))]
                 return (f"{KIND_NAMES[k]} #{i} at ts_recv {a.ts_recv} differs in "
                         f"{', '.join(fields) or 'encoding'}: recorded {[getattr(a, f) for f in fields][:3]} "
