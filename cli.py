@@ -304,7 +304,8 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
     """
     import msgspec
 
-    from mia.engine.config import DtcConfig, load_config
+    from mia.config import load_config
+    from mia.data.dtc.config import DtcConfig
     from mia.recorder.live import Recorder
 
     if config_path is None and os.path.exists("mia.toml"):
@@ -400,7 +401,7 @@ def replay(data_dir, date_, from_, to, speed, symbols, publish, check, config_pa
     """
     import json
 
-    from mia.engine.config import load_config
+    from mia.config import load_config
     from mia.replay import parse_date, replay_day, window_ns
 
     if config_path is None and os.path.exists("mia.toml"):
@@ -546,7 +547,7 @@ def health(data_dir, date_, config_path, as_json):
     import json
 
     from mia.analytics.monitor import format_health, run_monitor
-    from mia.engine.config import load_config
+    from mia.config import load_config
     from mia.replay import open_day
 
     if config_path is None and os.path.exists("mia.toml"):
@@ -603,7 +604,7 @@ def _date_and_window(date_: str, from_: str | None, to: str | None):
 
 
 def _load_cfg(config_path):
-    from mia.engine.config import load_config
+    from mia.config import load_config
 
     if config_path is None and os.path.exists("mia.toml"):
         config_path = "mia.toml"

@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Literal
 
 import msgspec
 import numpy as np
 
+from mia.engine.config import ConfigBase
 from mia.engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns, ColumnBatch
-from mia.engine.errors import MiaError
+from mia.engine.errors import ConfigError, MiaError
 from mia.engine.events import (
     K_INSTRUMENT,
     K_POLYGON_RESPONSE,
@@ -58,16 +59,16 @@ class ChainDataError(MiaError):
     """An options chain cannot give a gamma picture (no contracts, no spot)."""
 
 
-@dataclass(frozen=True)
-class GammaConfig:
+class GammaConfig(ConfigBase):
     """Knobs of the gamma computation; the defaults are what docs/dealer-bias.md describes."""
 
-    convention: str = "long_calls_short_puts"
+    dealer_convention: Literal["long_calls_short_puts", "short_calls_long_puts", "all_short"] = (
+        "long_calls_short_puts")
     rate: float = 0.0  # r, continuous, annual
     dividend_yield: float = 0.0  # q, continuous, annual
     prefer_source_greeks: bool = True  # use Polygon's gamma/delta/vega where sent
-    profile_points: int = 400
-    profile_half_width: float = 0.10  # grid over spot * (1 -/+ this)
+    grid_points: int = 400  # the zero-gamma profile's spot grid ...
+    grid_width: float = 0.10  # ... over spot * (1 -/+ this)
     max_pain_expiry: str = "nearest"  # "nearest" live expiry, or "all" expiries pooled
     pin_count: int = 3
     pin_window: float = 0.02  # pins: strikes within this fraction of spot, nearest expiry
@@ -77,15 +78,16 @@ class GammaConfig:
     unusual_min_volume: float = 500.0  # ... with at least this much volume
     bias_weights: tuple[float, float, float] = (0.5, 0.3, 0.2)  # gex ratio, flip, pcr
     bias_flip_scale: float = 0.02  # spot-vs-flip distance (fraction of spot) that saturates
-    futures_roots: Mapping[str, str] = field(default_factory=lambda: {"SPX": "ES", "NDX": "NQ"})
+    futures_roots: dict[str, str] = msgspec.field(default_factory=lambda: {"SPX": "ES", "NDX": "NQ"})
 
     def __post_init__(self) -> None:
-        if self.convention not in CONVENTIONS:
-            raise ValueError(f"GammaConfig.convention {self.convention!r}: expected one of {sorted(CONVENTIONS)}")
+        if self.dealer_convention not in CONVENTIONS:
+            raise ConfigError(f"gamma.dealer_convention {self.dealer_convention!r}: expected one of "
+                             f"{sorted(CONVENTIONS)}")
         if self.max_pain_expiry not in ("nearest", "all"):
-            raise ValueError(f"GammaConfig.max_pain_expiry {self.max_pain_expiry!r}: expected 'nearest' or 'all'")
-        if self.profile_points < 2 or not 0.0 < self.profile_half_width < 1.0:
-            raise ValueError("GammaConfig: profile_points >= 2 and 0 < profile_half_width < 1")
+            raise ConfigError(f"gamma.max_pain_expiry {self.max_pain_expiry!r}: expected 'nearest' or 'all'")
+        if self.grid_points < 2 or not 0.0 < self.grid_width < 1.0:
+            raise ConfigError("gamma: grid_points >= 2 and 0 < grid_width < 1")
 
 
 @dataclass(frozen=True, eq=False)
@@ -230,7 +232,7 @@ def compute_gamma(chain: ChainColumns, config: GammaConfig = GammaConfig(), futu
         raise ChainDataError(f"{chain.underlying} snapshot {chain.snapshot_id}: no underlying value and no quotes to infer it")
 
     t_years = np.maximum(expiry - chain.ts_ns, MIN_T_NS) / NS_PER_YEAR
-    call_sign, put_sign = CONVENTIONS[config.convention]
+    call_sign, put_sign = CONVENTIONS[config.dealer_convention]
     sign = np.where(right == RIGHT_CALL, call_sign, put_sign)
     oi = np.where(np.isfinite(chain.open_interest) & (chain.open_interest > 0), chain.open_interest, 0.0)
     volume = np.where(np.isfinite(chain.volume) & (chain.volume > 0), chain.volume, 0.0)
@@ -270,8 +272,8 @@ def compute_gamma(chain: ChainColumns, config: GammaConfig = GammaConfig(), futu
     put_gex_e = kern.group_sum(e_idx, np.where(is_put, gex, 0.0), ne)
 
     # profile and flip (sticky strike: each contract keeps its IV; no IV, no re-pricing)
-    _, log_start, log_step = kern.profile_grid(spot, config.profile_half_width, config.profile_points)
-    grid, curve = kern.gamma_profile(log_start, log_step, config.profile_points, strike, t_years, iv,
+    _, log_start, log_step = kern.profile_grid(spot, config.grid_width, config.grid_points)
+    grid, curve = kern.gamma_profile(log_start, log_step, config.grid_points, strike, t_years, iv,
                                      np.where(live, weight, 0.0), r, q)
     crossings = kern.zero_crossings(grid, curve)
     zero_gamma = float(crossings[np.argmin(np.abs(crossings - spot))]) if crossings.size else NAN

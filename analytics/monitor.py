@@ -47,7 +47,7 @@ from typing import Iterable
 import numpy as np
 
 from ..engine.columns import ColumnBatch
-from ..engine.config import MonitorSettings
+from ..engine.config import ConfigBase
 from ..engine.events import (
     ALERT_CLEARED,
     ALERT_RAISED,
@@ -91,6 +91,24 @@ W_UP, W_COMPLETE, W_LATENCY, W_ERRORS, W_SYNC = 0.3, 0.3, 0.2, 0.1, 0.1
 SUB = 64
 NBINS = 65 * SUB
 _MAX_WINDOW_STEPS = 1_000_000  # a jump of more windows than this skips the empty ones
+
+
+class MonitorConfig(ConfigBase):
+    """Data-quality thresholds (the trader's defaults) and the alert hook."""
+
+    dtc_latency_ms: float = 10.0
+    dtc_uptime: float = 0.999
+    dtc_max_gap_fraction: float = 0.001
+    polygon_latency_ms: float = 50.0
+    polygon_uptime: float = 0.995
+    polygon_max_error_rate: float = 0.01
+    min_completeness: float = 0.998
+    max_sync_ms: float = 100.0
+    min_quality: float = 0.95
+    disconnect_alert_s: float = 30.0
+    window_s: float = 60.0
+    on_alert: str = ""  # a command run with the alert as JSON on stdin
+    quality_span_s: float = 600.0  # the quality alert looks at the windows of this trailing span
 
 
 def latency_bins(values: np.ndarray) -> np.ndarray:
@@ -193,7 +211,7 @@ class _Source:
 class MonitorReducer:
     """Metrics, quality score and alerts of every source, folded from the input rows."""
 
-    def __init__(self, settings: MonitorSettings = MonitorSettings()) -> None:
+    def __init__(self, settings: MonitorConfig = MonitorConfig()) -> None:
         self.settings = settings
         self.window_ns = max(1, int(round(settings.window_s * NS_PER_S)))
         self.disconnect_ns = int(round(settings.disconnect_alert_s * NS_PER_S))
@@ -713,7 +731,7 @@ class MonitorReducer:
         return out
 
 
-def run_monitor(batches: Iterable[ColumnBatch], settings: MonitorSettings = MonitorSettings()
+def run_monitor(batches: Iterable[ColumnBatch], settings: MonitorConfig = MonitorConfig()
                 ) -> tuple[dict, list[Alert]]:
     """Fold a day's input batches (in log order) through a fresh monitor: (metrics, alerts)."""
     mon = MonitorReducer(settings)

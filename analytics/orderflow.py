@@ -51,8 +51,10 @@ from typing import Final
 
 import numpy as np
 
+from ..engine.clock import NS_PER_MS, NS_PER_S
 from ..engine.columns import ColumnBatch
-from ..engine.errors import MiaError
+from ..engine.config import ConfigBase
+from ..engine.errors import ConfigError, MiaError
 from ..engine.events import K_INSTRUMENT, K_TRADE, Instrument, OrderflowBar
 from . import _orderflow_kernels as K
 from .book import BookSnapshot, BookState
@@ -62,14 +64,15 @@ VWAP_BANDS: Final = (0.5, 1.0, 1.5, 2.0)
 _NS_PER_DAY: Final = 86_400 * 1_000_000_000
 
 
-@dataclass(frozen=True)
-class OrderflowConfig:
-    bar_interval_ns: int = 60 * 1_000_000_000
+class OrderflowConfig(ConfigBase):
+    """`[orderflow]` in mia.toml: the same names from the file to the kernels."""
+
+    bar_interval_s: float = 60.0
     imbalance_ratio: float = 3.0
     imbalance_min_volume: float = 10.0
     stacked_min: int = 3
     large_trade_min_size: float = 20.0  # contracts, after grouping fills into orders
-    large_trade_window_ns: int = 5_000_000
+    large_trade_window_ms: float = 5.0
     book_levels: int = 5
     value_area: float = 0.70
     default_tick: float = 0.25
@@ -77,13 +80,21 @@ class OrderflowConfig:
 
     def __post_init__(self) -> None:
         if self.bar_interval_ns <= 0:
-            raise MiaError(f"OrderflowConfig.bar_interval_ns must be > 0, got {self.bar_interval_ns}")
+            raise ConfigError(f"orderflow.bar_interval_s must be > 0, got {self.bar_interval_s}")
         if not 0.0 < self.value_area <= 1.0:
-            raise MiaError(f"OrderflowConfig.value_area must be in (0, 1], got {self.value_area}")
+            raise ConfigError(f"orderflow.value_area must be in (0, 1], got {self.value_area}")
         if not self.default_tick > 0.0:
-            raise MiaError(f"OrderflowConfig.default_tick must be > 0, got {self.default_tick}")
+            raise ConfigError(f"orderflow.default_tick must be > 0, got {self.default_tick}")
         if self.stacked_min < 1:
-            raise MiaError(f"OrderflowConfig.stacked_min must be >= 1, got {self.stacked_min}")
+            raise ConfigError(f"orderflow.stacked_min must be >= 1, got {self.stacked_min}")
+
+    @property
+    def bar_interval_ns(self) -> int:
+        return round(self.bar_interval_s * NS_PER_S)
+
+    @property
+    def large_trade_window_ns(self) -> int:
+        return round(self.large_trade_window_ms * NS_PER_MS)
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,8 @@ _SIM_CHILD = textwrap.dedent("""
 def bench_live(seconds: float, rate: float = 50_000.0, *, drain_on_emit: bool = True) -> dict:
     import msgspec
 
-    from mia.engine.config import Config, DtcConfig
+    from mia.config import Config
+    from mia.data.dtc.config import DtcConfig
     from mia.engine.pipeline import Pipeline
     from mia.recorder.live import Recorder
     from mia.recorder.sim import SIM_SYMBOLS

@@ -56,11 +56,11 @@ class DiskFullError(LogError):
 # --- sources ---------------------------------------------------------------------------------
 
 
-class SourceError(MiaError):
+class FeedError(MiaError):
     """A data source failed (network, protocol, entitlement)."""
 
 
-class ProtocolError(SourceError):
+class ProtocolError(FeedError):
     """A peer broke the wire protocol, or we were asked to send something invalid."""
 
 
@@ -72,11 +72,11 @@ class RemoteProtocolError(ProtocolError):
     """The peer sent bytes that do not decode."""
 
 
-class ConnectionLostError(SourceError):
+class ConnectionLostError(FeedError):
     """A connection dropped or could not be made; names host:port."""
 
 
-class LogonRejectedError(SourceError):
+class LogonRejectedError(FeedError):
     """A DTC server refused the logon. `reconnect` is False for LOGON_ERROR_NO_RECONNECT."""
 
     def __init__(self, message: str, *, reconnect: bool = True) -> None:
@@ -84,7 +84,7 @@ class LogonRejectedError(SourceError):
         super().__init__(message)
 
 
-class PolygonHttpError(SourceError):
+class PolygonHttpError(FeedError):
     """Polygon answered with an HTTP error."""
 
     def __init__(self, message: str, *, status: int, request_id: str = "") -> None:

@@ -76,6 +76,35 @@ FEED_STATUS_NAMES: Final = {
     FEED_SUBSCRIBED: "subscribed",
 }
 
+# SourceError.fallback_kind: what was used instead of what failed (typed; `fallback` is prose)
+FALLBACK_NONE: Final = 0  # nothing: no earlier data to fall back on
+FALLBACK_PREVIOUS: Final = 1  # older data of the same source (the last good chain), `stale_age_ns` old
+FALLBACK_PARTIAL: Final = 2  # what was received before the failure (some pages, some rows)
+FALLBACK_OTHER_SOURCE: Final = 3  # a backup source for the same data
+FALLBACK_UNSET: Final = -1  # logs written before the field existed: mapped from the prose on read
+
+FALLBACK_NAMES: Final = {
+    FALLBACK_NONE: "none",
+    FALLBACK_PREVIOUS: "previous",
+    FALLBACK_PARTIAL: "partial",
+    FALLBACK_OTHER_SOURCE: "other_source",
+}
+
+
+def fallback_kind_of_prose(fallback: str, stale_age_ns: int) -> int:
+    """The typed fallback of a SourceError written before `fallback_kind` existed.
+
+    Those logs hold the poller's sentences: "" or "none: no chain yet" (nothing used), "using
+    chain from 14:02:11 UTC, 30 s old" (the previous chain) and "using the N contracts
+    received" (a partial chain). Read once here, never matched anywhere else.
+    """
+    if not fallback or fallback.startswith("none"):
+        return FALLBACK_NONE
+    if stale_age_ns > 0 or fallback.startswith("using chain from"):
+        return FALLBACK_PREVIOUS
+    return FALLBACK_PARTIAL
+
+
 # Alert.state
 ALERT_RAISED: Final = 1
 ALERT_CLEARED: Final = 0
@@ -235,10 +264,16 @@ class SourceError(Event, tag=K_SOURCE_ERROR):
 
     source: str
     error: str
-    fallback: str = ""
+    fallback: str = ""  # for people: what was used instead
     stale_age_ns: int = 0
     underlying: str = ""
     status: int = 0
+    fallback_kind: int = FALLBACK_UNSET  # for programs: FALLBACK_*; set by every writer
+
+    def __post_init__(self) -> None:
+        if self.fallback_kind == FALLBACK_UNSET:  # an older log: its prose, mapped once on read
+            msgspec.structs.force_setattr(
+                self, "fallback_kind", fallback_kind_of_prose(self.fallback, self.stale_age_ns))
 
 
 class Heartbeat(Event, tag=K_HEARTBEAT):

@@ -10,7 +10,7 @@ from typing import Callable
 
 import msgspec
 
-from mia.engine.config import Config
+from mia.config import Config
 
 
 def run_demo(data_dir: str, *, seconds: float = 20.0, seed: int = 0,

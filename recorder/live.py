@@ -20,7 +20,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from mia.engine.clock import Clock, SystemClock
-from mia.engine.config import Config, dtc_credentials, fingerprint, polygon_api_key
+from mia.engine.config import fingerprint
+from mia.config import Config
+from mia.data.dtc.config import dtc_credentials
+from mia.data.polygon.config import polygon_api_key
 from mia.engine.errors import ConnectionLostError, NoDataError
 from mia.engine.events import Event, Gap, Heartbeat, SourceError
 from mia.engine.instruments import InstrumentRegistry

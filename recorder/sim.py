@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 
 from mia.engine.clock import Clock
-from mia.engine.config import Config, DtcConfig, PolygonConfig
+from mia.config import Config
+from mia.data.dtc.config import DtcConfig
+from mia.data.polygon.config import PolygonConfig
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from mia.engine.columns import COLUMN_SPEC, ColumnBatch
-from mia.engine.config import Config
+from mia.config import Config
 from mia.engine.errors import UsageError
 from mia.engine.events import (
     DERIVED_KINDS,

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from mia.engine.config import Config
+from mia.config import Config
 from mia.engine.events import K_TRADE, GammaLevels, OrderflowBar
 from mia.engine.pipeline import Pipeline
 from mia.replay import Day, parse_date, time_span, window_ns

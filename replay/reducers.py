@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from mia.engine.config import Config
+from mia.config import Config
 from mia.engine.events import Event, GammaLevels, OrderflowBar
 
 logger = logging.getLogger(__name__)
@@ -18,32 +18,13 @@ logger = logging.getLogger(__name__)
 def standard_reducers(config: Config) -> list:
     """[OrderflowReducer, GammaReducer, MonitorReducer] configured from `config`; the order is
     part of the output (it breaks ts_recv ties between their derived events)."""
-    from mia.analytics.gamma import GammaConfig, GammaReducer
+    from mia.analytics.gamma import GammaReducer
     from mia.analytics.monitor import MonitorReducer
-    from mia.analytics.orderflow import OrderflowConfig, OrderflowReducer
+    from mia.analytics.orderflow import OrderflowReducer
     from mia.data.polygon.models import chain_columns
 
-    of = config.orderflow
-    orderflow = OrderflowReducer(
-        OrderflowConfig(
-            bar_interval_ns=int(of.bar_interval_s * 1e9),
-            imbalance_ratio=of.imbalance_ratio,
-            imbalance_min_volume=of.imbalance_min_volume,
-            stacked_min=of.stacked_min,
-            large_trade_min_size=of.large_trade_min_size,
-            large_trade_window_ns=int(of.large_trade_window_ms * 1e6),
-            book_levels=of.book_levels,
-        )
-    )
-    gm = config.gamma
-    gamma = GammaReducer(
-        chain_columns,
-        GammaConfig(
-            convention=gm.dealer_convention,
-            profile_points=gm.grid_points,
-            profile_half_width=gm.grid_width,
-        ),
-    )
+    orderflow = OrderflowReducer(config.orderflow)
+    gamma = GammaReducer(chain_columns, config.gamma)
     return [orderflow, gamma, MonitorReducer(config.monitor)]
 
 
@@ -54,7 +35,7 @@ def compile_kernels(config: Config) -> None:
     otherwise stall the event loop (and the DTC heartbeats) for seconds while numba compiles.
     """
     from mia.analytics._gamma_synth import synthetic_chain
-    from mia.analytics.gamma import GammaConfig, compute_gamma
+    from mia.analytics.gamma import compute_gamma
     from mia.engine.columns import ColumnBatch
     from mia.engine.events import (
         BATCH_BEGIN,
@@ -82,10 +63,7 @@ def compile_kernels(config: Config) -> None:
     batch = ColumnBatch.from_events(rows, range(len(rows)))
     for reducer in standard_reducers(config):
         reducer.on_batch(batch)
-    gm = config.gamma
-    compute_gamma(synthetic_chain(200, seed=0), GammaConfig(convention=gm.dealer_convention,
-                                                       profile_points=gm.grid_points,
-                                                       profile_half_width=gm.grid_width))
+    compute_gamma(synthetic_chain(200, seed=0), config.gamma)
 
 
 def find_reducer(reducers: list, cls_name: str):

@@ -4,16 +4,10 @@ import tomllib
 
 import pytest
 
-from mia.engine.config import (
-    EXAMPLE_TOML,
-    Config,
-    config_from_dict,
-    dtc_credentials,
-    fingerprint,
-    load_config,
-    polygon_api_key,
-    redacted,
-)
+from mia.config import EXAMPLE_TOML, Config, config_from_dict, load_config
+from mia.data.dtc.config import dtc_credentials
+from mia.data.polygon.config import polygon_api_key
+from mia.engine.config import fingerprint, redacted
 from mia.engine.errors import ConfigError
 
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from mia.cli import cli
-from mia.engine.config import Config
+from mia.config import Config
 from mia.engine.events import DERIVED_KINDS, FeedStatus, Gap, GammaLevels, SourceError, Trade, kind_of
 from mia.engine.log import EventLog
 from mia.recorder.live import Recorder

@@ -84,8 +84,8 @@ def test_hand_chain():
 
 def test_hand_chain_conventions_flip_signs():
     base = compute_gamma(make_chain(**HAND))
-    short_calls = compute_gamma(make_chain(**HAND), GammaConfig(convention="short_calls_long_puts"))
-    all_short = compute_gamma(make_chain(**HAND), GammaConfig(convention="all_short"))
+    short_calls = compute_gamma(make_chain(**HAND), GammaConfig(dealer_convention="short_calls_long_puts"))
+    all_short = compute_gamma(make_chain(**HAND), GammaConfig(dealer_convention="all_short"))
     assert short_calls.total_gex == pytest.approx(-base.total_gex, rel=1e-12)
     assert all_short.total_gex == pytest.approx(-(base.call_gex - base.put_gex), rel=1e-12)
     assert all_short.call_wall == base.call_wall and all_short.put_wall == base.put_wall
@@ -159,7 +159,7 @@ def random_chain(seed: int) -> tuple[ChainColumns, GammaConfig]:
     chain = make_chain(spot, strike, expiry, right, oi, volume, iv, gamma=src_gamma, multiplier=mult)
     rq = [(0.0, 0.0), (0.04, 0.015)][seed % 2]
     conv = ["long_calls_short_puts", "short_calls_long_puts", "all_short"][seed % 3]
-    return chain, GammaConfig(convention=conv, rate=rq[0], dividend_yield=rq[1],
+    return chain, GammaConfig(dealer_convention=conv, rate=rq[0], dividend_yield=rq[1],
                               max_pain_expiry=["nearest", "all"][(seed // 2) % 2])
 
 
@@ -174,7 +174,7 @@ def reference(chain: ChainColumns, cfg: GammaConfig) -> dict:
     T = np.maximum(chain.expiry_ns - chain.ts_ns, 60 * 10**9) / NS_PER_YEAR
     live = chain.expiry_ns > chain.ts_ns
     csign, psign = {"long_calls_short_puts": (1, -1), "short_calls_long_puts": (-1, 1), "all_short": (-1, -1)}[
-        cfg.convention]
+        cfg.dealer_convention]
     sign = np.where(chain.right == 1, csign, psign)
     oi = np.nan_to_num(chain.open_interest)
     vol = np.nan_to_num(chain.volume)

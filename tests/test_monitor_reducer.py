@@ -10,7 +10,7 @@ import pytest
 
 from mia.analytics.monitor import MonitorReducer, bin_upper_edge, latency_bin, latency_bins, quantile_ns
 from mia.engine.columns import ColumnBatch
-from mia.engine.config import MonitorSettings
+from mia.analytics.monitor import MonitorConfig
 from mia.engine.events import (
     ALERT_CLEARED,
     ALERT_RAISED,
@@ -66,7 +66,7 @@ def poly(seconds: float, elapsed_ms: float = 20.0, status: int = 200) -> Polygon
     return PolygonResponse(t, t, "SPX", "/v3/snapshot/options/I:SPX", "limit=250", status, "req", int(elapsed_ms * MS), b"{}")
 
 
-def run(events: list, settings: MonitorSettings = MonitorSettings()) -> tuple[MonitorReducer, list[Alert]]:
+def run(events: list, settings: MonitorConfig = MonitorConfig()) -> tuple[MonitorReducer, list[Alert]]:
     mon = MonitorReducer(settings)
     return mon, mon.on_batch(ColumnBatch.from_events(events))
 
@@ -261,7 +261,7 @@ def test_batches_of_any_size_give_identical_alerts_and_metrics(size):
 def test_metrics_hand_computed_tiny_case():
     # Arrange: 10 s windows. DTC up 0-20, down 20-25 (Gap 20-25), up 25-40. Polygon from 1 s:
     # 3 good answers (10 ms) and one failed poll (503) in the first window.
-    settings = MonitorSettings(window_s=10.0)
+    settings = MonitorConfig(window_s=10.0)
     evs = start((DTC, "polygon"))
     evs += [trade(s, latency_ns=1 * MS) for s in range(0, 20)]
     evs.append(FeedStatus(at(20), at(20), DTC, FEED_DISCONNECTED))

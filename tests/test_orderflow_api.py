@@ -72,5 +72,5 @@ def test_bars_close_on_later_rows_and_recording_end():
 def test_config_is_checked():
     with pytest.raises(MiaError, match="value_area"):
         OrderflowConfig(value_area=1.5)
-    with pytest.raises(MiaError, match="bar_interval_ns"):
-        OrderflowConfig(bar_interval_ns=0)
+    with pytest.raises(MiaError, match="bar_interval_s"):
+        OrderflowConfig(bar_interval_s=0)

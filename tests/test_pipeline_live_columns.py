@@ -137,7 +137,7 @@ def test_contiguous_seqs_fill_the_column():
 def test_recorder_drains_a_packet_without_waiting_for_the_timer(tmp_path):
     """emit() schedules a drain with call_soon: the events are ingested on the next loop turn
     (no timer task runs here: Recorder.run is not called)."""
-    from mia.engine.config import Config
+    from mia.config import Config
     from mia.recorder import live
 
     ingested: list = []

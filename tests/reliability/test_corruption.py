@@ -11,7 +11,10 @@ import subprocess
 import pytest
 
 from mia.data.dtc.server import DtcSimulator
-from mia.engine.config import BusConfig, Config, DtcConfig, PolygonConfig
+from mia.engine.config import BusConfig
+from mia.config import Config
+from mia.data.dtc.config import DtcConfig
+from mia.data.polygon.config import PolygonConfig
 from mia.engine.errors import LogCorruptError
 from mia.engine.log import FRAME_HEADER_SIZE, EventLog, _Frame, _read_segment_header, _scan
 from mia.recorder.live import Recorder

@@ -11,7 +11,10 @@ import time
 import pytest
 
 from mia.data.dtc.server import DtcSimulator
-from mia.engine.config import BusConfig, Config, DtcConfig, PolygonConfig
+from mia.engine.config import BusConfig
+from mia.config import Config
+from mia.data.dtc.config import DtcConfig
+from mia.data.polygon.config import PolygonConfig
 from mia.engine.events import (FEED_DISCONNECTED, FEED_HEARTBEAT_TIMEOUT, FEED_LOGGED_ON,
                                FEED_SUBSCRIBED, FEED_SUBSCRIPTION_REJECTED, FeedStatus, Gap, Instrument,
                                RecordingEnded, Trade)

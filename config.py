@@ -1,0 +1,122 @@
+"""`mia.toml`, composed: each table is owned by what it configures and gathered here, at the top.
+
+    [log]        mia.engine.log        (fsync policy, frame sizes)
+    [bus]        mia.engine.bus        (address, CURVE keys)
+    [[dtc]]      mia.data.dtc          (one table per Sierra Chart instance)
+    [polygon]    mia.data.polygon      (plan, underlyings, key)
+    [orderflow]  mia.analytics.orderflow
+    [gamma]      mia.analytics.gamma
+    [monitor]    mia.analytics.monitor
+
+Precedence: command-line flags, then the config file, then environment variables for secrets
+(POLYGON_API_KEY, MIA_DTC_USERNAME, MIA_DTC_PASSWORD). Unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from mia.analytics.gamma import GammaConfig
+from mia.analytics.monitor import MonitorConfig
+from mia.analytics.orderflow import OrderflowConfig
+from mia.data.dtc.config import DtcConfig
+from mia.data.polygon.config import PolygonConfig
+from mia.engine.config import BusConfig, ConfigBase, LogConfig, convert, load_toml
+
+DEFAULT_CONFIG_FILE = "mia.toml"
+DATA_DIR_ENV = "MIA_DATA_DIR"
+DEFAULT_DATA_DIR = "./mia-data"
+
+
+class AnalyticsConfig(ConfigBase):
+    """The reducer tables alone: what the fold needs, and what `--check` must match."""
+
+    orderflow: OrderflowConfig = OrderflowConfig()
+    gamma: GammaConfig = GammaConfig()
+    monitor: MonitorConfig = MonitorConfig()
+
+
+class Config(ConfigBase):
+    data_dir: str = ""  # empty: $MIA_DATA_DIR or ./mia-data
+    dtc: list[DtcConfig] = []
+    polygon: PolygonConfig = PolygonConfig()
+    bus: BusConfig = BusConfig()
+    log: LogConfig = LogConfig()
+    orderflow: OrderflowConfig = OrderflowConfig()
+    gamma: GammaConfig = GammaConfig()
+    monitor: MonitorConfig = MonitorConfig()
+    levels_file: str = ""  # Sierra Chart levels file to keep up to date while recording
+    status_interval_s: float = 1.0
+
+    @property
+    def analytics(self) -> AnalyticsConfig:
+        return AnalyticsConfig(orderflow=self.orderflow, gamma=self.gamma, monitor=self.monitor)
+
+    def replace(self, **changes) -> "Config":
+        return msgspec.structs.replace(self, **changes)
+
+
+def default_data_dir() -> str:
+    return os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+
+
+def config_path(path: str | os.PathLike | None) -> Path | None:
+    """The config file a command reads: the one named, else ./mia.toml when it exists."""
+    if path is not None:
+        return Path(path)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def load_config(path: str | os.PathLike | None = None, *, find: bool = False) -> Config:
+    """Load and validate a TOML config; None gives the defaults (or ./mia.toml with `find`).
+    Errors name the file and key."""
+    p = config_path(path) if find else (Path(path) if path is not None else None)
+    if p is None:
+        return Config()
+    return config_from_dict(load_toml(p), source=str(p))
+
+
+def config_from_dict(raw: dict, *, source: str = "config") -> Config:
+    return convert(raw, Config, source=source)
+
+
+EXAMPLE_TOML = """\
+# mia.toml: every key is optional; unknown keys are errors.
+data_dir = "./mia-data"          # or $MIA_DATA_DIR
+levels_file = "C:/SierraChart/Data/mia-levels.txt"
+
+[log]
+fsync = "interval"               # always | interval | never
+fsync_interval_s = 1.0
+
+[[dtc]]                          # one block per Sierra Chart instance
+host = "127.0.0.1"
+port = 11099
+symbols = ["ESZ6"]
+depth = 10
+# username/password: prefer MIA_DTC_USERNAME / MIA_DTC_PASSWORD in the environment
+
+[[dtc]]
+host = "127.0.0.1"
+port = 11100
+symbols = ["NQZ6"]
+
+[polygon]
+underlyings = ["SPX", "NDX"]
+plan = "starter"                 # free/starter: 5 calls a minute
+# api_key: prefer POLYGON_API_KEY in the environment
+
+[bus]
+address = "tcp://127.0.0.1:5556"
+
+[orderflow]
+bar_interval_s = 60
+imbalance_ratio = 3.0
+
+[gamma]
+dealer_convention = "long_calls_short_puts"
+"""
