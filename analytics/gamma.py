@@ -34,8 +34,10 @@ from mia.engine.events import (
     K_POLYGON_RESPONSE,
     K_QUOTE,
     K_SOURCE_ERROR,
+    FALLBACK_PREVIOUS,
     GammaLevels,
     PolygonResponse,
+    SourceError,
 )
 
 from . import _gamma_kernels as kern
@@ -379,8 +381,8 @@ class GammaReducer:
       page HTTP 200, calls ``parse_chain`` and emits GammaLevels (ts_recv of that row). A MiaError
       from parsing or computing skips that snapshot. A new snapshot of an underlying drops the
       unfinished pages of its older ones.
-    - A SourceError row naming an underlying, with stale_age_ns > 0 and a fallback (not "none...")
-      re-emits that underlying's last good levels with stale=True, staleness_ns = stale_age_ns,
+    - A SourceError row naming an underlying, with fallback_kind FALLBACK_PREVIOUS and
+      stale_age_ns > 0, re-emits that underlying's last good levels with stale=True, staleness_ns = stale_age_ns,
       ts_recv of that row.
     Row by row in order, so the output does not depend on where batches are cut.
     """
@@ -475,11 +477,11 @@ class GammaReducer:
         self._last_good[ev.underlying] = levels
         return levels
 
-    def _on_source_error(self, ev) -> GammaLevels | None:
-        # Only a fallback to an older chain re-emits: the poller then sets stale_age_ns > 0
-        # ("using chain from 10:15:00 UTC, 720 s old"). "none: ..." means no chain to fall back
-        # on, and a partial-paging error (age 0) still produced a chain of its own.
-        if not ev.underlying or ev.stale_age_ns <= 0 or not ev.fallback or ev.fallback.startswith("none"):
+    def _on_source_error(self, ev: SourceError) -> GammaLevels | None:
+        # Only a fallback to an older chain re-emits (FALLBACK_PREVIOUS, stale_age_ns > 0): with
+        # FALLBACK_NONE there is no chain to fall back on, and a partial chain (FALLBACK_PARTIAL)
+        # produced levels of its own. Old logs carry the kind mapped from their prose on decode.
+        if not ev.underlying or ev.stale_age_ns <= 0 or ev.fallback_kind != FALLBACK_PREVIOUS:
             return None
         good = self._last_good.get(ev.underlying)
         if good is None:

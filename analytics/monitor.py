@@ -19,7 +19,7 @@ bit for bit, wherever the batches were cut. Definitions (docs/quality-score.md e
   max; a quantile is its bin's upper edge, capped at the exact max.
 - Requests (Polygon): each PolygonResponse is one request (an error when its status is not 2xx);
   each failed poll (SourceError with a status other than 200) is one more request and one error.
-  A SourceError whose fallback is not "none..." counts as a fallback.
+  A SourceError whose fallback_kind is not FALLBACK_NONE counts as a fallback.
 - Windows: tumbling, `window_s` long, aligned on multiples of window_s since the epoch. When
   event time reaches a window's end the window is scored and its alerts decided, at the row
   that reached it. Sync = spread of the DTC sources' p50 latencies in the window (how far apart
@@ -51,6 +51,7 @@ from ..engine.config import ConfigBase
 from ..engine.events import (
     ALERT_CLEARED,
     ALERT_RAISED,
+    FALLBACK_NONE,
     FEED_AVAILABLE,
     FEED_CONNECTED,
     FEED_DISCONNECTED,
@@ -380,7 +381,7 @@ class MonitorReducer:
             src = self._source(ev.source)
             self._see(src)
             failed_request = src.kind == POLYGON and ev.status != 200
-            fallback = bool(ev.fallback) and not ev.fallback.startswith("none")
+            fallback = ev.fallback_kind != FALLBACK_NONE
             for acc in self._accs(src):
                 acc.source_errors += 1
                 acc.fallbacks += 1 if fallback else 0

@@ -12,7 +12,19 @@ import pytest
 from mia.analytics.gamma import GammaConfig, GammaReducer, compute_gamma
 from mia.engine.columns import ChainColumns, ColumnBatch
 from mia.engine.errors import MiaError
-from mia.engine.events import GammaLevels, Instrument, PolygonResponse, Quote, SourceError, Trade
+from mia.engine.events import (
+    FALLBACK_NONE,
+    FALLBACK_OTHER_SOURCE,
+    FALLBACK_PARTIAL,
+    FALLBACK_PREVIOUS,
+    EventCodec,
+    GammaLevels,
+    Instrument,
+    PolygonResponse,
+    Quote,
+    SourceError,
+    Trade,
+)
 
 TS = 1_750_082_400 * 10**9
 SEC = 10**9
@@ -224,3 +236,57 @@ def test_with_the_real_polygon_parser():
     assert lv.call_wall == 6010.0 and lv.put_wall == 5990.0
     assert lv.max_pain == 5990.0  # pain(5990) = 500*100*20 = 1e6 < pain(6010) = 1000*100*20 = 2e6
     assert lv.pcr_oi == 3500 / 5000
+
+
+def _old_log_source_error(**fields) -> SourceError:
+    """A SourceError as a log written before `fallback_kind` existed holds it: the msgpack array
+    stops at `status`; decoding maps the prose to the typed kind once."""
+    ev = SourceError(**fields)
+    raw = msgspec.msgpack.encode([24, ev.ts_event, ev.ts_recv, ev.source, ev.error, ev.fallback,
+                                  ev.stale_age_ns, ev.underlying, ev.status])
+    return EventCodec().decode(raw)
+
+
+def _stale_after(error: SourceError) -> list[GammaLevels]:
+    pages = pages_for("SPX", 1, 6000.0, TS, seed=1)
+    return run(pages + [error], 4096)[1:]
+
+
+@pytest.mark.parametrize("make", ["old_log", "omitted", "explicit"])
+def test_previous_chain_fallback_reemits_from_old_and_new_source_errors(make):
+    # Arrange: the same failure as an old log, built with fallback_kind omitted, and typed
+    fields = dict(ts_event=TS + 60 * SEC, ts_recv=TS + 60 * SEC, source="polygon", error="HTTPError: 503",
+                  fallback="using chain from 14:00:00 UTC, 60 s old", stale_age_ns=60 * SEC,
+                  underlying="SPX", status=503)
+    if make == "old_log":
+        err = _old_log_source_error(**fields)
+    elif make == "omitted":
+        err = SourceError(**fields)
+    else:
+        err = SourceError(**fields, fallback_kind=FALLBACK_PREVIOUS)
+    # Act
+    stale = _stale_after(err)
+    # Assert
+    assert err.fallback_kind == FALLBACK_PREVIOUS
+    assert [(lv.stale, lv.staleness_ns, lv.ts_recv) for lv in stale] == [(True, 60 * SEC, TS + 60 * SEC)]
+
+
+@pytest.mark.parametrize("make", ["old_log", "omitted"])
+def test_old_none_fallback_prose_still_emits_nothing(make):
+    fields = dict(ts_event=TS + 60 * SEC, ts_recv=TS + 60 * SEC, source="polygon", error="boom",
+                  fallback="none: no chain yet", stale_age_ns=60 * SEC, underlying="SPX")
+    err = _old_log_source_error(**fields) if make == "old_log" else SourceError(**fields)
+    assert err.fallback_kind == FALLBACK_NONE
+    assert _stale_after(err) == []
+
+
+@pytest.mark.parametrize("kind,reemits", [(FALLBACK_PREVIOUS, True), (FALLBACK_NONE, False),
+                                          (FALLBACK_PARTIAL, False), (FALLBACK_OTHER_SOURCE, False)])
+def test_the_typed_kind_decides_not_the_prose(kind, reemits):
+    # Prose that says the opposite of the kind: the reducer reads only the kind.
+    prose = "none: whatever the text says" if kind == FALLBACK_PREVIOUS else "using chain from 14:00:00 UTC"
+    err = SourceError(ts_event=TS + 60 * SEC, ts_recv=TS + 60 * SEC, source="polygon", error="e",
+                      fallback=prose, stale_age_ns=60 * SEC, underlying="SPX", fallback_kind=kind)
+    assert bool(_stale_after(err)) is reemits
+    no_age = msgspec.structs.replace(err, stale_age_ns=0)
+    assert _stale_after(no_age) == []  # a previous chain of no age is not a stale re-emission

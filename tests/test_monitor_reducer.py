@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -14,6 +15,10 @@ from mia.analytics.monitor import MonitorConfig
 from mia.engine.events import (
     ALERT_CLEARED,
     ALERT_RAISED,
+    FALLBACK_NONE,
+    FALLBACK_OTHER_SOURCE,
+    FALLBACK_PARTIAL,
+    FALLBACK_PREVIOUS,
     FEED_DISCONNECTED,
     FEED_HEARTBEAT_TIMEOUT,
     FEED_LOGGED_ON,
@@ -353,3 +358,35 @@ def test_random_cuts_and_run_monitor_agree_with_one_batch():
         metrics, alerts = run_monitor(batches)
         assert alerts == ref_alerts
         assert json.dumps(metrics, sort_keys=True) == json.dumps(ref_metrics, sort_keys=True)
+
+
+def _old_log_source_error(ev: SourceError) -> SourceError:
+    """`ev` as a log written before `fallback_kind` existed holds it (decoded: prose mapped)."""
+    raw = msgspec.msgpack.encode([24, ev.ts_event, ev.ts_recv, ev.source, ev.error, ev.fallback,
+                                  ev.stale_age_ns, ev.underlying, ev.status])
+    return EventCodec().decode(raw)
+
+
+def test_fallbacks_count_from_the_typed_kind_of_old_and_new_source_errors():
+    # Arrange: the poller's three sentences as old logs hold them, then typed errors whose prose
+    # says the opposite of their kind
+    def err(sec, fallback, age=0, **kw):
+        return SourceError(at(sec), at(sec), "polygon", "PolygonHttpError: HTTP 503", fallback, age,
+                           "SPX", 503, **kw)
+
+    old = [_old_log_source_error(err(1, "none: no chain yet")),
+           _old_log_source_error(err(2, "")),
+           _old_log_source_error(err(3, "using chain from 10:15:00 UTC, 7 s old", 7 * S)),
+           _old_log_source_error(err(4, "using the 250 contracts received"))]
+    omitted = [err(5, "none: no chain yet"), err(6, "using chain from 10:15:00 UTC, 9 s old", 9 * S)]
+    typed = [err(7, "none: but typed as previous", 9 * S, fallback_kind=FALLBACK_PREVIOUS),
+             err(8, "using chain from 10:15:00 UTC", 9 * S, fallback_kind=FALLBACK_NONE),
+             err(9, "backup", fallback_kind=FALLBACK_OTHER_SOURCE)]
+    # Act
+    mon, _ = run(start(("polygon",)) + old + omitted + typed + [beat(10)])
+    m = mon.metrics()["sources"]["polygon"]
+    # Assert: old prose mapped (none, none, previous, partial), omitted mapped, typed read as is
+    assert [e.fallback_kind for e in old + omitted] == [FALLBACK_NONE, FALLBACK_NONE, FALLBACK_PREVIOUS,
+                                                        FALLBACK_PARTIAL, FALLBACK_NONE, FALLBACK_PREVIOUS]
+    assert m["source_errors"] == 9 and m["errors"] == 9
+    assert m["fallbacks"] == 2 + 1 + 2
