@@ -18,12 +18,32 @@ from mia.engine.errors import ConfigError, MiaError, UsageError
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _default_data_dir() -> str:
+    from mia.config import default_data_dir
+
+    return default_data_dir()
+
+
+def _echo_json(obj) -> None:
+    """Every --json output: one line of strict JSON (NaN as null), through the one encoder."""
+    from mia.engine.jsonenc import to_json
+
+    click.echo(to_json(obj))
+
+
+def _load_cfg(config_path):
+    """The config a command runs with: --config, else ./mia.toml when it exists, else defaults."""
+    from mia.config import load_config
+
+    return load_config(config_path, find=True)
+
+
 def data_dir_option(fn):
     """--data-dir, shared by every command that touches the log."""
     return click.option(
         "--data-dir",
         type=click.Path(file_okay=False),
-        default=lambda: os.environ.get("MIA_DATA_DIR", "./mia-data"),
+        default=_default_data_dir,
         show_default="$MIA_DATA_DIR or ./mia-data",
         help="Root of the event log.",
     )(fn)
@@ -67,10 +87,10 @@ def cli(verbose: int) -> None:
 
 def _log_days(log, date: str | None) -> list[str]:
     from mia.engine.errors import NoDataError
-    from mia.engine.log import check_date
+    from mia.engine.clock import parse_date
 
     if date is not None:
-        return [check_date(date)]
+        return [parse_date(date)]
     if not log.root.is_dir():
         raise NoDataError(f"data directory {log.root} does not exist")
     days = log.dates()
@@ -129,7 +149,6 @@ def inspect(date: str | None, data_dir: str, as_json: bool) -> None:
       mia inspect
       mia inspect --date 2026-11-20 --json
     """
-    import json
 
     from mia.engine.log import EventLog
 
@@ -139,7 +158,7 @@ def inspect(date: str | None, data_dir: str, as_json: bool) -> None:
         segs = [s.to_dict() for s in log.inspect(day)]
         days.append(_day_summary(log, day, segs))
     if as_json:
-        click.echo(json.dumps({"data_dir": str(log.root), "days": days}))
+        _echo_json({"data_dir": str(log.root), "days": days})
         return
     for d in days:
         ratio = d["uncompressed_bytes"] / d["bytes"] if d["bytes"] else 0.0
@@ -181,7 +200,6 @@ def verify(date: str | None, repair: bool, data_dir: str, as_json: bool) -> None
       mia verify --date 2026-11-20 --repair
       mia verify --json
     """
-    import json
 
     from mia.engine.log import EventLog
 
@@ -189,7 +207,7 @@ def verify(date: str | None, repair: bool, data_dir: str, as_json: bool) -> None
     reports = [log.verify(day, repair=repair) for day in _log_days(log, date)]
     ok = all(r.ok for r in reports)
     if as_json:
-        click.echo(json.dumps({"ok": ok, "days": [r.to_dict() for r in reports]}))
+        _echo_json({"ok": ok, "days": [r.to_dict() for r in reports]})
     else:
         for r in reports:
             click.echo(f"{r.date}: {r.segments} segments, {r.frames} frames, {r.events:,} events: "
@@ -304,13 +322,10 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
     """
     import msgspec
 
-    from mia.config import load_config
     from mia.data.dtc.config import DtcConfig
     from mia.recorder.live import Recorder
 
-    if config_path is None and os.path.exists("mia.toml"):
-        config_path = "mia.toml"
-    cfg = load_config(config_path)
+    cfg = _load_cfg(config_path)
     seconds = _parse_duration(duration)
     if dtc_addrs:
         syms = _split(symbols) or [s for d in cfg.dtc for s in d.symbols]
@@ -341,7 +356,7 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
         cfg = msgspec.structs.replace(cfg, levels_file=levels_file)
     if on_alert:
         cfg = msgspec.structs.replace(cfg, monitor=msgspec.structs.replace(cfg.monitor, on_alert=on_alert))
-    data_dir = cfg.data_dir if (cfg.data_dir and data_dir == os.environ.get("MIA_DATA_DIR", "./mia-data")) else data_dir
+    data_dir = cfg.data_dir if (cfg.data_dir and data_dir == _default_data_dir()) else data_dir
 
     async def go(stop):
         import asyncio
@@ -399,16 +414,12 @@ def replay(data_dir, date_, from_, to, speed, symbols, publish, check, config_pa
       mia replay --date 2026-11-20 --from 14:30 --to 15:00 --symbols ESZ6 --json
       mia replay --date 2026-11-20 --speed 10 --publish tcp://127.0.0.1:5557
     """
-    import json
 
-    from mia.config import load_config
-    from mia.replay import parse_date, replay_day, window_ns
+    from mia.replay import replay_day
+    from mia.replay.run import summary_lines
 
-    if config_path is None and os.path.exists("mia.toml"):
-        config_path = "mia.toml"
-    cfg = load_config(config_path)
-    date = parse_date(date_)
-    start, end = window_ns(date, from_, to)
+    cfg = _load_cfg(config_path)
+    date, start, end = _date_and_window(date_, from_, to)
     show = not quiet and sys.stderr.isatty()
     bar = click.progressbar(length=1, label=f"replay {date}", file=sys.stderr) if show else None
 
@@ -426,33 +437,18 @@ def replay(data_dir, date_, from_, to, speed, symbols, publish, check, config_pa
             bar.render_finish()
     rate = result.events / result.seconds if result.seconds else 0.0
     if as_json:
-        click.echo(json.dumps(result.to_json(), default=_json_default))
+        _echo_json(result.json())
     else:
         click.echo(f"replayed {result.events:,} events of {date} in {result.seconds:.2f}s "
                    f"({rate:,.0f}/s), {result.derived:,} derived")
-        for sym, s in result.instruments.items():
-            click.echo(f"  {sym:8} trades {s['trades']:>7,} vol {s['volume']:>9,.0f} "
-                       f"delta {s['cum_delta']:>+9,.0f} vwap {s['vwap']:.2f} poc {s['poc']:.2f} "
-                       f"va {s['va_low']:.2f}-{s['va_high']:.2f}")
-        for u, g in result.gamma.items():
-            click.echo(f"  {u:8} spot {g['spot']:.2f} zero-gamma {g['zero_gamma']:.2f} "
-                       f"call wall {g['call_wall']:.0f} put wall {g['put_wall']:.0f} "
-                       f"max pain {g['max_pain']:.0f} bias {g['dealer_bias']:+.2f}"
-                       + (" STALE" if g["stale"] else ""))
+        for line in summary_lines(result):
+            click.echo(line)
     if check:
         if result.check == "ok":
             click.echo(f"check: ok ({result.derived:,} derived events identical)", err=True)
         else:
             click.echo(f"check: MISMATCH: {result.mismatch}", err=True)
             sys.exit(1)
-
-
-def _json_default(o):
-    import math
-
-    if isinstance(o, float) and math.isnan(o):
-        return None
-    return str(o)
 
 
 @cli.command()
@@ -544,22 +540,16 @@ def health(data_dir, date_, config_path, as_json):
     Example:
       mia health --date 2026-11-20 --json
     """
-    import json
 
-    from mia.analytics.monitor import format_health, run_monitor
-    from mia.config import load_config
-    from mia.replay import open_day
+    from mia.analytics.health import format_health
+    from mia.replay.outputs import health_of_day
 
-    if config_path is None and os.path.exists("mia.toml"):
-        config_path = "mia.toml"
-    cfg = load_config(config_path)
-    day = open_day(data_dir, date_)
-    metrics, _alerts = run_monitor(day.batches(), cfg.monitor)
+    metrics = health_of_day(data_dir, date_, config=_load_cfg(config_path))
     if as_json:
-        click.echo(json.dumps(metrics, default=_json_default))
+        _echo_json(metrics)
     else:
         click.echo(format_health(metrics))
-    if metrics.get("overall", {}).get("quality_ok") is False:
+    if metrics.overall.quality_ok is False:
         sys.exit(1)
 
 
@@ -596,19 +586,11 @@ def quiet_option(fn):
 
 
 def _date_and_window(date_: str, from_: str | None, to: str | None):
-    from mia.replay import parse_date, window_ns
+    from mia.engine.clock import parse_date, window_ns
 
     date = parse_date(date_)
     start, end = window_ns(date, from_, to)
     return date, start, end
-
-
-def _load_cfg(config_path):
-    from mia.config import load_config
-
-    if config_path is None and os.path.exists("mia.toml"):
-        config_path = "mia.toml"
-    return load_config(config_path)
 
 
 @cli.command()
@@ -680,7 +662,6 @@ def export(data_dir, date_, kind, fmt, output, symbols, from_, to, as_json, quie
       mia export --date 2026-11-20 --kind quotes --symbols ESZ6 --from 14:30 --to 15:00 -o es.csv
       mia export --date 2026-11-20 --kind chains --format parquet -o chains.parquet --json
     """
-    import json
 
     from mia.replay.export import export_day
 
@@ -691,7 +672,7 @@ def export(data_dir, date_, kind, fmt, output, symbols, from_, to, as_json, quie
         summary = export_day(data_dir, date, kind, fmt, output, symbols=_split(symbols), start=start,
                              end=end, progress=progress)
     if as_json:
-        click.echo(json.dumps(summary.to_dict()))
+        _echo_json(summary)
     else:
         click.echo(f"exported {summary.rows:,} {kind} rows of {date} to {output} "
                    f"({fmt}, {len(summary.columns)} columns, {summary.bytes:,} B)")
@@ -721,7 +702,6 @@ def report(data_dir, date_, to, output, config_path, as_json, quiet):
       mia report --date 2026-11-20
       mia report --date 2026-11-20 --to 16:00 -o close.html
     """
-    import json
 
     from mia.replay.outputs import report_day
 
@@ -735,8 +715,8 @@ def report(data_dir, date_, to, output, config_path, as_json, quiet):
         f.write(rep.html)
     os.replace(tmp, output)
     if as_json:
-        click.echo(json.dumps({"date": date, "path": output, "bytes": len(rep.html.encode()),
-                               "figures": rep.figures}))
+        _echo_json({"date": date, "path": output, "bytes": len(rep.html.encode()),
+                    "figures": rep.figures})
     else:
         click.echo(f"wrote {output} ({len(rep.figures)} figures, {len(rep.html):,} B)")
 

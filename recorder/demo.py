@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import time
 from typing import Callable
@@ -22,6 +21,7 @@ def run_demo(data_dir: str, *, seconds: float = 20.0, seed: int = 0,
     from mia.recorder.live import Recorder
     from mia.recorder.sim import Simulators
     from mia.replay import replay_day
+    from mia.replay.run import summary_lines
 
     levels_path = os.path.join(data_dir, "levels", "mia-levels.txt")
     os.makedirs(os.path.dirname(levels_path), exist_ok=True)
@@ -46,18 +46,9 @@ def run_demo(data_dir: str, *, seconds: float = 20.0, seed: int = 0,
     echo(f"      {rep.events:,} events replayed in {rep.seconds:.2f}s; check: {rep.check}"
          + (f" ({rep.mismatch})" if rep.mismatch else ""))
     echo("")
-    echo("Order flow (session so far)")
-    for sym, s in rep.instruments.items():
-        echo(f"  {sym:6} trades {s['trades']:>6,}  volume {s['volume']:>8,.0f}  "
-             f"delta {s['cum_delta']:>+7,.0f}  VWAP {s['vwap']:>9.2f}  POC {s['poc']:>9.2f}  "
-             f"VA {s['va_low']:.2f}-{s['va_high']:.2f}")
-    echo("Dealer gamma")
-    for u, g in rep.gamma.items():
-        zg = "none" if g["zero_gamma"] is None or math.isnan(g["zero_gamma"]) else f"{g['zero_gamma']:.1f}"
-        echo(f"  {u:6} spot {g['spot']:.2f}  zero gamma {zg}  call wall {g['call_wall']:.0f}  "
-             f"put wall {g['put_wall']:.0f}  max pain {g['max_pain']:.0f}  "
-             f"GEX {g['total_gex'] / 1e9:+.2f}bn/1%  P/C OI {g['pcr_oi']:.2f}  "
-             f"bias {g['dealer_bias']:+.2f}")
+    echo("Order flow (session so far) and dealer gamma")
+    for line in summary_lines(rep):
+        echo(line)
     if os.path.exists(levels_path):
         echo(f"Sierra Chart levels file ({levels_path}):")
         with open(levels_path, encoding="utf-8") as f:

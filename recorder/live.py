@@ -13,24 +13,24 @@ starting them again, and a replay of the whole day reproduces what live computed
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mia.engine.clock import Clock, SystemClock
+from mia.engine.clock import Clock, SystemClock, utc_day
 from mia.engine.config import fingerprint
 from mia.config import Config
 from mia.data.dtc.config import dtc_credentials
 from mia.data.polygon.config import polygon_api_key
-from mia.engine.errors import ConnectionLostError, NoDataError
+from mia.engine.errors import ConnectionLostError
 from mia.engine.events import Event, Gap, Heartbeat, SourceError
 from mia.engine.instruments import InstrumentRegistry
 from mia.engine.log import EventLog
 from mia.engine.pipeline import Pipeline
 from mia.recorder.alerts import AlertHook, format_alerts
-from mia.replay.reducers import LevelsSink, compile_kernels, find_reducer, standard_reducers
+from mia.fold import Fold
+from mia.recorder.sinks import LevelsSink
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class Recorder:
         self._monitor = None
         self._pipeline: Pipeline | None = None  # set while events may be drained
         self._drain_scheduled = False
-        self._drain_failed: asyncio.Future | None = None
+        self._failure: BaseException | None = None  # the first error that ended the run
         self.publisher = None  # the bus publisher while running (its .addr: the bound address)
 
     def stop(self, reason: str = "stopped") -> None:
@@ -161,32 +161,14 @@ class Recorder:
 
     # --- run ---------------------------------------------------------------------------------
 
-    def _warm_up(self, log: EventLog, reducers: list) -> int:
-        """Feed today's already-recorded input to the reducers; their outputs were logged then."""
-        from mia.replay import history_dates
-
-        today = dt.datetime.fromtimestamp(self.clock.now_ns() / 1e9, dt.timezone.utc).date().isoformat()
-        rows = 0
-        # the same days, in the same order, that `mia replay --check` folds before today's rows
-        days = (history_dates(log, today) + [today]) if today in log.dates() else []
-        try:
-            for day in days:
-                for batch in log.read_batches(day, streams=["live"]):
-                    for reducer in reducers:
-                        reducer.on_batch(batch)
-                    rows += len(batch)
-        except NoDataError:
-            return rows
-        if rows:
-            logger.info("warm-up rows=%d date=%s", rows, today)
-        return rows
-
     async def run(self, duration_s: float | None = None) -> RecordResult:
         cfg = self.config
         log = EventLog(self.data_dir)
-        compile_kernels(cfg)  # before any source connects: compiling must not stall the links
-        reducers = standard_reducers(cfg)
-        self._warm_up(log, reducers)
+        Fold.compile(cfg)  # before any source connects: compiling must not stall the links
+        fold = Fold(cfg)
+        # a restart continues today's state; the same days, in the same order, that a replay of
+        # today folds before its first row
+        fold.warm_up(log, utc_day(self.clock.now_ns()), through_date=True)
 
         publisher = None
         if cfg.bus.enabled:
@@ -194,13 +176,12 @@ class Recorder:
 
             publisher = Publisher(cfg.bus.address, curve=CurveKeys.from_config(cfg.bus.curve))
             self.publisher = publisher
-        sinks: list = ([LevelsSink(cfg.levels_file, find_reducer(reducers, "OrderflowReducer"))]
-                       if cfg.levels_file else [])
+        sinks: list = [LevelsSink(cfg.levels_file, fold.orderflow)] if cfg.levels_file else []
         hook = AlertHook(cfg.monitor.on_alert) if cfg.monitor.on_alert else None
         if hook is not None:
             sinks.append(hook)
-        self._monitor = find_reducer(reducers, "MonitorReducer")
-        pipeline = Pipeline(reducers, publisher=publisher, sinks=sinks)
+        self._monitor = fold.monitor
+        pipeline = Pipeline([fold], publisher=publisher, sinks=sinks)
 
         sources = self._make_sources()
         names = [getattr(s, "source", type(s).__name__) for s in sources]
@@ -217,7 +198,6 @@ class Recorder:
         pipeline.input_writer = writer
         pipeline.derived_writer = derived
         pipeline.process_written()  # RecordingStarted reaches the reducers as it will in replay
-        self._drain_failed = asyncio.get_running_loop().create_future()
         self._pipeline = pipeline
 
         tasks = [asyncio.create_task(s.run(), name=f"source {n}") for n, s in zip(names, sources)]
@@ -228,43 +208,35 @@ class Recorder:
             waiters = [asyncio.create_task(self._stop.wait())]
             if duration_s is not None:
                 waiters.append(asyncio.create_task(asyncio.sleep(duration_s)))
-            failed = self._drain_failed
-            done, pending = await asyncio.wait(waiters + tasks + [drain, failed],
-                                               return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waiters + tasks + [drain],
+                                         return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
-            reason = self._stop_reason if self._stop.is_set() else "duration"
             for t in done:
-                if t in tasks or t is drain or t is failed:
-                    exc = t.exception()
-                    if exc is not None:
-                        reason = f"error: {exc}"
-                        raise exc
+                if (t in tasks or t is drain) and not t.cancelled() and t.exception() is not None:
+                    self._fail(t.exception())
+            reason = self._stop_reason if self._stop.is_set() else "duration"
+        except BaseException as exc:  # the first logon failed, or we were cancelled
+            self._fail(exc)
+            raise
         finally:
             self._pipeline = None  # from here on the queue is flushed below, not scheduled
-            for s in sources:
-                try:
-                    await asyncio.wait_for(s.stop(), 5.0)
-                except Exception:
-                    logger.exception("source stop failed")
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for s in sources:  # the Polygon poller's HTTP client holds pooled sockets
-                http = getattr(s, "client", None)
-                if http is not None and hasattr(http, "aclose"):
-                    await http.aclose()
-            drain.cancel()
-            await asyncio.gather(drain, return_exceptions=True)
-            # what the sources emitted up to here, then the end marker, go through reducers too
-            self._flush_queue(pipeline)
-            writer.close(reason=reason)
-            pipeline.process_written()
-            derived.close(reason=reason)
+            if self._failure is not None:
+                reason = f"error: {self._failure}"
+            await self._stop_sources(sources, tasks, drain)
+            # what the sources emitted up to here, then the end marker, go through reducers too;
+            # after a failure (a full disk) each step is tried and its own error kept back, so
+            # the first failure is the one reported, once
+            self._shutdown_step(self._flush_queue, pipeline)
+            self._shutdown_step(writer.close, reason=reason)
+            self._shutdown_step(pipeline.process_written)
+            self._shutdown_step(derived.close, reason=reason)
             if hook is not None:
                 hook.close(5.0)
             if publisher is not None:
                 publisher.close()
+        if self._failure is not None:
+            raise self._failure
         return RecordResult(
             recording_id=writer.recording_id,
             date=str(writer.date),
@@ -273,6 +245,40 @@ class Recorder:
             sources=self.stats,
             reason=reason,
         )
+
+    def _fail(self, exc: BaseException) -> None:
+        """Keep the first error that ends the run and stop; later ones are consequences."""
+        if self._failure is None:
+            self._failure = exc
+            self._stop_reason = f"error: {exc}"
+        else:
+            logger.debug("after the first failure: %r", exc)
+        self._stop.set()
+
+    def _shutdown_step(self, step: Callable, *args, **kwargs) -> None:
+        try:
+            step(*args, **kwargs)
+        except Exception as exc:
+            if self._failure is None:
+                self._failure = exc
+            else:
+                logger.debug("shutdown step %s failed after %r: %r", step, self._failure, exc)
+
+    async def _stop_sources(self, sources, tasks, drain) -> None:
+        for s in sources:
+            try:
+                await asyncio.wait_for(s.stop(), 5.0)
+            except Exception:
+                logger.exception("source stop failed")
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for s in sources:  # the Polygon poller's HTTP client holds pooled sockets
+            http = getattr(s, "client", None)
+            if http is not None and hasattr(http, "aclose"):
+                await http.aclose()
+        drain.cancel()
+        await asyncio.gather(drain, return_exceptions=True)
 
     async def _await_first_logon(self, sources, tasks) -> None:
         """A DTC host that cannot be reached at start is a user mistake: fail with one line."""
@@ -317,17 +323,16 @@ class Recorder:
             return
         try:
             self._flush_queue(pipeline, MAX_DRAIN_EVENTS)
-        except Exception as exc:  # e.g. a full disk: ends the run as the drain task's error did
+        except Exception as exc:  # e.g. a full disk: ends the run, reported once by run()
             self._pipeline = None
-            if self._drain_failed is not None and not self._drain_failed.done():
-                self._drain_failed.set_exception(exc)
+            self._fail(exc)
             return
         if self._queue:
             self._schedule_drain()
 
     async def _drain(self, pipeline: Pipeline, writer, derived) -> None:
         last_status = last_beat = time.monotonic()
-        while True:
+        while self._failure is None:
             await asyncio.sleep(DRAIN_INTERVAL_S)
             now = time.monotonic()
             if now - last_beat >= HEARTBEAT_INTERVAL_S:

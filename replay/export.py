@@ -28,7 +28,6 @@ import logging
 import os
 import types
 import typing
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import msgspec
@@ -47,7 +46,7 @@ from mia.engine.events import (
     Event,
     PolygonResponse,
 )
-from mia.replay import Day, open_day, time_span
+from mia.replay.day import Day, open_day, time_span
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +82,9 @@ def _pa():
     return pa
 
 
-@dataclass(frozen=True)
-class ExportSummary:
+class ExportSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What `mia export` wrote (its --json output)."""
+
     date: str
     kind: str
     format: str
@@ -95,10 +95,6 @@ class ExportSummary:
     first_ts: int | None
     last_ts: int | None
 
-    def to_dict(self) -> dict:
-        return {"date": self.date, "kind": self.kind, "format": self.format, "path": self.path,
-                "rows": self.rows, "columns": self.columns, "bytes": self.bytes,
-                "first_ts": self.first_ts, "last_ts": self.last_ts}
 
 
 def _kind(kind: str) -> int:

@@ -6,8 +6,9 @@
     state.gamma_last["SPX"].zero_gamma           # last GammaLevels of SPX
     levels = levels_at("./mia-data", "2026-11-20", at="15:30")
 
-The day is driven through the standard reducers exactly as `mia replay` does (same Pipeline, same
-order), so the levels and figures equal what the recorder computed live up to that moment.
+The day is folded through the standard fold exactly as `mia replay` and the recorder do (same
+reducers, same warm-up through a recording that ran over UTC midnight), so the levels and figures
+equal what the recorder computed live up to that moment.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from typing import Callable
 
 import numpy as np
 
-from mia.config import Config
+from mia.analytics.orderflow import InstrumentSummary
+from mia.config import AnalyticsConfig, Config
+from mia.engine.clock import parse_date, window_ns
 from mia.engine.events import K_TRADE, GammaLevels, OrderflowBar
-from mia.engine.pipeline import Pipeline
-from mia.replay import Day, parse_date, time_span, window_ns
+from mia.fold import Fold
+from mia.replay.day import Day, time_span
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReplayState", "TradeSeries", "replay_state", "levels_at", "report_day"]
+__all__ = ["ReplayState", "TradeSeries", "replay_state", "levels_at", "report_day", "health_of_day"]
 
 Progress = Callable[[int, int], None]
 
@@ -44,14 +47,12 @@ class TradeSeries:
 
 @dataclass
 class ReplayState:
-    """The standard reducers after a replay of [start of day, end), and what they emitted."""
+    """The standard fold after a replay of [start of day, end), and what it emitted."""
 
     date: str
     end: int | None
     events: int
-    reducers: list
-    orderflow: object  # OrderflowReducer
-    gamma: object  # GammaReducer
+    fold: Fold
     gamma_history: list[GammaLevels] = field(default_factory=list)
     bars: list[OrderflowBar] = field(default_factory=list)
     trades: dict[str, TradeSeries] = field(default_factory=dict)
@@ -65,31 +66,24 @@ class ReplayState:
             out[g.underlying] = g
         return out
 
-    def orderflow_summary(self) -> dict[str, dict]:
-        """OrderflowReducer.summary() keyed by symbol (instruments that traded)."""
-        out = {}
-        for inst, s in self.orderflow.summary().items():
-            if s["trades"]:
-                out[s.get("symbol") or self.symbols.get(inst, str(inst))] = s
-        return out
+    def orderflow_summary(self) -> dict[str, InstrumentSummary]:
+        """The fold's order-flow summary keyed by symbol (instruments that traded)."""
+        return {s.symbol or self.symbols.get(inst, str(inst)): s
+                for inst, s in self.fold.summary().items() if s.trades}
 
 
-def replay_state(root: str, date: str, *, end: int | None = None, config: Config | None = None,
-                 collect_trades: bool = False, progress: Progress | None = None) -> ReplayState:
-    """Replay the day's input stream up to `end` (ns, exclusive; None: the whole day) through
-    the standard reducers; keep every derived event, and each symbol's trades when asked."""
-    from mia.replay.reducers import find_reducer, standard_reducers
-
+def replay_state(root: str, date: str, *, end: int | None = None,
+                 config: Config | AnalyticsConfig | None = None, collect_trades: bool = False,
+                 progress: Progress | None = None) -> ReplayState:
+    """Fold the day's input up to `end` (ns, exclusive; None: the whole day) through the standard
+    fold, warmed up as live was; keep every derived event, and each symbol's trades when asked."""
     day = Day(root, date)
-    reducers = standard_reducers(config or Config())
-    pipeline = Pipeline(reducers)
+    fold = Fold(config)
     lo, hi = time_span(day, None, end) if progress else (0, 0)
-    state = ReplayState(date=day.date, end=end, events=0, reducers=reducers,
-                        orderflow=find_reducer(reducers, "OrderflowReducer"),
-                        gamma=find_reducer(reducers, "GammaReducer"))
+    state = ReplayState(date=day.date, end=end, events=0, fold=fold)
     parts: dict[int, list[tuple[np.ndarray, ...]]] = {}
-    for batch in day.log.read_batches(day.date, end=end, streams=["live"]):
-        for ev in pipeline.reduce(batch):
+    for batch in fold.day_batches(day.log, day.date, end=end):
+        for ev in fold.on_batch(batch):
             if isinstance(ev, GammaLevels):
                 state.gamma_history.append(ev)
             elif isinstance(ev, OrderflowBar):
@@ -119,7 +113,7 @@ def replay_state(root: str, date: str, *, end: int | None = None, config: Config
     return state
 
 
-def levels_at(root: str, date: str, at: str | int | None = None, *, config: Config | None = None,
+def levels_at(root: str, date: str, at: str | int | None = None, *, config: Config | AnalyticsConfig | None = None,
               progress: Progress | None = None):
     """The Sierra Chart levels of a recorded day at `at` (HH:MM UTC, or int ns, exclusive;
     None: the end of the day), as
@@ -133,7 +127,7 @@ def levels_at(root: str, date: str, at: str | int | None = None, *, config: Conf
     return build_levels(state.gamma_last, state.orderflow_summary(), date=date)
 
 
-def report_day(root: str, date: str, *, end: int | None = None, config: Config | None = None,
+def report_day(root: str, date: str, *, end: int | None = None, config: Config | AnalyticsConfig | None = None,
                progress: Progress | None = None, figure_progress: Progress | None = None):
     """Replay the day (up to `end`) and build its HTML report (`mia.analytics.report.Report`).
 
@@ -147,14 +141,24 @@ def report_day(root: str, date: str, *, end: int | None = None, config: Config |
         bars_of.setdefault(b.instrument, []).append(b)
     flows = []
     for sym, tr in state.trades.items():
-        prof = state.orderflow.profile(tr.instrument, session=False)
+        prof = state.fold.orderflow.profile(tr.instrument, session=False)
         flows.append(FlowInput(symbol=sym, ts=tr.ts, price=tr.price, size=tr.size, side=tr.side,
                                profile_prices=prof.prices, profile_volume=prof.volume,
                                poc=prof.poc, va_low=prof.va_low, va_high=prof.va_high,
                                bars=bars_of.get(tr.instrument, [])))
-    gammas = [GammaInput(levels=g, result=state.gamma.last_result(u))
+    gammas = [GammaInput(levels=g, result=state.fold.gamma.last_result(u))
               for u, g in sorted(state.gamma_last.items())]
-    subtitle = (f"{state.events:,} events replayed through the standard reducers; "
+    subtitle = (f"{state.events:,} events replayed through the standard fold; "
                 f"{len(state.gamma_history)} GammaLevels, {len(state.bars)} OrderflowBars")
     return build_report(state.date, flows, gammas, state.gamma_history, subtitle=subtitle,
                         progress=figure_progress)
+
+
+def health_of_day(root: str, date: str, *, config: Config | AnalyticsConfig | None = None):
+    """`mia health`: the data-quality metrics of a recorded day, from the standard fold's monitor
+    (warmed up as live was, so they equal what the recorder saw)."""
+    day = Day(root, date)
+    fold = Fold(config)
+    for batch in fold.day_batches(day.log, day.date):
+        fold.on_batch(batch)
+    return fold.monitor.metrics()
