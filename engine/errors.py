@@ -74,24 +74,3 @@ class RemoteProtocolError(ProtocolError):
 
 class ConnectionLostError(FeedError):
     """A connection dropped or could not be made; names host:port."""
-
-
-class LogonRejectedError(FeedError):
-    """A DTC server refused the logon. `reconnect` is False for LOGON_ERROR_NO_RECONNECT."""
-
-    def __init__(self, message: str, *, reconnect: bool = True) -> None:
-        self.reconnect = reconnect
-        super().__init__(message)
-
-
-class PolygonHttpError(FeedError):
-    """Polygon answered with an HTTP error."""
-
-    def __init__(self, message: str, *, status: int, request_id: str = "") -> None:
-        self.status = status
-        self.request_id = request_id
-        super().__init__(message)
-
-
-class EntitlementError(PolygonHttpError):
-    """401/403: the key is missing, wrong, or the plan does not include this data."""

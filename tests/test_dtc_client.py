@@ -10,9 +10,10 @@ import pytest
 
 from mia.data.dtc import protocol as p
 from mia.data.dtc.client import DtcClient
+from mia.data.dtc.errors import LogonRejectedError
 from mia.data.dtc.server import DtcSimulator
 from mia.engine.clock import SystemClock
-from mia.engine.errors import ConnectionLostError, LogonRejectedError
+from mia.engine.errors import ConnectionLostError
 from mia.engine.events import (
     BATCH_BEGIN, BATCH_END, BOOK_CLEAR, BOOK_DELETE, BOOK_SNAPSHOT, BOOK_UPSERT, FEED_AVAILABLE,
     FEED_HEARTBEAT_TIMEOUT, FEED_SUBSCRIPTION_REJECTED, FEED_UNAVAILABLE, BookLevel, EventCodec,

@@ -12,11 +12,12 @@ import pytest
 from polygon import RESTClient
 
 from mia.data.polygon.client import PolygonClient, ResponseTooLargeError
+from mia.data.polygon.errors import EntitlementError, PolygonHttpError
 from mia.data.polygon.models import chain_columns
 from mia.data.market_path import price_at
 from mia.data.polygon.server import PolygonSimulator
 from mia.engine.clock import ManualClock
-from mia.engine.errors import ConfigError, ConnectionLostError, EntitlementError, PolygonHttpError
+from mia.engine.errors import ConfigError, ConnectionLostError
 from mia.engine.events import PolygonResponse
 
 # Thursday 2025-12-18 10:00 New York: SPXW 0DTE trading, the SPX monthly settles tomorrow morning.

@@ -25,7 +25,7 @@ from typing import Callable, Final, Sequence
 import msgspec
 
 from mia.engine.clock import Clock
-from mia.engine.errors import ConnectionLostError, LogonRejectedError, ProtocolError
+from mia.engine.errors import ConnectionLostError, ProtocolError
 from mia.engine.events import (
     BOOK_CLEAR, FEED_CONNECTED, FEED_DISCONNECTED, FEED_HEARTBEAT_TIMEOUT, FEED_LOGGED_ON,
     FEED_SUBSCRIBED, BookLevel, Event, FeedStatus, Gap,
@@ -34,6 +34,7 @@ from mia.engine.instruments import InstrumentRegistry
 
 from . import protocol as p
 from .convert import DtcEventMapper
+from .errors import LogonRejectedError
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import httpx
 
 from mia.engine.clock import Clock, SystemClock
-from mia.engine.errors import ConfigError, ConnectionLostError, EntitlementError, PolygonHttpError
+from mia.engine.errors import ConfigError, ConnectionLostError
 
+from .errors import EntitlementError, PolygonHttpError
 from .models import (
     NEW_YORK,
     ChainContract,

@@ -18,10 +18,11 @@ from typing import Callable, Final, Sequence
 import httpx
 
 from mia.engine.clock import Clock
-from mia.engine.errors import EntitlementError, MiaError, PolygonHttpError
+from mia.engine.errors import MiaError
 from mia.engine.events import FEED_AVAILABLE, FEED_UNAVAILABLE, Event, FeedStatus, PolygonResponse, SourceError
 
 from .client import FetchedPage, PolygonClient
+from .errors import EntitlementError, PolygonHttpError
 from .models import plain_underlying
 
 log = logging.getLogger(__name__)
