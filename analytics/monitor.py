@@ -39,13 +39,13 @@ bit for bit, wherever the batches were cut. Definitions (docs/quality-score.md e
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
+from ..engine.clock import NS_PER_HOUR, NS_PER_MS, NS_PER_S
 from ..engine.columns import ColumnBatch
 from ..engine.config import ConfigBase
 from ..engine.events import (
@@ -74,10 +74,20 @@ from ..engine.events import (
     SessionStat,
     SourceError,
 )
+from .health import (
+    ActiveAlert,
+    AlertsHealth,
+    HealthMetrics,
+    HealthThresholds,
+    HourHealth,
+    LatencySummary,
+    OverallHealth,
+    SourceHealth,
+    UnattributedHealth,
+    hour_label,
+    window_label,
+)
 
-NS_PER_S = 1_000_000_000
-NS_PER_MS = 1_000_000
-HOUR_NS = 3600 * NS_PER_S
 POLYGON = "polygon"
 UNATTRIBUTED = "unattributed"  # market rows whose instrument no Instrument event declared
 
@@ -267,7 +277,7 @@ class MonitorReducer:
     def _begin(self, ts: int) -> None:
         self.now = self.start_ns = ts
         self.window_start = ts - ts % self.window_ns
-        self.hour_start = ts - ts % HOUR_NS
+        self.hour_start = ts - ts % NS_PER_HOUR
 
     def _market(self, batch: ColumnBatch, lo: int, hi: int, out: list[Event]) -> None:
         ts_recv = batch.ts_recv[lo:hi]
@@ -293,7 +303,7 @@ class MonitorReducer:
             if self._needs_data(s):
                 self._on_data(s, int(ts_recv[i]), out)
             j = m
-            bound = min(self.window_start + self.window_ns, self.hour_start + HOUR_NS)
+            bound = min(self.window_start + self.window_ns, self.hour_start + NS_PER_HOUR)
             j = min(j, int(np.searchsorted(clock, bound, side="left")))
             deadline = self._next_deadline()
             if deadline is not None:
@@ -438,8 +448,8 @@ class MonitorReducer:
         # the hour table shows a gap in the hours it covered
         t = lo
         while t < ev.end_ns:
-            hour = t - t % HOUR_NS
-            end = min(ev.end_ns, hour + HOUR_NS)
+            hour = t - t % NS_PER_HOUR
+            end = min(ev.end_ns, hour + NS_PER_HOUR)
             src.hour(hour).gap_ns += end - t
             t = end
         src.hour(self.hour_start).gaps += 1
@@ -483,10 +493,10 @@ class MonitorReducer:
                 self._close_window(cause, out)
                 self.now = t - t % self.window_ns
                 self.window_start = self.now
-                self.hour_start = t - t % HOUR_NS
+                self.hour_start = t - t % NS_PER_HOUR
             while True:
                 window_end = self.window_start + self.window_ns
-                hour_end = self.hour_start + HOUR_NS
+                hour_end = self.hour_start + NS_PER_HOUR
                 bound = min(window_end, hour_end)
                 if t < bound:
                     self._count_time(self.now, t)
@@ -560,7 +570,7 @@ class MonitorReducer:
     def _close_window(self, cause: int, out: list[Event]) -> None:
         s = self.settings
         sync_ns = self._window_sync()
-        hour = self.window_start - self.window_start % HOUR_NS
+        hour = self.window_start - self.window_start % NS_PER_HOUR
         for src in self._by_index:
             w = src.window
             if not src.timed or w.obs_ns == 0:
@@ -627,15 +637,17 @@ class MonitorReducer:
 
     # --- metrics -----------------------------------------------------------------------------
 
-    def metrics(self) -> dict:
-        """The day so far against the thresholds: per source, per hour, overall. JSON-able.
+    def metrics(self) -> HealthMetrics:
+        """The day so far against the thresholds: per source, per hour, overall.
 
-        The window still open counts in the quality score, as if it closed now.
+        The window still open counts in the quality score, as if it closed now. Encode with
+        `mia.engine.jsonenc.to_json` (NaN is written as null); `mia.analytics.health.format_health`
+        prints it as a table.
         """
         s = self.settings
         sync_now = self._window_sync()
-        sources = {}
-        hours: dict[int, dict] = {}
+        sources: dict[str, SourceHealth] = {}
+        hours: dict[int, dict[str, SourceHealth]] = {}
         for src in self._by_index:
             if not src.timed:
                 continue
@@ -643,97 +655,94 @@ class MonitorReducer:
             if src.window.obs_ns > 0:
                 pending = (src.window.obs_ns, self._score(src, src.window, sync_now)[0])
             sources[src.name] = self._summary(src, src.day, pending)
-            current_hour = self.window_start - self.window_start % HOUR_NS
+            current_hour = self.window_start - self.window_start % NS_PER_HOUR
             for hour, acc in src.hours.items():
                 hp = pending if hour == current_hour else None
                 hours.setdefault(hour, {})[src.name] = self._summary(src, acc, hp)
+        unattributed = None
         if UNATTRIBUTED in self.sources:
-            u = self.sources[UNATTRIBUTED].day
-            sources_unattributed = {"messages": u.msgs}
-        else:
-            sources_unattributed = None
+            unattributed = UnattributedHealth(messages=self.sources[UNATTRIBUTED].day.msgs)
         timed = list(sources.values())
-        completeness = min((v["completeness"] for v in timed if v["completeness"] is not None), default=None)
-        quality = min((v["quality"] for v in timed if v["quality"] is not None), default=None)
-        sync_ms = max((v["worst_sync_ms"] for v in timed if v["kind"] == "dtc"), default=0.0)
+        completeness = min((v.completeness for v in timed if not math.isnan(v.completeness)), default=math.nan)
+        quality = min((v.quality for v in timed if not math.isnan(v.quality)), default=math.nan)
+        sync_ms = max((v.worst_sync_ms for v in timed if v.kind == "dtc"), default=0.0)
         sync_ms = max(sync_ms, sync_now / NS_PER_MS)
-        overall = {
-            "completeness": completeness,
-            "completeness_ok": None if completeness is None else completeness >= s.min_completeness,
-            "worst_sync_ms": sync_ms,
-            "sync_ok": sync_ms <= s.max_sync_ms,
-            "quality": quality,
-            "quality_ok": None if quality is None else quality >= s.min_quality,
-        }
-        return _jsonable({
-            "start_ns": self.start_ns,
-            "end_ns": self.now,
-            "observed_s": None if self.now is None else (self.now - self.start_ns) / NS_PER_S,
-            "recordings": self.recordings,
-            "max_queued": self.max_queued,
-            "thresholds": {f: getattr(s, f) for f in s.__struct_fields__ if f != "on_alert"},
-            "overall": overall,
-            "sources": sources,
-            "unattributed": sources_unattributed,
-            "hours": [{"hour": hour_label(h), "sources": hours[h]} for h in sorted(hours)],
-            "alerts": {
-                "raised": dict(sorted(self.alert_counts.items())),
-                "active": [{"source": a.source, "name": a.name, "since_ns": a.ts_recv, "value": a.value,
-                            "threshold": a.threshold, "message": a.message} for a in self.active_alerts()],
-            },
-        })
+        overall = OverallHealth(
+            completeness=completeness,
+            completeness_ok=None if math.isnan(completeness) else completeness >= s.min_completeness,
+            worst_sync_ms=sync_ms,
+            sync_ok=sync_ms <= s.max_sync_ms,
+            quality=quality,
+            quality_ok=None if math.isnan(quality) else quality >= s.min_quality,
+        )
+        return HealthMetrics(
+            start_ns=self.start_ns,
+            end_ns=self.now,
+            observed_s=math.nan if self.now is None else (self.now - self.start_ns) / NS_PER_S,
+            recordings=self.recordings,
+            max_queued=self.max_queued,
+            thresholds=HealthThresholds(**{f: getattr(s, f) for f in HealthThresholds.__struct_fields__}),
+            overall=overall,
+            sources=sources,
+            unattributed=unattributed,
+            hours=[HourHealth(hour=hour_label(h), sources=hours[h]) for h in sorted(hours)],
+            alerts=AlertsHealth(
+                raised=dict(sorted(self.alert_counts.items())),
+                active=[ActiveAlert(source=a.source, name=a.name, since_ns=a.ts_recv, value=a.value,
+                                    threshold=a.threshold, message=a.message) for a in self.active_alerts()],
+            ),
+        )
 
-    def _summary(self, src: _Source, acc: _Acc, pending: tuple[int, float] | None) -> dict:
+    def _summary(self, src: _Source, acc: _Acc, pending: tuple[int, float] | None) -> SourceHealth:
         s = self.settings
         lat_thr, up_thr, gap_thr = self._thresholds(src)
         obs = acc.obs_ns
-        uptime = acc.conn_ns / obs if obs else None
-        gap_fraction = min(1.0, acc.gap_ns / obs) if obs else None
-        completeness = None if obs == 0 else 1.0 - max(gap_fraction, 1.0 - uptime)
+        uptime = acc.conn_ns / obs if obs else math.nan
+        gap_fraction = min(1.0, acc.gap_ns / obs) if obs else math.nan
+        completeness = 1.0 - max(gap_fraction, 1.0 - uptime) if obs else math.nan
         score_sum, score_obs = acc.score_sum, acc.score_obs
         if pending is not None:
             score_sum += pending[1] * pending[0]
             score_obs += pending[0]
-        quality = score_sum / score_obs if score_obs else None
-        error_rate = acc.errors / acc.requests if acc.requests else None
+        quality = score_sum / score_obs if score_obs else math.nan
+        error_rate = acc.errors / acc.requests if acc.requests else math.nan
         p99 = self._latency_p(src, acc, 99)
-        out = {
-            "kind": src.kind,
-            "observed_s": obs / NS_PER_S,
-            "connected_s": acc.conn_ns / NS_PER_S,
-            "uptime": uptime,
-            "uptime_ok": None if uptime is None else uptime >= up_thr,
-            "disconnects": acc.down,
-            "gaps": acc.gaps,
-            "gap_s": acc.gap_ns / NS_PER_S,
-            "gap_fraction": gap_fraction,
-            "gap_ok": None if gap_fraction is None else gap_fraction <= gap_thr,
-            "completeness": completeness,
-            "completeness_ok": None if completeness is None else completeness >= s.min_completeness,
-            "messages": acc.msgs,
-            "rate_avg": acc.msgs / (obs / NS_PER_S) if obs else None,
-            "rate_peak": acc.peak_rate,
-            "latency_ms": _lat_summary(acc.lat_hist, acc.lat_n, acc.lat_sum, acc.lat_max),
-            "requests": acc.requests,
-            "errors": acc.errors,
-            "error_rate": error_rate,
-            "errors_ok": None if error_rate is None else error_rate <= s.polygon_max_error_rate,
-            "fallbacks": acc.fallbacks,
-            "source_errors": acc.source_errors,
-            "rejections": acc.rejections,
-            "request_latency_ms": _lat_summary(acc.req_hist, acc.req_n, acc.req_sum, acc.req_max),
-            "latency_ok": None if p99 != p99 else p99 <= lat_thr,
-            "worst_sync_ms": acc.worst_sync_ns / NS_PER_MS,
-            "windows": acc.windows,
-            "good_windows": acc.good_windows,
-            "quality": quality,
-            "quality_ok": None if quality is None else quality >= s.min_quality,
-        }
-        return out
+        return SourceHealth(
+            kind=src.kind,
+            observed_s=obs / NS_PER_S,
+            connected_s=acc.conn_ns / NS_PER_S,
+            uptime=uptime,
+            uptime_ok=uptime >= up_thr if obs else None,
+            disconnects=acc.down,
+            gaps=acc.gaps,
+            gap_s=acc.gap_ns / NS_PER_S,
+            gap_fraction=gap_fraction,
+            gap_ok=gap_fraction <= gap_thr if obs else None,
+            completeness=completeness,
+            completeness_ok=completeness >= s.min_completeness if obs else None,
+            messages=acc.msgs,
+            rate_avg=acc.msgs / (obs / NS_PER_S) if obs else math.nan,
+            rate_peak=acc.peak_rate,
+            latency_ms=_lat_summary(acc.lat_hist, acc.lat_n, acc.lat_sum, acc.lat_max),
+            requests=acc.requests,
+            errors=acc.errors,
+            error_rate=error_rate,
+            errors_ok=error_rate <= s.polygon_max_error_rate if acc.requests else None,
+            fallbacks=acc.fallbacks,
+            source_errors=acc.source_errors,
+            rejections=acc.rejections,
+            request_latency_ms=_lat_summary(acc.req_hist, acc.req_n, acc.req_sum, acc.req_max),
+            latency_ok=None if p99 != p99 else p99 <= lat_thr,
+            worst_sync_ms=acc.worst_sync_ns / NS_PER_MS,
+            windows=acc.windows,
+            good_windows=acc.good_windows,
+            quality=quality,
+            quality_ok=quality >= s.min_quality if score_obs else None,
+        )
 
 
 def run_monitor(batches: Iterable[ColumnBatch], settings: MonitorConfig = MonitorConfig()
-                ) -> tuple[dict, list[Alert]]:
+                ) -> tuple[HealthMetrics, list[Alert]]:
     """Fold a day's input batches (in log order) through a fresh monitor: (metrics, alerts)."""
     mon = MonitorReducer(settings)
     alerts: list[Alert] = []
@@ -751,105 +760,13 @@ def rolling_quality(recent: Iterable[tuple[int, float]]) -> float:
     return num / den if den else 1.0
 
 
-def _lat_summary(hist: np.ndarray | None, n: int, total: int, vmax: int | None) -> dict | None:
-    if n == 0:
+def _lat_summary(hist: np.ndarray | None, n: int, total: int, vmax: int | None) -> LatencySummary | None:
+    if n == 0 or vmax is None:
         return None
-    return {
-        "n": n,
-        "mean": total / n / NS_PER_MS,
-        "p50": quantile_ns(hist, n, vmax, 50) / NS_PER_MS,
-        "p99": quantile_ns(hist, n, vmax, 99) / NS_PER_MS,
-        "max": vmax / NS_PER_MS,
-    }
-
-
-def _jsonable(value):
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return _jsonable(float(value))
-    return value
-
-
-def hour_label(hour_ns: int) -> str:
-    return dt.datetime.fromtimestamp(hour_ns // NS_PER_S, dt.timezone.utc).strftime("%Y-%m-%dT%H:00Z")
-
-
-def window_label(seconds: float) -> str:
-    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
-
-
-# --- the human table for `mia health` -------------------------------------------------------
-
-
-def _pct(value, digits: int = 2) -> str:
-    return "-" if value is None else f"{value * 100:.{digits}f}%"
-
-
-def _ms(lat: dict | None) -> str:
-    if not lat:
-        return "-"
-    return f"{lat['p50']:.1f}/{lat['p99']:.1f}/{lat['max']:.1f}"
-
-
-def _mark(ok) -> str:
-    return " " if ok is None else ("" if ok else "!")
-
-
-def format_health(metrics: dict) -> str:
-    """The metrics of `MonitorReducer.metrics()` as a table; "!" marks a missed threshold."""
-    t = metrics["thresholds"]
-    o = metrics["overall"]
-    lines = []
-    if metrics.get("start_ns") is None:
-        return "no events"
-    lines.append(f"observed {metrics['observed_s'] / 3600:.2f} h from {_iso(metrics['start_ns'])} "
-                 f"to {_iso(metrics['end_ns'])}, {metrics['recordings']} recording(s)")
-    lines.append(f"quality {_pct(o['quality'], 1)}{_mark(o['quality_ok'])} (min {t['min_quality']:.0%})   "
-                 f"completeness {_pct(o['completeness'])}{_mark(o['completeness_ok'])} "
-                 f"(min {t['min_completeness']:.1%})   sync {o['worst_sync_ms']:.1f} ms{_mark(o['sync_ok'])} "
-                 f"(max {t['max_sync_ms']:g} ms)")
-    lines.append("")
-    lines += _source_table(metrics["sources"])
-    lines.append("")
-    lines.append(f"thresholds: DTC latency {t['dtc_latency_ms']:g} ms, uptime {t['dtc_uptime']:.1%}, gaps "
-                 f"{t['dtc_max_gap_fraction']:.1%}; Polygon latency {t['polygon_latency_ms']:g} ms, uptime "
-                 f"{t['polygon_uptime']:.1%}, errors {t['polygon_max_error_rate']:.0%}; window {t['window_s']:g} s")
-    if metrics["hours"]:
-        lines.append("")
-        lines.append("per hour (UTC)")
-        for hour in metrics["hours"]:
-            for row in _source_table(hour["sources"], label=hour["hour"][11:16])[1:]:
-                lines.append(row)
-    alerts = metrics["alerts"]
-    lines.append("")
-    raised = ", ".join(f"{k} {v}" for k, v in alerts["raised"].items()) or "none"
-    lines.append(f"alerts raised: {raised}")
-    for a in alerts["active"]:
-        lines.append(f"  active since {_iso(a['since_ns'])}: {a['name']}: {a['message']}")
-    return "\n".join(lines)
-
-
-def _source_table(sources: dict, label: str | None = None) -> list[str]:
-    header = (f"{'hour ' if label else ''}{'source':<24}{'uptime':>9} {'gaps':>8} {'complete':>9} "
-              f"{'lat p50/p99/max ms':>20} {'msgs':>10} {'req':>5} {'err':>7} {'quality':>8}")
-    rows = [header]
-    for name, m in sources.items():
-        lat = m["request_latency_ms"] if m["kind"] == POLYGON else m["latency_ms"]
-        rows.append(
-            f"{(label + ' ') if label else ''}{name:<24}{_pct(m['uptime']):>8}{_mark(m['uptime_ok'])} "
-            f"{_pct(m['gap_fraction']):>7}{_mark(m['gap_ok'])} {_pct(m['completeness']):>8}"
-            f"{_mark(m['completeness_ok'])} {_ms(lat):>19}{_mark(m['latency_ok'])} {m['messages']:>10} "
-            f"{m['requests']:>5} {_pct(m['error_rate'], 1):>6}{_mark(m['errors_ok'])} "
-            f"{_pct(m['quality'], 1):>7}{_mark(m['quality_ok'])}")
-    return rows
-
-
-def _iso(ns: int) -> str:
-    return dt.datetime.fromtimestamp(ns / NS_PER_S, dt.timezone.utc).strftime("%H:%M:%S")
+    return LatencySummary(
+        n=n,
+        mean=total / n / NS_PER_MS,
+        p50=quantile_ns(hist, n, vmax, 50) / NS_PER_MS,
+        p99=quantile_ns(hist, n, vmax, 99) / NS_PER_MS,
+        max=vmax / NS_PER_MS,
+    )

@@ -11,6 +11,7 @@ import pytest
 
 from mia.analytics.monitor import MonitorReducer, bin_upper_edge, latency_bin, latency_bins, quantile_ns
 from mia.engine.columns import ColumnBatch
+from mia.engine.jsonenc import to_json
 from mia.analytics.monitor import MonitorConfig
 from mia.engine.events import (
     ALERT_CLEARED,
@@ -43,6 +44,10 @@ MS = 1_000_000
 T0 = 1_718_000_000 * S - (1_718_000_000 * S) % (3600 * S)  # on an hour boundary
 DTC = "dtc:127.0.0.1:11099"
 DTC2 = "dtc:127.0.0.1:11100"
+
+
+def _no_nan(token: str):
+    raise AssertionError(f"JSON carries {token}: NaN must be written as null")
 
 
 def at(seconds: float) -> int:
@@ -107,7 +112,7 @@ def test_dtc_outage_of_40s_raises_disconnected_after_30s_and_gap_then_clears():
     assert raised.value == pytest.approx(30.5) and raised.threshold == 30.0
     cleared = [a for a in alerts if a.name == "disconnected" and a.state == ALERT_CLEARED][0]
     assert cleared.value == pytest.approx(40.0)
-    assert mon.metrics()["sources"][DTC]["disconnects"] == 1
+    assert mon.metrics().sources[DTC].disconnects == 1
     assert mon.active_alerts() == [a for a in mon.active_alerts() if a.name == "quality"]
 
 
@@ -135,8 +140,8 @@ def test_stalled_feed_raises_disconnected_and_data_clears_it():
         ("disconnected", DTC, ALERT_CLEARED, 56.25),
     ]
     assert "heartbeat_timeout" in alerts[0].message or any("heartbeat_timeout" in a.message for a in alerts)
-    m = mon.metrics()["sources"][DTC]
-    assert m["connected_s"] == pytest.approx(57 - 36.25)
+    m = mon.metrics().sources[DTC]
+    assert m.connected_s == pytest.approx(57 - 36.25)
 
 
 def test_dtc_latency_over_threshold_raises_once_and_clears_at_window_close():
@@ -164,8 +169,8 @@ def test_slow_polygon_answers_raise_latency():
         ("latency", "polygon", ALERT_CLEARED, 180.5),
     ]
     assert alerts[0].value == pytest.approx(120.0, rel=0.01)
-    m = mon.metrics()["sources"]["polygon"]
-    assert m["requests"] == 48 and m["request_latency_ms"]["max"] == pytest.approx(120.0)
+    m = mon.metrics().sources["polygon"]
+    assert m.requests == 48 and m.request_latency_ms.max == pytest.approx(120.0)
 
 
 def test_polygon_5xx_burst_raises_api_errors_and_clean_window_clears():
@@ -183,8 +188,8 @@ def test_polygon_5xx_burst_raises_api_errors_and_clean_window_clears():
         ("api_errors", "polygon", ALERT_RAISED, 120.5),
         ("api_errors", "polygon", ALERT_CLEARED, 180.5),
     ]
-    m = mon.metrics()["sources"]["polygon"]
-    assert m["errors"] == 4 and m["requests"] == 36 and m["fallbacks"] == 4
+    m = mon.metrics().sources["polygon"]
+    assert m.errors == 4 and m.requests == 36 and m.fallbacks == 4
 
 
 def test_polygon_unavailable_counts_as_downtime_and_a_good_answer_ends_it():
@@ -198,8 +203,8 @@ def test_polygon_unavailable_counts_as_downtime_and_a_good_answer_ends_it():
         ("disconnected", "polygon", ALERT_RAISED, 40.5),
         ("disconnected", "polygon", ALERT_CLEARED, 50.0),
     ]
-    m = mon.metrics()["sources"]["polygon"]
-    assert m["observed_s"] == pytest.approx(59.0) and m["connected_s"] == pytest.approx(19.0)
+    m = mon.metrics().sources["polygon"]
+    assert m.observed_s == pytest.approx(59.0) and m.connected_s == pytest.approx(19.0)
 
 
 def test_recording_restart_is_nobodys_downtime():
@@ -211,8 +216,8 @@ def test_recording_restart_is_nobodys_downtime():
     evs += [trade(s) for s in range(501, 520)]
     mon, alerts = run(evs)
     assert summary(alerts, {"disconnected"}) == []
-    m = mon.metrics()["sources"][DTC]
-    assert m["observed_s"] == pytest.approx(11 + 19) and m["connected_s"] == pytest.approx(10 + 19)
+    m = mon.metrics().sources[DTC]
+    assert m.observed_s == pytest.approx(11 + 19) and m.connected_s == pytest.approx(10 + 19)
 
 
 def rich_stream() -> list:
@@ -260,7 +265,7 @@ def test_batches_of_any_size_give_identical_alerts_and_metrics(size):
         alerts += mon.on_batch(whole.take(np.arange(lo, min(lo + size, len(whole)))))
     # Assert: bit for bit
     assert alerts == ref_alerts
-    assert json.dumps(mon.metrics(), sort_keys=True) == json.dumps(ref.metrics(), sort_keys=True)
+    assert msgspec.msgpack.encode(mon.metrics()) == msgspec.msgpack.encode(ref.metrics())
 
 
 def test_metrics_hand_computed_tiny_case():
@@ -280,24 +285,24 @@ def test_metrics_hand_computed_tiny_case():
     # Act
     mon, alerts = run(evs, settings)
     m = mon.metrics()
-    d, p = m["sources"][DTC], m["sources"]["polygon"]
+    d, p = m.sources[DTC], m.sources["polygon"]
     # Assert: DTC
-    assert d["observed_s"] == 40.0 and d["connected_s"] == 35.0
-    assert d["uptime"] == pytest.approx(0.875) and d["uptime_ok"] is False
-    assert d["gap_s"] == 5.0 and d["gap_fraction"] == pytest.approx(0.125)
-    assert d["completeness"] == pytest.approx(0.875)
-    assert d["latency_ms"]["p99"] == pytest.approx(1.0) and d["latency_ms"]["n"] == 35
+    assert d.observed_s == 40.0 and d.connected_s == 35.0
+    assert d.uptime == pytest.approx(0.875) and d.uptime_ok is False
+    assert d.gap_s == 5.0 and d.gap_fraction == pytest.approx(0.125)
+    assert d.completeness == pytest.approx(0.875)
+    assert d.latency_ms.p99 == pytest.approx(1.0) and d.latency_ms.n == 35
     # windows [0,10) [10,20) [30,40) score 1; [20,30) fails up and complete: 0.4
-    assert d["quality"] == pytest.approx((10 + 10 + 4 + 10) / 40)
+    assert d.quality == pytest.approx((10 + 10 + 4 + 10) / 40)
     # Polygon: observed from 1 s; 4 requests, 1 error; first window misses only the error check
-    assert p["observed_s"] == 39.0 and p["uptime"] == 1.0
-    assert p["requests"] == 4 and p["errors"] == 1 and p["error_rate"] == pytest.approx(0.25)
-    assert p["fallbacks"] == 0 and p["errors_ok"] is False
-    assert p["quality"] == pytest.approx((9 * 0.9 + 30) / 39)
-    assert m["overall"]["quality"] == pytest.approx(0.85) and m["overall"]["quality_ok"] is False
-    assert m["overall"]["completeness"] == pytest.approx(0.875)
-    assert len(m["hours"]) == 1 and m["hours"][0]["sources"][DTC]["connected_s"] == 35.0
-    json.dumps(m)  # JSON-able
+    assert p.observed_s == 39.0 and p.uptime == 1.0
+    assert p.requests == 4 and p.errors == 1 and p.error_rate == pytest.approx(0.25)
+    assert p.fallbacks == 0 and p.errors_ok is False
+    assert p.quality == pytest.approx((9 * 0.9 + 30) / 39)
+    assert m.overall.quality == pytest.approx(0.85) and m.overall.quality_ok is False
+    assert m.overall.completeness == pytest.approx(0.875)
+    assert len(m.hours) == 1 and m.hours[0].sources[DTC].connected_s == 35.0
+    json.loads(to_json(m), parse_constant=_no_nan)  # strict JSON
     # alerts of this case
     assert summary(alerts, {"api_errors", "quality"}) == [
         ("api_errors", "polygon", ALERT_RAISED, 10.0),
@@ -314,8 +319,8 @@ def test_two_dtc_sources_out_of_sync_fail_the_sync_check():
     _, alerts = run(evs)
     mon, _ = run(evs)
     m = mon.metrics()
-    assert m["overall"]["worst_sync_ms"] == pytest.approx(398.0, rel=0.01)
-    assert m["overall"]["sync_ok"] is False
+    assert m.overall.worst_sync_ms == pytest.approx(398.0, rel=0.01)
+    assert m.overall.sync_ok is False
 
 
 def test_latency_histogram_bins_and_quantiles():
@@ -332,7 +337,7 @@ def test_latency_histogram_bins_and_quantiles():
 
 
 def test_format_health_table_names_sources_and_marks_missed_thresholds():
-    from mia.analytics.monitor import format_health
+    from mia.analytics.health import format_health
 
     mon = MonitorReducer()
     mon.on_batch(ColumnBatch.from_events(rich_stream()))
@@ -357,7 +362,7 @@ def test_random_cuts_and_run_monitor_agree_with_one_batch():
         batches = [whole.take(np.arange(a, b)) for a, b in zip(cuts[:-1], cuts[1:])]
         metrics, alerts = run_monitor(batches)
         assert alerts == ref_alerts
-        assert json.dumps(metrics, sort_keys=True) == json.dumps(ref_metrics, sort_keys=True)
+        assert msgspec.msgpack.encode(metrics) == msgspec.msgpack.encode(ref_metrics)
 
 
 def _old_log_source_error(ev: SourceError) -> SourceError:
@@ -384,9 +389,98 @@ def test_fallbacks_count_from_the_typed_kind_of_old_and_new_source_errors():
              err(9, "backup", fallback_kind=FALLBACK_OTHER_SOURCE)]
     # Act
     mon, _ = run(start(("polygon",)) + old + omitted + typed + [beat(10)])
-    m = mon.metrics()["sources"]["polygon"]
+    m = mon.metrics().sources["polygon"]
     # Assert: old prose mapped (none, none, previous, partial), omitted mapped, typed read as is
     assert [e.fallback_kind for e in old + omitted] == [FALLBACK_NONE, FALLBACK_NONE, FALLBACK_PREVIOUS,
                                                         FALLBACK_PARTIAL, FALLBACK_NONE, FALLBACK_PREVIOUS]
-    assert m["source_errors"] == 9 and m["errors"] == 9
-    assert m["fallbacks"] == 2 + 1 + 2
+    assert m.source_errors == 9 and m.errors == 9
+    assert m.fallbacks == 2 + 1 + 2
+
+
+# The keys of `mia health --json` (one level at a time): a typed field lost or renamed fails here.
+HEALTH_KEYS = ["start_ns", "end_ns", "observed_s", "recordings", "max_queued", "thresholds", "overall",
+               "sources", "unattributed", "hours", "alerts"]
+THRESHOLD_KEYS = ["dtc_latency_ms", "dtc_uptime", "dtc_max_gap_fraction", "polygon_latency_ms", "polygon_uptime",
+                  "polygon_max_error_rate", "min_completeness", "max_sync_ms", "min_quality", "disconnect_alert_s",
+                  "window_s", "quality_span_s"]
+OVERALL_KEYS = ["completeness", "completeness_ok", "worst_sync_ms", "sync_ok", "quality", "quality_ok"]
+SOURCE_KEYS = ["kind", "observed_s", "connected_s", "uptime", "uptime_ok", "disconnects", "gaps", "gap_s",
+               "gap_fraction", "gap_ok", "completeness", "completeness_ok", "messages", "rate_avg", "rate_peak",
+               "latency_ms", "requests", "errors", "error_rate", "errors_ok", "fallbacks", "source_errors",
+               "rejections", "request_latency_ms", "latency_ok", "worst_sync_ms", "windows", "good_windows",
+               "quality", "quality_ok"]
+LATENCY_KEYS = ["n", "mean", "p50", "p99", "max"]
+ACTIVE_KEYS = ["source", "name", "since_ns", "value", "threshold", "message"]
+
+
+def test_health_json_keeps_every_key_in_order_and_writes_no_nan():
+    # Arrange: every kind of source, an unattributed instrument, an active alert
+    evs = rich_stream() + [Trade(at(400.5), at(400.5), 9, 1.0, 1.0, 1)]
+    mon, _ = run(evs)
+    # Act
+    data = json.loads(to_json(mon.metrics()), parse_constant=_no_nan)
+    # Assert
+    assert list(data) == HEALTH_KEYS
+    assert list(data["thresholds"]) == THRESHOLD_KEYS
+    assert list(data["overall"]) == OVERALL_KEYS
+    assert list(data["sources"]) == [DTC, DTC2, "polygon"]
+    for src in data["sources"].values():
+        assert list(src) == SOURCE_KEYS
+    assert list(data["sources"][DTC]["latency_ms"]) == LATENCY_KEYS
+    assert list(data["sources"]["polygon"]["request_latency_ms"]) == LATENCY_KEYS
+    assert data["sources"][DTC]["request_latency_ms"] is None and data["sources"]["polygon"]["latency_ms"] is None
+    assert data["sources"][DTC]["error_rate"] is None and data["sources"][DTC]["errors_ok"] is None  # no requests
+    assert data["unattributed"] == {"messages": 1}
+    assert [list(h) for h in data["hours"]] == [["hour", "sources"]]
+    assert data["hours"][0]["hour"] == "2024-06-10T06:00Z"
+    assert list(data["hours"][0]["sources"][DTC]) == SOURCE_KEYS
+    assert list(data["alerts"]) == ["raised", "active"]
+    assert data["alerts"]["active"] and all(list(a) == ACTIVE_KEYS for a in data["alerts"]["active"])
+
+
+def test_health_json_of_nothing_is_nulls_not_nan():
+    data = json.loads(to_json(MonitorReducer().metrics()), parse_constant=_no_nan)
+    assert data["start_ns"] is None and data["end_ns"] is None and data["observed_s"] is None
+    assert data["overall"]["completeness"] is None and data["overall"]["quality"] is None
+    assert data["overall"]["quality_ok"] is None and data["overall"]["sync_ok"] is True
+    assert data["sources"] == {} and data["hours"] == [] and data["unattributed"] is None
+
+
+def test_health_thresholds_are_the_monitor_config_without_the_hook():
+    from mia.analytics.health import HealthThresholds
+
+    assert list(HealthThresholds.__struct_fields__) == [
+        f for f in MonitorConfig.__struct_fields__ if f != "on_alert"] == THRESHOLD_KEYS
+
+
+def test_format_health_prints_the_same_table():
+    # The text of `mia health` for the rich stream, pinned (what the dict-based table printed).
+    from mia.analytics.health import format_health
+
+    mon, _ = run(rich_stream())
+    assert format_health(mon.metrics()).splitlines() == RICH_HEALTH_TABLE
+
+
+RICH_HEALTH_TABLE = [
+    'observed 0.11 h from 06:00:00 to 06:06:39, 1 recording(s)',
+    'quality 80.0%! (min 95%)   completeness 88.74%! (min 99.8%)   sync 15.3 ms (max 100 ms)',
+    '',
+    'source                     uptime     gaps  complete   lat p50/p99/max ms       msgs   req     err  quality',
+    'dtc:127.0.0.1:11099       88.74%!  11.26%!   88.74%!       2.0/30.0/30.0!       2840     0      -    80.5%!',
+    'dtc:127.0.0.1:11100      100.00%   0.00%  100.00%      15.1/29.6/29.9!       1600     0      -    80.0%!',
+    'polygon                  100.00%   0.00%  100.00%      25.2/90.0/90.0!         80    80   7.5%!   92.5%!',
+    '',
+    'thresholds: DTC latency 10 ms, uptime 99.9%, gaps 0.1%; Polygon latency 50 ms, uptime 99.5%, errors 1%; window 60 s',
+    '',
+    'per hour (UTC)',
+    '06:00 dtc:127.0.0.1:11099       88.74%!  11.26%!   88.74%!       2.0/30.0/30.0!       2840     0      -    80.5%!',
+    '06:00 dtc:127.0.0.1:11100      100.00%   0.00%  100.00%      15.1/29.6/29.9!       1600     0      -    80.0%!',
+    '06:00 polygon                  100.00%   0.00%  100.00%      25.2/90.0/90.0!         80    80   7.5%!   92.5%!',
+    '',
+    'alerts raised: api_errors 1, disconnected 1, gap 1, latency 3, quality 3',
+    '  active since 06:01:00: latency: dtc:127.0.0.1:11100: p99 latency 29.6 ms over 60 s',
+    '  active since 06:01:00: quality: dtc:127.0.0.1:11100: quality 80.0% over the last 10 min',
+    '  active since 06:02:00: quality: dtc:127.0.0.1:11099: quality 85.0% over the last 10 min',
+    '  active since 06:03:00: quality: polygon: quality 93.3% over the last 10 min',
+    '  active since 06:06:00: api_errors: polygon: 6 of 12 requests failed',
+]
