@@ -15,15 +15,17 @@ os.replace, so a reader (Sierra) sees either the old file or the new one, never 
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
-from mia.engine.errors import MiaError
-from mia.engine.events import GammaLevels
-from mia.engine.files import write_atomically
+import msgspec
+
+from ..engine.errors import MiaError
+from ..engine.events import GammaLevels, OrderflowBar
+from ..engine.files import write_atomically
+from ..engine.jsonenc import to_json
+from .orderflow import InstrumentSummary
 
 HEADER = "Date, Label, Color, Width, Value, Value2"
 NEWLINE = "\r\n"  # Sierra runs on Windows; the parser reads numbers with atof, so "\r" is harmless
@@ -44,8 +46,7 @@ class LevelsFormatError(MiaError):
     """A levels file line does not follow the Trading Levels format."""
 
 
-@dataclass(frozen=True)
-class Level:
+class Level(msgspec.Struct, frozen=True):
     """One price level. `value2` is the other edge of a band; NaN (written as `value`) for a line."""
 
     label: str
@@ -62,18 +63,53 @@ def _clean_label(label: str) -> str:
     return " ".join(label.replace(",", ";").split())
 
 
-def _get(obj: Any, key: str) -> float:
-    if isinstance(obj, Mapping):
-        value = obj.get(key, math.nan)
-    else:
-        value = getattr(obj, key, math.nan)
-    try:
-        return float(value) if value is not None else math.nan
-    except (TypeError, ValueError):
-        return math.nan
+class LevelRow(msgspec.Struct, frozen=True):
+    """One level in `levels_json`: colour as "#RRGGBB"; a NaN value is written as null."""
+
+    date: str
+    label: str
+    value: float
+    value2: float
+    color: str
+    width: int
+    source: str
 
 
-def build_levels(gamma: Mapping[str, GammaLevels], orderflow: Mapping[str, Mapping] | None = None, *,
+class LevelsDocument(msgspec.Struct, frozen=True):
+    """The JSON of `mia levels --json`."""
+
+    levels: list[LevelRow]
+
+
+def _gamma_levels(underlying: str, g: GammaLevels, date: str) -> list[Level]:
+    out: list[Level] = []
+    basis = g.basis if math.isfinite(g.basis) else 0.0
+    in_futures = math.isfinite(g.basis)
+    prefix = (g.futures_symbol or underlying) if in_futures else underlying
+    stale = " stale" if g.stale else ""
+    source = f"gamma:{underlying}"
+
+    def add(name: str, index_level: float, color: int, width: int) -> None:
+        if not math.isfinite(index_level):
+            return
+        value = index_level + basis
+        label = f"{prefix} {name}{stale}"
+        if in_futures:
+            label += f" ({underlying} {index_level:g})"
+        out.append(Level(_clean_label(label), value, value, color, width, source, date))
+
+    add("Spot", g.spot, GREY, 1)
+    add("Zero Gamma", g.zero_gamma, WHITE, 2)
+    add("Call Wall", g.call_wall, GREEN, 3)
+    add("Put Wall", g.put_wall, PURPLE, 3)
+    add("Max Pain", g.max_pain, LIGHT_GREY, 1)
+    for n, pin in enumerate(g.pin_strikes, start=1):
+        add(f"Pin {n}", pin, TEAL_GREY, 1)
+    return out
+
+
+def build_levels(gamma: Mapping[str, GammaLevels],
+                 orderflow: Mapping[str, InstrumentSummary | OrderflowBar] | None = None, *,
                  date: str) -> list[Level]:
     """The levels to draw for one trading date.
 
@@ -81,40 +117,22 @@ def build_levels(gamma: Mapping[str, GammaLevels], orderflow: Mapping[str, Mappi
     futures basis is known they are drawn in futures prices (level + basis) and labelled with the
     futures symbol and the index level, e.g. ``ESU5 Call Wall (SPX 6000)``; otherwise in index
     prices, ``SPX Call Wall``. Stale levels say so in the label.
-    Order flow (per symbol, a mapping or an OrderflowBar): POC, value area (a band), VWAP and its
-    1 and 2 standard-deviation bands when ``vwap_sd`` is given.
+    Order flow (per symbol, an `InstrumentSummary` of `OrderflowReducer.summary()` or an
+    OrderflowBar): POC, value area (a band), VWAP, and with a bar its 1 and 2 standard-deviation
+    bands (``vwap_sd``).
     NaN levels are left out.
     """
     out: list[Level] = []
     for underlying in sorted(gamma):
-        g = gamma[underlying]
-        basis = g.basis if math.isfinite(g.basis) else 0.0
-        in_futures = math.isfinite(g.basis)
-        prefix = (g.futures_symbol or underlying) if in_futures else underlying
-        stale = " stale" if g.stale else ""
-        source = f"gamma:{underlying}"
-
-        def add(name: str, index_level: float, color: int, width: int) -> None:
-            if not math.isfinite(index_level):
-                return
-            value = index_level + basis
-            label = f"{prefix} {name}{stale}"
-            if in_futures:
-                label += f" ({underlying} {index_level:g})"
-            out.append(Level(_clean_label(label), value, value, color, width, source, date))
-
-        add("Spot", g.spot, GREY, 1)
-        add("Zero Gamma", g.zero_gamma, WHITE, 2)
-        add("Call Wall", g.call_wall, GREEN, 3)
-        add("Put Wall", g.put_wall, PURPLE, 3)
-        add("Max Pain", g.max_pain, LIGHT_GREY, 1)
-        for n, pin in enumerate(g.pin_strikes, start=1):
-            add(f"Pin {n}", pin, TEAL_GREY, 1)
+        out += _gamma_levels(underlying, gamma[underlying], date)
     for symbol in sorted(orderflow or {}):
         of = (orderflow or {})[symbol]
         source = f"orderflow:{symbol}"
-        poc, va_low, va_high = _get(of, "poc"), _get(of, "va_low"), _get(of, "va_high")
-        vwap, sd = _get(of, "vwap"), _get(of, "vwap_sd")
+        if not isinstance(of, (InstrumentSummary, OrderflowBar)):
+            raise TypeError(f"orderflow[{symbol!r}]: expected an InstrumentSummary or an OrderflowBar, "
+                            f"got {type(of).__name__}")
+        poc, va_low, va_high, vwap = of.poc, of.va_low, of.va_high, of.vwap
+        sd = of.vwap_sd if isinstance(of, OrderflowBar) else math.nan
         if math.isfinite(poc):
             out.append(Level(_clean_label(f"{symbol} POC"), poc, poc, PINK, 2, source, date))
         if math.isfinite(va_high):
@@ -185,15 +203,6 @@ def parse_levels_file(text: str) -> list[Level]:
 
 def levels_json(levels: Iterable[Level]) -> str:
     """The levels as JSON: {"levels": [{date, label, value, value2, color: "#RRGGBB", width, source}]}."""
-    rows = []
-    for lv in levels:
-        rows.append({
-            "date": lv.date,
-            "label": lv.label,
-            "value": lv.value if math.isfinite(lv.value) else None,
-            "value2": lv.value2 if math.isfinite(lv.value2) else None,
-            "color": f"#{int(lv.color):06X}",
-            "width": int(lv.width),
-            "source": lv.source,
-        })
-    return json.dumps({"levels": rows}, allow_nan=False)
+    return to_json(LevelsDocument([
+        LevelRow(lv.date, lv.label, lv.value, lv.value2, f"#{int(lv.color):06X}", int(lv.width), lv.source)
+        for lv in levels]))

@@ -46,12 +46,12 @@ Definitions (reference/orderflow.md, section 1):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Final
 
+import msgspec
 import numpy as np
 
-from ..engine.clock import NS_PER_MS, NS_PER_S
+from ..engine.clock import NS_PER_DAY, NS_PER_MS, NS_PER_S
 from ..engine.columns import ColumnBatch
 from ..engine.config import ConfigBase
 from ..engine.errors import ConfigError, MiaError
@@ -61,7 +61,7 @@ from .book import BookSnapshot, BookState
 from .calendar import session_table
 
 VWAP_BANDS: Final = (0.5, 1.0, 1.5, 2.0)
-_NS_PER_DAY: Final = 86_400 * 1_000_000_000
+NAN: Final = math.nan
 
 
 class OrderflowConfig(ConfigBase):
@@ -97,8 +97,10 @@ class OrderflowConfig(ConfigBase):
         return round(self.large_trade_window_ms * NS_PER_MS)
 
 
-@dataclass(frozen=True)
-class VolumeProfile:
+DEFAULT_CONFIG: Final = OrderflowConfig()
+
+
+class VolumeProfile(msgspec.Struct, frozen=True):
     """Volume by price (one row per tick from the lowest to the highest traded price)."""
 
     instrument: int
@@ -109,8 +111,7 @@ class VolumeProfile:
     va_high: float
 
 
-@dataclass(frozen=True)
-class Footprint:
+class Footprint(msgspec.Struct, frozen=True):
     """Bid volume (sell aggressors) and ask volume (buy aggressors) per price."""
 
     instrument: int
@@ -119,10 +120,33 @@ class Footprint:
     ask_volume: np.ndarray
 
 
+class InstrumentSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One instrument over everything the reducer has seen: the fields of `mia replay --json`.
+
+    `cum_delta` is buy_volume - sell_volume over everything seen (the bars carry the per-trade-
+    date cumulative delta); `poc`, `va_low`, `va_high` are those of the whole profile. Prices
+    are NaN (JSON null through `mia.engine.jsonenc`) before the instrument's first trade.
+    """
+
+    symbol: str
+    trades: int = 0
+    volume: float = 0.0
+    buy_volume: float = 0.0
+    sell_volume: float = 0.0
+    cum_delta: float = 0.0
+    vwap: float = NAN
+    poc: float = NAN
+    va_low: float = NAN
+    va_high: float = NAN
+    high: float = NAN
+    low: float = NAN
+    last: float = NAN
+
+
 class OrderflowReducer:
     """Folds ColumnBatches into order-flow state and emits one OrderflowBar per closed bar."""
 
-    def __init__(self, config: OrderflowConfig = OrderflowConfig()) -> None:
+    def __init__(self, config: OrderflowConfig = DEFAULT_CONFIG) -> None:
         self.config = config
         self.book_state = BookState(config.max_book_levels, capacity=4)
         cap = self.book_state.capacity
@@ -201,7 +225,7 @@ class OrderflowReducer:
         if len(starts):
             lo, hi = min(lo, int(starts[0])), max(hi, int(starts[-1]))
         # cover some days beyond so a live stream rebuilds the table rarely
-        self._sess_starts, self._sess_dates = session_table(lo, hi + 7 * _NS_PER_DAY)
+        self._sess_starts, self._sess_dates = session_table(lo, hi + 7 * NS_PER_DAY)
 
     def _row_ticks(self, batch: ColumnBatch) -> np.ndarray:
         ticks = np.full(len(batch), np.nan)
@@ -314,31 +338,25 @@ class OrderflowReducer:
         """The CME trade date of the instrument's current session (0 before its first trade)."""
         return int(self._istate[instrument, K.I_TDATE]) if self._known(instrument) else 0
 
-    def summary(self) -> dict[int, dict]:
-        """Per instrument, over everything seen: the fields of `mia replay --json`.
-
-        cum_delta here is buy_volume - sell_volume over everything seen (the bars carry the
-        per-trade-date cumulative delta); prices are None before the first trade.
-        """
+    def summary(self) -> dict[int, InstrumentSummary]:
+        """Per instrument id (declared or traded), over everything seen, in id order."""
         ids = set(self._symbols)
         ids.update(int(i) for i in np.flatnonzero(self._istate[:, K.I_SEEN]))
-        out: dict[int, dict] = {}
+        out: dict[int, InstrumentSummary] = {}
         for i in sorted(ids):
-            entry = {"symbol": self._symbols.get(i, str(i)), "trades": 0, "volume": 0.0,
-                     "buy_volume": 0.0, "sell_volume": 0.0, "cum_delta": 0.0, "vwap": None,
-                     "poc": None, "va_low": None, "va_high": None, "high": None, "low": None,
-                     "last": None}
-            if self._known(i):
-                fs = self._fstate[i]
-                prof = self.profile(i, session=False)
-                entry.update(
-                    trades=int(self._istate[i, K.I_TRADES]), volume=float(fs[K.F_TOT_VOL]),
-                    buy_volume=float(fs[K.F_TOT_BUY]), sell_volume=float(fs[K.F_TOT_SELL]),
-                    cum_delta=float(fs[K.F_TOT_BUY] - fs[K.F_TOT_SELL]),
-                    vwap=float(fs[K.F_TOT_PV] / fs[K.F_TOT_VOL]), poc=prof.poc,
-                    va_low=prof.va_low, va_high=prof.va_high, high=float(fs[K.F_HIGH]),
-                    low=float(fs[K.F_LOW]), last=float(fs[K.F_LAST_PRICE]))
-            out[i] = entry
+            symbol = self._symbols.get(i, str(i))
+            if not self._known(i):
+                out[i] = InstrumentSummary(symbol=symbol)
+                continue
+            fs = self._fstate[i]
+            prof = self.profile(i, session=False)
+            out[i] = InstrumentSummary(
+                symbol=symbol, trades=int(self._istate[i, K.I_TRADES]), volume=float(fs[K.F_TOT_VOL]),
+                buy_volume=float(fs[K.F_TOT_BUY]), sell_volume=float(fs[K.F_TOT_SELL]),
+                cum_delta=float(fs[K.F_TOT_BUY] - fs[K.F_TOT_SELL]),
+                vwap=float(fs[K.F_TOT_PV] / fs[K.F_TOT_VOL]), poc=prof.poc, va_low=prof.va_low,
+                va_high=prof.va_high, high=float(fs[K.F_HIGH]), low=float(fs[K.F_LOW]),
+                last=float(fs[K.F_LAST_PRICE]))
         return out
 
     def state_arrays(self) -> dict[str, np.ndarray]:

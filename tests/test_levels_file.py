@@ -20,7 +20,8 @@ from mia.analytics.levels import (
     parse_levels_file,
     write_levels_file,
 )
-from mia.engine.events import GammaLevels
+from mia.analytics.orderflow import InstrumentSummary
+from mia.engine.events import GammaLevels, OrderflowBar
 
 TS = 1_750_082_400 * 10**9
 NAN = math.nan
@@ -37,7 +38,19 @@ def gamma(underlying="SPX", basis=30.0, futures_symbol="ESU5", stale=False, **kw
     return GammaLevels(**base)
 
 
-ORDERFLOW = {"ESU5": {"poc": 6031.25, "va_low": 6020.0, "va_high": 6040.5, "vwap": 6030.75, "vwap_sd": 4.5}}
+def bar(**kw) -> OrderflowBar:
+    """An OrderflowBar with the session fields the levels read; the rest filler."""
+    fields = dict(ts_event=TS, ts_recv=TS, instrument=1, bar_start=TS - 60 * 10**9, interval_ns=60 * 10**9,
+                  open=6030.0, high=6041.0, low=6019.0, close=6031.0, volume=100.0, buy_volume=60.0,
+                  sell_volume=40.0, delta=20.0, cum_delta=20.0, trades=10, bar_poc=6031.0, poc=6031.25,
+                  va_low=6020.0, va_high=6040.5, vwap=6030.75, vwap_sd=4.5, bid_imbalances=0, ask_imbalances=0,
+                  stacked_bid=0, stacked_ask=0, book_imbalance=NAN, large_trades=0, large_buy_volume=0.0,
+                  large_sell_volume=0.0)
+    fields.update(kw)
+    return OrderflowBar(**fields)
+
+
+ORDERFLOW = {"ESU5": bar()}
 
 
 def test_gamma_levels_in_futures_prices_with_labels():
@@ -67,6 +80,24 @@ def test_orderflow_levels():
     assert (by_label["ESU5 VA High"].value, by_label["ESU5 VA High"].value2) == (6040.5, 6020.0)
     assert by_label["ESU5 VWAP +2SD"].value == 6030.75 + 9.0
     assert by_label["ESU5 VWAP -1SD"].value == 6030.75 - 4.5
+
+
+def test_orderflow_levels_of_the_reducer_summary_have_no_bands():
+    # Arrange: what OrderflowReducer.summary() gives (no vwap_sd), and a symbol that never traded
+    flows = {"ESU5": InstrumentSummary(symbol="ESU5", trades=3, volume=6.0, vwap=6030.75, poc=6031.25,
+                                       va_low=6020.0, va_high=6040.5, high=6041.0, low=6019.0, last=6031.0),
+             "NQU5": InstrumentSummary(symbol="NQU5")}
+    # Act
+    levels = build_levels({}, flows, date="2025-06-16")
+    # Assert
+    assert [(lv.label, lv.value, lv.value2) for lv in levels] == [
+        ("ESU5 POC", 6031.25, 6031.25), ("ESU5 VA High", 6040.5, 6020.0), ("ESU5 VA Low", 6020.0, 6040.5),
+        ("ESU5 VWAP", 6030.75, 6030.75)]
+
+
+def test_orderflow_levels_reject_untyped_dicts():
+    with pytest.raises(TypeError, match="InstrumentSummary"):
+        build_levels({}, {"ESU5": {"poc": 6031.25}}, date="2025-06-16")
 
 
 def test_file_follows_sierra_header_rule_and_parses_back():
@@ -108,6 +139,25 @@ def test_levels_json():
     wall = next(d for d in data if d["label"].startswith("ESU5 Call Wall"))
     assert wall == {"date": "2025-06-16", "label": "ESU5 Call Wall (SPX 6100)", "value": 6130.0, "value2": 6130.0,
                     "color": "#00C000", "width": 3, "source": "gamma:SPX"}
+    assert all(list(d) == ["date", "label", "value", "value2", "color", "width", "source"] for d in data)
+
+
+def test_levels_json_writes_nan_as_null():
+    levels = [Level("a line", 6000.0, date="2025-06-16"), Level("no value", NAN, date="2025-06-16")]
+
+    def no_nan(token):
+        raise AssertionError(f"JSON carries {token}")
+
+    data = json.loads(levels_json(levels), parse_constant=no_nan)["levels"]
+    assert (data[0]["value"], data[0]["value2"]) == (6000.0, None)
+    assert (data[1]["value"], data[1]["value2"]) == (None, None)
+
+
+def test_level_is_a_frozen_typed_struct():
+    lv = Level("POC", 6000.0, date="2025-06-16")
+    assert (lv.value2 != lv.value2, lv.color, lv.width, lv.source) == (True, 0x808080, 1, "")
+    with pytest.raises(AttributeError):
+        lv.value = 1.0
 
 
 def test_write_replaces_file_and_leaves_no_temp(tmp_path):

@@ -266,14 +266,14 @@ def check_against_reference(events: list, cfg: OrderflowConfig = CFG) -> None:
     summary = reducer.summary()
     for inst, part in tr.groupby("inst"):
         s = summary[inst]
-        assert s["trades"] == len(part)
-        assert s["volume"] == part["size"].sum()
-        assert s["cum_delta"] == part.signed.sum()
-        assert s["buy_volume"] == part["size"][part["aggr"] == 1].sum()
-        assert s["vwap"] == pytest.approx(np.average(part.price, weights=part["size"]), rel=1e-12)
+        assert s.trades == len(part)
+        assert s.volume == part["size"].sum()
+        assert s.cum_delta == part.signed.sum()
+        assert s.buy_volume == part["size"][part["aggr"] == 1].sum()
+        assert s.vwap == pytest.approx(np.average(part.price, weights=part["size"]), rel=1e-12)
         poc, lo, hi = ref_poc_va(part.groupby("px_idx")["size"].sum(), cfg.value_area)
-        assert (s["poc"], s["va_low"], s["va_high"]) == (poc * TICKS[inst], lo * TICKS[inst], hi * TICKS[inst])
-        assert (s["high"], s["low"], s["last"]) == (part.price.max(), part.price.min(), part.price.iloc[-1])
+        assert (s.poc, s.va_low, s.va_high) == (poc * TICKS[inst], lo * TICKS[inst], hi * TICKS[inst])
+        assert (s.high, s.low, s.last) == (part.price.max(), part.price.min(), part.price.iloc[-1])
 
 
 @pytest.mark.parametrize("seed,start", [(s, STARTS[s % len(STARTS)]) for s in range(7)])
@@ -429,5 +429,5 @@ def test_aggressor_fallbacks_by_hand():
     reducer = OrderflowReducer(OrderflowConfig())
     reducer.on_batch(ColumnBatch.from_events(events))
     s = reducer.summary()[1]
-    assert (s["buy_volume"], s["sell_volume"], s["volume"]) == (2 + 8 + 64, 4 + 16 + 32, 127)
-    assert s["cum_delta"] == (2 + 8 + 64) - (4 + 16 + 32)
+    assert (s.buy_volume, s.sell_volume, s.volume) == (2 + 8 + 64, 4 + 16 + 32, 127)
+    assert s.cum_delta == (2 + 8 + 64) - (4 + 16 + 32)
