@@ -12,7 +12,10 @@ from mia.data.polygon.models import chain_columns
 from mia.data.polygon.poller import PolygonPoller
 from mia.data.polygon.server import PolygonSimulator
 from mia.engine.clock import ManualClock
-from mia.engine.events import FEED_AVAILABLE, FEED_UNAVAILABLE, FeedStatus, PolygonResponse, SourceError
+from mia.engine.events import (
+    FALLBACK_NONE, FALLBACK_PARTIAL, FALLBACK_PREVIOUS, FEED_AVAILABLE, FEED_UNAVAILABLE, FeedStatus, PolygonResponse,
+    SourceError,
+)
 
 T0 = int(dt.datetime(2025, 12, 18, 15, 0, tzinfo=dt.timezone.utc).timestamp()) * 1_000_000_000
 NS = 1_000_000_000
@@ -95,6 +98,7 @@ def test_5xx_failure_records_source_error_with_stale_fallback_and_feed_status():
     first, second = errors
     assert first.source == "polygon" and first.underlying == "SPX" and first.status == 503
     assert first.fallback == "none: no chain yet" and first.stale_age_ns == 0
+    assert first.fallback_kind == FALLBACK_NONE and second.fallback_kind == FALLBACK_PREVIOUS
     assert "after 5 attempts" in first.error
     at = dt.datetime.fromtimestamp(good_at / NS, dt.timezone.utc)
     assert second.fallback.startswith(f"using chain from {at:%H:%M:%S} UTC, ")
@@ -143,6 +147,7 @@ def test_next_url_loop_is_recorded_and_the_chain_kept():
     assert ok
     (err,) = rig.of(SourceError)
     assert "cursor_loop" in err.error and err.fallback.startswith("using the ")
+    assert err.fallback_kind == FALLBACK_PARTIAL
     assert rig.of(PolygonResponse)[-1].final
 
 

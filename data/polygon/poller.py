@@ -10,16 +10,18 @@ turning unavailable and back. Nothing is invented: no synthetic pages, ever.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Callable, Final, Sequence
 
 import httpx
 
-from mia.engine.clock import Clock
+from mia.engine.clock import NS_PER_S, Clock, utc_datetime
 from mia.engine.errors import MiaError
-from mia.engine.events import FEED_AVAILABLE, FEED_UNAVAILABLE, Event, FeedStatus, PolygonResponse, SourceError
+from mia.engine.events import (
+    FALLBACK_NONE, FALLBACK_PARTIAL, FALLBACK_PREVIOUS, FEED_AVAILABLE, FEED_UNAVAILABLE, Event, FeedStatus,
+    PolygonResponse, SourceError,
+)
 
 from .client import FetchedPage, PolygonClient
 from .errors import EntitlementError, PolygonHttpError
@@ -28,7 +30,6 @@ from .models import plain_underlying
 log = logging.getLogger(__name__)
 
 SOURCE: Final = "polygon"
-NS_PER_S: Final = 1_000_000_000
 MIN_INTERVAL_S: Final = 10.0  # even an unlimited plan gains nothing polling faster (data is 15-min delayed or snapshot-cached)
 DEFAULT_PAGES_PER_CHAIN: Final = 40  # SPX within 45 days and +-20% is about 40 pages of 250 until measured
 
@@ -151,7 +152,8 @@ class PolygonPoller:
             now = self.clock.now_ns()
             self.emit(SourceError(ts_event=now, ts_recv=now, source=SOURCE, underlying=plain, status=200,
                                   error=f"{plain}: paging stopped ({fetch.stop_reason}) after {len(fetch.pages)} pages",
-                                  fallback=f"using the {len(fetch.contracts)} contracts received"))
+                                  fallback=f"using the {len(fetch.contracts)} contracts received",
+                                  fallback_kind=FALLBACK_PARTIAL))
         self._set_available(plain, state, True, f"{plain}: chain of {len(fetch.contracts)} contracts")
         return True
 
@@ -161,16 +163,19 @@ class PolygonPoller:
         message = self.client.redact(str(exc)) or type(exc).__name__
         if state.last_good_ns:
             age_ns = now - state.last_good_ns
-            at = dt.datetime.fromtimestamp(state.last_good_ns / NS_PER_S, dt.timezone.utc)
+            at = utc_datetime(state.last_good_ns)
             fallback = f"using chain from {at:%H:%M:%S} UTC, {age_ns // NS_PER_S} s old"
+            kind = FALLBACK_PREVIOUS
         else:
             age_ns = 0
             fallback = "none: no chain yet"
+            kind = FALLBACK_NONE
         log.warning("polygon chain failed underlying=%s error=%s fallback=%s", plain, message, fallback)
         self.emit(SourceError(ts_event=now, ts_recv=now, source=SOURCE, error=f"{type(exc).__name__}: {message}",
-                              fallback=fallback, stale_age_ns=age_ns, underlying=plain, status=status))
-        kind = "entitlement" if isinstance(exc, EntitlementError) else "error"
-        self._set_available(plain, state, False, f"{plain}: {kind}: {message}")
+                              fallback=fallback, stale_age_ns=age_ns, underlying=plain, status=status,
+                              fallback_kind=kind))
+        what = "entitlement" if isinstance(exc, EntitlementError) else "error"
+        self._set_available(plain, state, False, f"{plain}: {what}: {message}")
 
     def _set_available(self, plain: str, state: _UnderlyingState, available: bool, detail: str) -> None:
         if state.available is available:
