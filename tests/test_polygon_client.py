@@ -15,7 +15,7 @@ from mia.data.polygon.client import PolygonClient, ResponseTooLargeError
 from mia.data.polygon.errors import EntitlementError, PolygonHttpError
 from mia.data.polygon.models import chain_columns
 from mia.data.market_path import price_at
-from mia.data.polygon.server import PolygonSimulator
+from mia.data.polygon.server import SIM_API_KEY, PolygonSimulator
 from mia.engine.clock import ManualClock
 from mia.engine.errors import ConfigError, ConnectionLostError
 from mia.engine.events import PolygonResponse
@@ -51,7 +51,7 @@ def sim(vt):
 
 def client_for(sim, vt, **kw) -> PolygonClient:
     kw.setdefault("plan", "developer")
-    return PolygonClient(sim.url, api_key="sim-key", clock=vt.clock, sleep=vt.sleep, **kw)
+    return PolygonClient(sim.url, api_key=SIM_API_KEY, clock=vt.clock, sleep=vt.sleep, **kw)
 
 
 def fetch(client: PolygonClient, underlying: str = "SPX", **kw):
@@ -74,7 +74,7 @@ def test_official_client_lists_whole_chain_and_agrees_with_our_parsing(sim, vt):
     params = {"expiration_date.lte": "2025-12-22", "strike_price.gte": "5600", "strike_price.lte": "6400",
               "limit": 100}
     # Act
-    theirs = list(RESTClient("sim-key", base=sim.url).list_snapshot_options_chain("I:SPX", params=params))
+    theirs = list(RESTClient(SIM_API_KEY, base=sim.url).list_snapshot_options_chain("I:SPX", params=params))
     ours = fetch(client_for(sim, vt), expiry_days=4, strike_window=None, limit=100, spot_hint=None)
     # Assert: the official client paged through everything, and each field it parses equals ours.
     sel = [c for c in ours.contracts if 5600 <= c.details.strike_price <= 6400]
@@ -180,7 +180,7 @@ def test_5xx_past_the_retries_raises_http_error(sim, vt):
 def test_timeouts_are_retried_then_raise_connection_lost():
     with PolygonSimulator(seed=1) as sim:
         sim.faults.delay_s = 0.4
-        client = PolygonClient(sim.url, api_key="sim-key", plan="developer", timeout_s=0.1, max_retries=1,
+        client = PolygonClient(sim.url, api_key=SIM_API_KEY, plan="developer", timeout_s=0.1, max_retries=1,
                                backoff_initial_s=0.01)
         with pytest.raises(ConnectionLostError, match="timed out.*after 2 attempts"):
             fetch(client, expiry_days=0)
@@ -188,7 +188,7 @@ def test_timeouts_are_retried_then_raise_connection_lost():
 
 def test_401_and_403_raise_entitlement_without_retrying(sim, vt):
     with pytest.raises(EntitlementError, match="401 Unknown API Key") as info:
-        fetch(PolygonClient(sim.url, api_key="wrong", clock=vt.clock, sleep=vt.sleep), expiry_days=0)
+        fetch(PolygonClient(sim.url, api_key="wrong-key-0000", clock=vt.clock, sleep=vt.sleep), expiry_days=0)
     assert info.value.status == 401 and len(sim.requests) == 1
     sim.faults.not_entitled = True
     with pytest.raises(EntitlementError, match="403 You are not entitled"):
@@ -267,7 +267,7 @@ def test_missing_key_names_the_variable(monkeypatch):
     with pytest.raises(ConfigError, match="POLYGON_API_KEY"):
         PolygonClient("http://127.0.0.1:9")
     with pytest.raises(ConfigError, match="unknown Polygon plan"):
-        PolygonClient("http://127.0.0.1:9", api_key="k", plan="platinum")
+        PolygonClient("http://127.0.0.1:9", api_key="k" * 32, plan="platinum")
 
 
 def test_unlimited_plan_and_fractional_rates():
@@ -275,4 +275,4 @@ def test_unlimited_plan_and_fractional_rates():
     clock = ManualClock(0)
     assert RateLimiter(0.5, clock).window_ns == 120 * NS
     assert RateLimiter(5.0, clock).calls == 5
-    assert math.isclose(PolygonClient("http://x", api_key="k", plan="business").calls_per_minute, 6000.0)
+    assert math.isclose(PolygonClient("http://x", api_key="k" * 32, plan="business").calls_per_minute, 6000.0)

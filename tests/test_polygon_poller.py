@@ -10,7 +10,7 @@ import pytest
 from mia.data.polygon.client import PolygonClient
 from mia.data.polygon.models import chain_columns
 from mia.data.polygon.poller import PolygonPoller
-from mia.data.polygon.server import PolygonSimulator
+from mia.data.polygon.server import SIM_API_KEY, PolygonSimulator
 from mia.engine.clock import ManualClock
 from mia.engine.events import (
     FALLBACK_NONE, FALLBACK_PARTIAL, FALLBACK_PREVIOUS, FEED_AVAILABLE, FEED_UNAVAILABLE, FeedStatus, PolygonResponse,
@@ -28,7 +28,7 @@ class Rig:
         self.events: list = []
         self.sim = PolygonSimulator(seed=5, clock=self.clock).start()
         client_kw.setdefault("plan", "developer")
-        self.client = PolygonClient(self.sim.url, api_key="sim-key", clock=self.clock, sleep=self.sleep,
+        self.client = PolygonClient(self.sim.url, api_key=SIM_API_KEY, clock=self.clock, sleep=self.sleep,
                                     backoff_initial_s=0.5, **client_kw)
         self.poller = PolygonPoller(self.client, ("SPX", "NDX"), emit=self.events.append, clock=self.clock,
                                     expiry_days=1, strike_window=0.01, limit=20)
@@ -178,7 +178,7 @@ def test_run_polls_every_underlying_until_stopped():
 
 def test_default_interval_fits_the_plan_budget():
     async def scenario(rig: Rig):
-        starter = PolygonPoller(PolygonClient(rig.sim.url, api_key="k", plan="starter"), ("SPX", "NDX"),
+        starter = PolygonPoller(PolygonClient(rig.sim.url, api_key="k" * 32, plan="starter"), ("SPX", "NDX"),
                                 emit=rig.events.append, clock=rig.clock)
         before = starter.interval_s
         await starter.client.aclose()

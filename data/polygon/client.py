@@ -4,6 +4,11 @@ Layers: ``RateLimiter`` (a sliding window over a minute, set by plan) and ``Poly
 ``httpx.AsyncClient``. The API key travels only in the ``Authorization: Bearer`` header: it is
 stripped from any ``next_url`` (and never added to a URL), so httpx's own request logging, the
 recorded path and query, and every error message are free of it.
+
+A 200 body is recorded as the server sent it, byte for byte. The key is redacted only where it
+can appear: a URL (the recorded path and query, and the ``next_url`` of a body, where a server or
+proxy may append ``apiKey=``) and the error text we write. Keys shorter than ``MIN_KEY_CHARS``
+are refused: they are no real key, and redacting one would rewrite ordinary text.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Final
@@ -22,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 
-from mia.engine.clock import Clock, SystemClock
+from mia.engine.clock import NS_PER_MIN, NS_PER_S, Clock, SystemClock, utc_datetime
 from mia.engine.errors import ConfigError, ConnectionLostError
 
 from .errors import EntitlementError, PolygonHttpError
@@ -40,8 +46,9 @@ log = logging.getLogger(__name__)
 
 ENV_KEY: Final = "POLYGON_API_KEY"
 DEFAULT_BASE_URL: Final = "https://api.polygon.io"
-NS_PER_S: Final = 1_000_000_000
-MINUTE_NS: Final = 60 * NS_PER_S
+# Polygon keys are long random tokens; anything shorter than this is a placeholder or a typo, and
+# redacting it from URLs and error text would rewrite ordinary words.
+MIN_KEY_CHARS: Final = 8
 # free/starter are 5 calls/min (the brief's conservative reading); the "unlimited" plans are
 # held to Polygon's recommended ceiling of 100 requests/s (reference A2, rate limits).
 PLAN_CALLS_PER_MINUTE: Final[dict[str, float]] = {
@@ -55,6 +62,10 @@ PLAN_CALLS_PER_MINUTE: Final[dict[str, float]] = {
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 REDACTED: Final = "<redacted>"
+_REDACTED_B: Final = REDACTED.encode()
+# The next_url string of a page body (raw JSON bytes, escapes kept): the one place in a 200 body
+# where a key can appear.
+_NEXT_URL_RE: Final = re.compile(rb'("next_url"\s*:\s*")((?:[^"\\]|\\.)*)"')
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -103,9 +114,9 @@ class RateLimiter:
         elif calls_per_minute <= 0:
             raise ConfigError(f"calls_per_minute must be positive, got {calls_per_minute}")
         elif calls_per_minute >= 1:
-            self.calls, self.window_ns = int(calls_per_minute), MINUTE_NS
+            self.calls, self.window_ns = int(calls_per_minute), NS_PER_MIN
         else:  # slower than one a minute: one call per 60/cpm seconds
-            self.calls, self.window_ns = 1, int(MINUTE_NS / calls_per_minute)
+            self.calls, self.window_ns = 1, int(NS_PER_MIN / calls_per_minute)
         self._clock = clock
         self._sleep = sleep
         self._grants: collections.deque[int] = collections.deque()
@@ -157,6 +168,9 @@ class PolygonClient:
         key = api_key if api_key is not None else os.environ.get(ENV_KEY)
         if not key:
             raise ConfigError(f"no Polygon API key: set the {ENV_KEY} environment variable or pass api_key")
+        if len(key) < MIN_KEY_CHARS:  # the message never shows the key, nor its length
+            raise ConfigError(f"the Polygon API key is shorter than {MIN_KEY_CHARS} characters: not a real key "
+                              f"(check {ENV_KEY} or [polygon] api_key)")
         if plan not in PLAN_CALLS_PER_MINUTE:
             raise ConfigError(f"unknown Polygon plan {plan!r}: expected one of {', '.join(PLAN_CALLS_PER_MINUTE)}")
         self._key = key
@@ -195,15 +209,30 @@ class PolygonClient:
         await self.aclose()
 
     def redact(self, text: str) -> str:
-        """`text` with the key replaced, for anything built from a server's or a URL's text."""
+        """`text` with the key replaced: for URLs and the error text we write, never for a body."""
         return text.replace(self._key, REDACTED) if self._key in text else text
+
+    def _redact_next_url(self, body: bytes) -> bytes:
+        """`body` as sent, but for the key inside its next_url (a server or proxy that appends
+        ``apiKey=``). The real API leaves the key out of next_url, so this returns `body` itself."""
+        key = self._key_bytes
+        if key not in body:
+            return body
+
+        def clean(m: re.Match[bytes]) -> bytes:
+            return m.group(1) + m.group(2).replace(key, _REDACTED_B) + b'"'
+
+        out = _NEXT_URL_RE.sub(clean, body)
+        if out != body:
+            log.warning("polygon response carried the API key in next_url: redacted there before recording")
+        return out
 
     def chain_query(self, underlying: str, *, expiry_days: int | None, strike_window: float | None,
                     contract_type: str | None, limit: int, spot_hint: float | None = None) -> dict[str, str]:
         """The first page's query parameters. The strike band needs a spot: the hint, else the last seen."""
         params: dict[str, str] = {"limit": str(max(1, min(int(limit), 250)))}
         if expiry_days is not None:
-            today = dt.datetime.fromtimestamp(self.clock.now_ns() / NS_PER_S, NEW_YORK).date()
+            today = utc_datetime(self.clock.now_ns()).astimezone(NEW_YORK).date()
             params["expiration_date.gte"] = today.isoformat()
             params["expiration_date.lte"] = (today + dt.timedelta(days=expiry_days)).isoformat()
         spot = spot_hint if spot_hint is not None else self._last_spot.get(plain_underlying(underlying))
@@ -247,11 +276,14 @@ class PolygonClient:
             resp_body, status, request_id, elapsed_ns, attempts = await self._get(path, query)
             fetch.requests += attempts
             ts_recv = self.clock.now_ns()
+            # what is recorded: the URL without the key, the body as the server sent it
+            shown_path, shown_query = self.redact(path), self.redact(query)
+            recorded_body = self._redact_next_url(resp_body)
             try:
                 page = parse_page(resp_body)
             except PolygonDecodeError as exc:
-                self._deliver(fetch, on_page, FetchedPage(path, query, status, request_id, elapsed_ns, resp_body,
-                                                          ts_recv, page_no, False))
+                self._deliver(fetch, on_page, FetchedPage(shown_path, shown_query, status, request_id, elapsed_ns,
+                                                          recorded_body, ts_recv, page_no, False))
                 raise PolygonDecodeError(f"{self._where(path)} page {page_no}: {exc}") from None
             next_path = next_query = None
             if page.next_url:
@@ -282,8 +314,8 @@ class PolygonClient:
                     if u.price is not None:
                         spot_price = u.price
             final = next_path is None
-            self._deliver(fetch, on_page, FetchedPage(path, query, status, request_id or page.request_id, elapsed_ns,
-                                                      resp_body, ts_recv, page_no, final))
+            self._deliver(fetch, on_page, FetchedPage(shown_path, shown_query, status, request_id or page.request_id,
+                                                      elapsed_ns, recorded_body, ts_recv, page_no, final))
             if final:
                 break
             path, query = next_path, next_query  # follow the cursor as it stands: it embeds the filters
@@ -301,7 +333,8 @@ class PolygonClient:
             on_page(page)
 
     def _where(self, path: str) -> str:
-        return f"{self.base_url}{path}"
+        """base URL and path for messages, without the key."""
+        return self.redact(f"{self.base_url}{path}")
 
     def _backoff_s(self, attempt: int) -> float:
         """Exponential backoff with jitter: a random point in the upper half of the step."""
@@ -332,11 +365,7 @@ class PolygonClient:
             else:
                 elapsed = time.perf_counter_ns() - t0
                 if status == 200:
-                    # The real API leaves the key out of bodies; a server that echoes it must not
-                    # get it recorded (the raw body goes to the log).
-                    if self._key_bytes in body:
-                        body = body.replace(self._key_bytes, REDACTED.encode())
-                    return body, status, "", elapsed, attempt + 1
+                    return body, status, "", elapsed, attempt + 1  # as sent: fetch_chain records it
                 err = parse_error(body)
                 detail = self.redact(err.text)
                 if status in (401, 403):
@@ -351,7 +380,8 @@ class PolygonClient:
                 break
             if delay is None:
                 delay = self._backoff_s(attempt)
-            log.info("polygon retry path=%s attempt=%d problem=%s wait=%.2fs", path, attempt + 1, last_problem, delay)
+            log.info("polygon retry path=%s attempt=%d problem=%s wait=%.2fs", self.redact(path), attempt + 1,
+                     last_problem, delay)
             await self._sleep(delay)
             attempt += 1
         message = f"{where}: {last_problem} after {attempt + 1} attempts"

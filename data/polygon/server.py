@@ -34,15 +34,15 @@ import msgspec
 import numpy as np
 
 from mia.data.market_path import price_at
-from mia.engine.clock import Clock
+from mia.engine.clock import NS_PER_DAY, NS_PER_HOUR, NS_PER_MIN, NS_PER_S, Clock, utc_datetime
 
 from .models import AM_SETTLED_ROOTS, NEW_YORK, settlement_ns
 
 log = logging.getLogger(__name__)
 
-NS_PER_S: Final = 1_000_000_000
-YEAR_NS: Final = 365 * 86_400 * NS_PER_S
-MIN_T_NS: Final = 60 * NS_PER_S  # time to expiry floor: one minute, so 0DTE keeps its greeks
+SIM_API_KEY: Final = "sim-key-not-a-secret"  # the simulator's default key: no real one, long enough for a client
+YEAR_NS: Final = 365 * NS_PER_DAY
+MIN_T_NS: Final = NS_PER_MIN  # time to expiry floor: one minute, so 0DTE keeps its greeks
 MAX_LIMIT: Final = 250
 DEFAULT_LIMIT: Final = 10
 EXPIRY_HORIZON_DAYS: Final = 45
@@ -183,7 +183,7 @@ def third_friday(year: int, month: int) -> dt.date:
 def listed_expiries(underlying: str, now_ns: int, horizon_days: int = EXPIRY_HORIZON_DAYS) -> list[tuple[dt.date, str, bool]]:
     """(expiration date, OCC root, AM-settled) still trading at now_ns, out to horizon_days."""
     spec = INDEXES[underlying]
-    today = dt.datetime.fromtimestamp(now_ns / NS_PER_S, NEW_YORK).date()
+    today = utc_datetime(now_ns).astimezone(NEW_YORK).date()
     out = []
     for k in range(horizon_days + 1):
         day = today + dt.timedelta(days=k)
@@ -211,11 +211,11 @@ def build_chain(seed: int, underlying: str, now_ns: int) -> _Chain:
     """The whole chain of `underlying` ("SPX" | "NDX") as it stands at now_ns."""
     spec = INDEXES[underlying]
     spot = price_at(seed, underlying, now_ns)
-    day_start = now_ns - now_ns % (86_400 * NS_PER_S)
+    day_start = now_ns - now_ns % NS_PER_DAY
     ref_spot = price_at(seed, underlying, day_start)  # OI is set overnight: keyed to the day's open level
-    today = dt.datetime.fromtimestamp(now_ns / NS_PER_S, NEW_YORK).date()
+    today = utc_datetime(now_ns).astimezone(NEW_YORK).date()
     session_open = int(dt.datetime.combine(today, dt.time(9, 30), NEW_YORK).timestamp()) * NS_PER_S
-    session_frac = min(max((now_ns - session_open) / (6.5 * 3600 * NS_PER_S), 0.0), 1.0)
+    session_frac = min(max((now_ns - session_open) / (6.5 * NS_PER_HOUR), 0.0), 1.0)
     parts: dict[str, list[np.ndarray]] = collections.defaultdict(list)
     for day, root, am in listed_expiries(underlying, now_ns):
         iso = day.isoformat()
@@ -398,7 +398,7 @@ _FILTER_FIELDS = ("strike_price", "expiration_date", "contract_type")
 class PolygonSimulator:
     """The simulated API. `start()` binds and serves in a thread; `.url` is its base URL."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, seed: int = 0, api_key: str = "sim-key",
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, seed: int = 0, api_key: str = SIM_API_KEY,
                  calls_per_minute: float | None = None, clock: Clock | None = None, fmv: bool = True) -> None:
         self.host = host
         self.port = port
@@ -531,7 +531,7 @@ class PolygonSimulator:
     def _rate_check(self, now: int) -> int | None:
         """None if the request may be served (and counts it), else the Retry-After in seconds."""
         assert self.calls_per_minute is not None
-        window = 60 * NS_PER_S
+        window = NS_PER_MIN
         with self._lock:
             while self._served and self._served[0] <= now - window:
                 self._served.popleft()
