@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from mia.engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns
+from ..engine.clock import NS_PER_DAY, NS_PER_MIN, NS_PER_S
+from ..engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns
 
-NS_PER_MINUTE = 60 * 1_000_000_000
-NS_PER_DAY = 24 * 60 * NS_PER_MINUTE
 # 2025-06-16 14:00 UTC (10:00 ET), a Monday.
-DEFAULT_TS = 1_750_082_400 * 1_000_000_000
+DEFAULT_TS = 1_750_082_400 * NS_PER_S
 
 
 def synthetic_chain(
@@ -28,7 +27,7 @@ def synthetic_chain(
     so mia computes them all.
     """
     rng = np.random.default_rng(seed)
-    close_today = ts_ns + 6 * 60 * NS_PER_MINUTE  # 16:00 ET
+    close_today = ts_ns + 6 * 60 * NS_PER_MIN  # 16:00 ET
     day_offsets = np.array([0, 1, 2, 3, 4, 7, 8, 9, 10, 11, 14, 21, 28, 35, 49, 63, 91, 182, 273, 365])
     n_exp = len(day_offsets)
     per_exp = max(2, contracts // n_exp)
@@ -40,7 +39,7 @@ def synthetic_chain(
         ks = np.maximum(ks, 5.0)
         exp_ns = close_today + int(days) * NS_PER_DAY
         if days % 7 == 4 and days >= 4:  # a few AM-settled monthlies at 09:30 ET
-            exp_ns -= int(6.5 * 60) * NS_PER_MINUTE
+            exp_ns -= int(6.5 * 60) * NS_PER_MIN
         for right in (RIGHT_CALL, RIGHT_PUT):
             strike_rows.append(ks)
             expiry_rows.append(np.full(ks.shape, exp_ns, dtype=np.int64))

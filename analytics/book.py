@@ -22,16 +22,14 @@ Semantics (the same in `BookReducer` and inside the order-flow reducer):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import msgspec
 import numpy as np
 
 from ..engine.columns import ColumnBatch
 from ._book_kernels import B_HAS_DEPTH, B_RESYNC, N_BSTATE, book_imbalance, book_run
 
 
-@dataclass(frozen=True)
-class BookSnapshot:
+class BookSnapshot(msgspec.Struct, frozen=True):
     """One instrument's book, best level first on each side."""
 
     instrument: int

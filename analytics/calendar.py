@@ -22,17 +22,18 @@ boundaries as an int64 array.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from functools import lru_cache
-from typing import Final, Iterable
+from typing import Final
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from ..engine.clock import NS_PER_DAY, to_ns, utc_datetime
+
 CHICAGO: Final = ZoneInfo("America/Chicago")
 SESSION_OPEN_CT: Final = dt.time(17, 0)
-_UTC: Final = dt.timezone.utc
 _ROLL: Final = dt.timedelta(hours=7)  # 17:00 + 7 h = midnight of the next date
-_NS: Final = 1_000_000_000
 
 
 def _nth_weekday(year: int, month: int, weekday: int, n: int) -> dt.date:
@@ -93,7 +94,7 @@ def is_cme_business_day(day: dt.date, extra_holidays: Iterable[dt.date] = ()) ->
 
 
 def _trade_date(ts_ns: int, extra: frozenset[dt.date]) -> dt.date:
-    local = dt.datetime.fromtimestamp(ts_ns // _NS, tz=_UTC).astimezone(CHICAGO)
+    local = utc_datetime(ts_ns).astimezone(CHICAGO)
     day = (local.replace(tzinfo=None) + _ROLL).date()
     while not is_cme_business_day(day, extra):
         day += dt.timedelta(days=1)
@@ -112,7 +113,7 @@ def cme_trade_date(ts_ns: int, extra_holidays: Iterable[dt.date] = ()) -> int:
 def session_open_ns(day: dt.date) -> int:
     """17:00 America/Chicago on a calendar date, as int ns UTC."""
     local = dt.datetime.combine(day, SESSION_OPEN_CT, tzinfo=CHICAGO)
-    return int(local.astimezone(_UTC).timestamp()) * _NS
+    return to_ns(local)
 
 
 def trade_date_boundaries(start_ns: int, end_ns: int, extra_holidays: Iterable[dt.date] = ()) -> np.ndarray:
@@ -123,8 +124,8 @@ def trade_date_boundaries(start_ns: int, end_ns: int, extra_holidays: Iterable[d
     """
     extra = frozenset(extra_holidays)
     start_ns, end_ns = int(start_ns), int(end_ns)
-    first = dt.datetime.fromtimestamp(start_ns // _NS, tz=_UTC).astimezone(CHICAGO).date()
-    last = dt.datetime.fromtimestamp(end_ns // _NS, tz=_UTC).astimezone(CHICAGO).date()
+    first = utc_datetime(start_ns).astimezone(CHICAGO).date()
+    last = utc_datetime(end_ns).astimezone(CHICAGO).date()
     out = []
     day = first - dt.timedelta(days=1)
     while day <= last + dt.timedelta(days=1):
@@ -139,7 +140,7 @@ def trade_date_start_ns(ts_ns: int, extra_holidays: Iterable[dt.date] = ()) -> i
     """The instant the trade date holding `ts_ns` began (the last boundary at or before it)."""
     extra = frozenset(extra_holidays)
     ts_ns = int(ts_ns)
-    lookback = 4 * 86400 * _NS
+    lookback = 4 * NS_PER_DAY
     while True:
         found = trade_date_boundaries(ts_ns - lookback, ts_ns + 1, extra)
         if len(found):
@@ -155,7 +156,7 @@ def session_table(start_ns: int, end_ns: int, extra_holidays: Iterable[dt.date] 
     """
     extra = frozenset(extra_holidays)
     lo = trade_date_start_ns(start_ns, extra)
-    span = 8 * 86400 * _NS
+    span = 8 * NS_PER_DAY
     while True:
         starts = trade_date_boundaries(lo, int(end_ns) + span, extra)
         if len(starts) and starts[-1] > end_ns:

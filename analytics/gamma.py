@@ -18,36 +18,32 @@ Conventions (see docs/dealer-bias.md and reference/polygon_gamma.md part B):
 
 from __future__ import annotations
 
-import logging
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Final, Literal
 
 import msgspec
 import numpy as np
 
-from mia.engine.config import ConfigBase
-from mia.engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns, ColumnBatch
-from mia.engine.errors import ConfigError, MiaError
-from mia.engine.events import (
+from ..engine.clock import NS_PER_DAY, NS_PER_MIN
+from ..engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns, ColumnBatch
+from ..engine.config import ConfigBase
+from ..engine.errors import ConfigError, MiaError
+from ..engine.events import (
+    FALLBACK_PREVIOUS,
     K_INSTRUMENT,
     K_POLYGON_RESPONSE,
     K_QUOTE,
     K_SOURCE_ERROR,
-    FALLBACK_PREVIOUS,
     GammaLevels,
     PolygonResponse,
     SourceError,
 )
-
 from . import _gamma_kernels as kern
 
-logger = logging.getLogger(__name__)
-
 NAN = math.nan
-NS_PER_YEAR = 365 * 24 * 3600 * 1_000_000_000
-NS_PER_DAY = 24 * 3600 * 1_000_000_000
-MIN_T_NS = 60 * 1_000_000_000
+NS_PER_YEAR: Final = 365 * NS_PER_DAY  # T in years of 365 days
+MIN_T_NS: Final = NS_PER_MIN  # the floor of T: 0DTE contracts count to the last minute
 
 CONVENTIONS: dict[str, tuple[float, float]] = {
     # name: (call sign, put sign)
@@ -92,8 +88,10 @@ class GammaConfig(ConfigBase):
             raise ConfigError("gamma: grid_points >= 2 and 0 < grid_width < 1")
 
 
-@dataclass(frozen=True, eq=False)
-class GammaResult:
+DEFAULT_CONFIG: Final = GammaConfig()
+
+
+class GammaResult(msgspec.Struct, frozen=True, eq=False):
     """Everything compute_gamma found for one chain. Arrays are numpy; NaN means none."""
 
     underlying: str
@@ -216,7 +214,7 @@ def dealer_bias_score(
     return min(1.0, max(-1.0, sum(w * v for w, v in terms) / wsum))
 
 
-def compute_gamma(chain: ChainColumns, config: GammaConfig = GammaConfig(), futures_mid: float = NAN) -> GammaResult:
+def compute_gamma(chain: ChainColumns, config: GammaConfig = DEFAULT_CONFIG, futures_mid: float = NAN) -> GammaResult:
     """The gamma picture of one chain snapshot. Raises ChainDataError when it has none."""
     n = len(chain)
     if n == 0:
@@ -388,7 +386,7 @@ class GammaReducer:
     """
 
     def __init__(self, parse_chain: Callable[[list[PolygonResponse]], ChainColumns],
-                 config: GammaConfig = GammaConfig()) -> None:
+                 config: GammaConfig = DEFAULT_CONFIG) -> None:
         self._parse_chain = parse_chain
         self._config = config
         self._mids: dict[int, float] = {}

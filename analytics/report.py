@@ -12,34 +12,49 @@ matplotlib is an optional extra: ``pip install 'mia[report]'``.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import html
 import io
-import json
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Union
 
+import msgspec
 import numpy as np
 
-from mia.engine.errors import MiaError
-from mia.engine.events import GammaLevels, OrderflowBar
+from ..engine.clock import utc_datetime
+from ..engine.errors import MiaError
+from ..engine.events import GammaLevels, OrderflowBar
+from ..engine.jsonenc import to_json
+from .gamma import GammaResult
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FlowInput", "GammaInput", "Report", "build_report", "MissingExtraError", "vwap_bands"]
+__all__ = [
+    "FigureValues",
+    "FlowInput",
+    "GammaInput",
+    "GammaProfileFigure",
+    "GexFigure",
+    "LevelsFigure",
+    "MissingExtraError",
+    "PriceFigure",
+    "ProfileFigure",
+    "Report",
+    "build_report",
+    "vwap_bands",
+]
 
-NS = 1_000_000_000
+NAN = math.nan
 MAX_POINTS = 20_000  # price-line points per chart; more are thinned (every k-th trade)
+USD_PER_BN = 1e9  # GEX is drawn in $bn per 1% move
 
 
 class MissingExtraError(MiaError):
     """An optional dependency (an extra of the mia package) is not installed."""
 
 
-@dataclass(frozen=True)
-class FlowInput:
+class FlowInput(msgspec.Struct, frozen=True):
     """One futures symbol's day: its trades and its volume profile."""
 
     symbol: str
@@ -55,19 +70,87 @@ class FlowInput:
     bars: Sequence[OrderflowBar] = ()
 
 
-@dataclass(frozen=True)
-class GammaInput:
+class GammaInput(msgspec.Struct, frozen=True):
     """One underlying: its last GammaLevels and the by-strike arrays of the chain behind them
-    (a `mia.analytics.gamma.GammaResult`, or None when no chain was computed)."""
+    (None when no chain was computed)."""
 
     levels: GammaLevels
-    result: object | None = None
+    result: GammaResult | None = None
 
 
-@dataclass
-class Report:
+# --- the values each figure draws (NaN, JSON null, where there is nothing to draw) -------------
+
+
+class Figure(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of the values of one figure; field names are the keys of its JSON."""
+
+
+class PriceFigure(Figure):
+    """``price-SYM``: trade price, VWAP and its bands, cumulative delta (of the trades drawn)."""
+
+    symbol: str
+    trades: int
+    last: float
+    vwap: float
+    vwap_sd: float
+    cum_delta: float
+    bars: int
+
+
+class ProfileFigure(Figure):
+    """``profile-SYM``: the volume profile with POC and value area."""
+
+    symbol: str
+    poc: float
+    va_low: float
+    va_high: float
+    volume: float
+
+
+class GexFigure(Figure):
+    """``gex-U``: GEX by strike and the marked levels; `strikes` drawn (0 without a chain)."""
+
+    underlying: str
+    ts: int
+    spot: float
+    zero_gamma: float
+    call_wall: float
+    put_wall: float
+    max_pain: float
+    total_gex: float
+    dealer_bias: float
+    stale: bool
+    strikes: int = 0
+    net_gex_sum: float = NAN
+
+
+class GammaProfileFigure(Figure):
+    """``gamma-profile-U``: total GEX over the spot grid and the zero-gamma crossings."""
+
+    underlying: str
+    spot: float
+    zero_gamma: float
+    grid_low: float = NAN
+    grid_high: float = NAN
+    crossings: list[float] = []
+
+
+class LevelsFigure(Figure):
+    """``levels-U``: the key levels and dealer bias of each chain snapshot of the day."""
+
+    underlying: str
+    points: int
+    last_dealer_bias: float
+
+
+FigureValues = Union[PriceFigure, ProfileFigure, GexFigure, GammaProfileFigure, LevelsFigure]
+
+
+class Report(msgspec.Struct, frozen=True):
+    """The page and, per figure id, the values that figure draws (JSON: `engine.jsonenc.to_json`)."""
+
     html: str
-    figures: dict = field(default_factory=dict)  # figure id -> the values it draws
+    figures: dict[str, FigureValues] = {}
 
 
 def vwap_bands(price: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -79,14 +162,6 @@ def vwap_bands(price: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndar
         vwap = pv / v
         var = np.maximum(ppv / v - vwap * vwap, 0.0)
     return vwap, np.sqrt(var)
-
-
-def _finite(x) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def _pyplot():
@@ -118,15 +193,15 @@ def _thin(n: int) -> slice:
 # --- figures ------------------------------------------------------------------------------------
 
 
-def _flow_figure(plt, f: FlowInput) -> tuple[str, dict]:
+def _last(a: np.ndarray, empty: float = NAN) -> float:
+    return float(a[-1]) if a.size else empty
+
+
+def _flow_figure(plt, f: FlowInput) -> tuple[str, PriceFigure]:
     vwap, sd = vwap_bands(f.price, f.size)
     delta = np.cumsum(f.size * np.sign(f.side), dtype=np.float64)
-    values = {"symbol": f.symbol, "trades": int(f.price.size),
-              "last": _finite(f.price[-1]) if f.price.size else None,
-              "vwap": _finite(vwap[-1]) if vwap.size else None,
-              "vwap_sd": _finite(sd[-1]) if sd.size else None,
-              "cum_delta": _finite(delta[-1]) if delta.size else 0.0,
-              "bars": len(f.bars)}
+    values = PriceFigure(symbol=f.symbol, trades=int(f.price.size), last=_last(f.price), vwap=_last(vwap),
+                         vwap_sd=_last(sd), cum_delta=_last(delta, 0.0), bars=len(f.bars))
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True,
                                    gridspec_kw={"height_ratios": [3, 1]})
     if f.price.size:
@@ -156,18 +231,18 @@ def _flow_figure(plt, f: FlowInput) -> tuple[str, dict]:
     return _png(plt, fig), values
 
 
-def _profile_figure(plt, f: FlowInput) -> tuple[str, dict]:
-    values = {"symbol": f.symbol, "poc": _finite(f.poc), "va_low": _finite(f.va_low),
-              "va_high": _finite(f.va_high), "volume": float(np.sum(f.profile_volume))}
+def _profile_figure(plt, f: FlowInput) -> tuple[str, ProfileFigure]:
+    values = ProfileFigure(symbol=f.symbol, poc=float(f.poc), va_low=float(f.va_low), va_high=float(f.va_high),
+                           volume=float(np.sum(f.profile_volume)))
     fig, ax = plt.subplots(figsize=(6, 6))
     if f.profile_prices.size:
         step = float(np.min(np.diff(f.profile_prices))) if f.profile_prices.size > 1 else 1.0
         in_va = (f.profile_prices >= f.va_low) & (f.profile_prices <= f.va_high)
         colors = np.where(in_va, "#5b8fd6", "#b8c7dd")
         ax.barh(f.profile_prices, f.profile_volume, height=step * 0.9, color=colors)
-        if values["poc"] is not None:
+        if math.isfinite(values.poc):
             ax.axhline(f.poc, color="#d000d0", lw=1.5, label=f"POC {f.poc:g}")
-        if values["va_low"] is not None and values["va_high"] is not None:
+        if math.isfinite(values.va_low) and math.isfinite(values.va_high):
             ax.axhspan(f.va_low, f.va_high, color="#5b8fd6", alpha=0.08,
                        label=f"value area {f.va_low:g}-{f.va_high:g}")
         ax.legend(loc="lower right", fontsize=8)
@@ -180,18 +255,11 @@ _MARKS = (("spot", "#222222", "-"), ("zero_gamma", "#ff8c00", "--"), ("call_wall
           ("put_wall", "#a000a0", "-"), ("max_pain", "#808080", ":"))
 
 
-def _gamma_values(g: GammaLevels) -> dict:
-    return {"underlying": g.underlying, "ts": g.ts_event, "spot": _finite(g.spot),
-            "zero_gamma": _finite(g.zero_gamma), "call_wall": _finite(g.call_wall),
-            "put_wall": _finite(g.put_wall), "max_pain": _finite(g.max_pain),
-            "total_gex": _finite(g.total_gex), "dealer_bias": _finite(g.dealer_bias),
-            "stale": bool(g.stale)}
-
-
-def _mark(ax, values: dict, horizontal: bool = False) -> None:
+def _mark(ax, values: Figure, horizontal: bool = False) -> None:
+    """A line at each of the marked levels the figure carries (spot, zero gamma, walls, max pain)."""
     for name, color, style in _MARKS:
-        v = values.get(name)
-        if v is None:
+        v = getattr(values, name, NAN)
+        if not math.isfinite(v):
             continue
         label = f"{name.replace('_', ' ')} {v:g}"
         if horizontal:
@@ -200,9 +268,9 @@ def _mark(ax, values: dict, horizontal: bool = False) -> None:
             ax.axvline(v, color=color, ls=style, lw=1.2, label=label)
 
 
-def _gex_figure(plt, gi: GammaInput) -> tuple[str, dict]:
+def _gex_figure(plt, gi: GammaInput) -> tuple[str, GexFigure]:
     g = gi.levels
-    values = _gamma_values(g)
+    n_strikes, net_gex_sum = 0, NAN
     fig, ax = plt.subplots(figsize=(11, 5))
     r = gi.result
     if r is not None and len(r.strikes):
@@ -211,13 +279,16 @@ def _gex_figure(plt, gi: GammaInput) -> tuple[str, dict]:
         sel = (r.strikes >= lo) & (r.strikes <= hi)
         strikes = r.strikes[sel]
         width = float(np.min(np.diff(strikes))) * 0.8 if strikes.size > 1 else 1.0
-        ax.bar(strikes, r.call_gex_by_strike[sel] / 1e9, width=width, color="#00a000", alpha=0.6,
+        ax.bar(strikes, r.call_gex_by_strike[sel] / USD_PER_BN, width=width, color="#00a000", alpha=0.6,
                label="call GEX")
-        ax.bar(strikes, r.put_gex_by_strike[sel] / 1e9, width=width, color="#a000a0", alpha=0.6,
+        ax.bar(strikes, r.put_gex_by_strike[sel] / USD_PER_BN, width=width, color="#a000a0", alpha=0.6,
                label="put GEX")
-        ax.plot(strikes, r.net_gex_by_strike[sel] / 1e9, color="#1f4e9c", lw=1.0, label="net GEX")
-        values["strikes"] = int(strikes.size)
-        values["net_gex_sum"] = _finite(np.sum(r.net_gex_by_strike))
+        ax.plot(strikes, r.net_gex_by_strike[sel] / USD_PER_BN, color="#1f4e9c", lw=1.0, label="net GEX")
+        n_strikes, net_gex_sum = int(strikes.size), float(np.sum(r.net_gex_by_strike))
+    values = GexFigure(underlying=g.underlying, ts=g.ts_event, spot=g.spot, zero_gamma=g.zero_gamma,
+                       call_wall=g.call_wall, put_wall=g.put_wall, max_pain=g.max_pain, total_gex=g.total_gex,
+                       dealer_bias=g.dealer_bias, stale=bool(g.stale), strikes=n_strikes,
+                       net_gex_sum=net_gex_sum)
     ax.axhline(0, color="#999999", lw=0.6)
     _mark(ax, values)
     ax.set_title(f"{g.underlying}: gamma exposure by strike ($bn per 1% move)"
@@ -227,20 +298,20 @@ def _gex_figure(plt, gi: GammaInput) -> tuple[str, dict]:
     return _png(plt, fig), values
 
 
-def _gamma_profile_figure(plt, gi: GammaInput) -> tuple[str, dict]:
+def _gamma_profile_figure(plt, gi: GammaInput) -> tuple[str, GammaProfileFigure]:
     g = gi.levels
-    values = {k: v for k, v in _gamma_values(g).items() if k in ("underlying", "spot", "zero_gamma")}
+    values = GammaProfileFigure(underlying=g.underlying, spot=g.spot, zero_gamma=g.zero_gamma)
     fig, ax = plt.subplots(figsize=(11, 4))
     r = gi.result
     if r is not None and len(r.profile_grid):
-        ax.plot(r.profile_grid, r.profile_gex / 1e9, color="#1f4e9c", lw=1.5, label="total GEX at spot")
-        ax.fill_between(r.profile_grid, r.profile_gex / 1e9, 0, where=r.profile_gex < 0,
+        ax.plot(r.profile_grid, r.profile_gex / USD_PER_BN, color="#1f4e9c", lw=1.5, label="total GEX at spot")
+        ax.fill_between(r.profile_grid, r.profile_gex / USD_PER_BN, 0, where=r.profile_gex < 0,
                         color="#c00000", alpha=0.12, lw=0)
-        values["grid_low"] = float(r.profile_grid[0])
-        values["grid_high"] = float(r.profile_grid[-1])
-        values["crossings"] = [float(x) for x in r.zero_gamma_crossings if math.isfinite(x)]
+        values = msgspec.structs.replace(
+            values, grid_low=float(r.profile_grid[0]), grid_high=float(r.profile_grid[-1]),
+            crossings=[float(x) for x in r.zero_gamma_crossings if math.isfinite(x)])
     ax.axhline(0, color="#999999", lw=0.6)
-    _mark(ax, {k: v for k, v in values.items() if k in ("spot", "zero_gamma")})
+    _mark(ax, values)
     ax.set_title(f"{g.underlying}: gamma profile (sticky strike) and the zero-gamma flip")
     ax.set_xlabel(f"{g.underlying} level")
     ax.set_ylabel("$bn per 1%")
@@ -248,7 +319,7 @@ def _gamma_profile_figure(plt, gi: GammaInput) -> tuple[str, dict]:
     return _png(plt, fig), values
 
 
-def _history_figure(plt, underlying: str, history: Sequence[GammaLevels]) -> tuple[str, dict]:
+def _history_figure(plt, underlying: str, history: Sequence[GammaLevels]) -> tuple[str, LevelsFigure]:
     rows = [g for g in history if g.underlying == underlying]
     t = _times(np.array([g.ts_recv for g in rows], dtype=np.int64))
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True,
@@ -266,8 +337,7 @@ def _history_figure(plt, underlying: str, history: Sequence[GammaLevels]) -> tup
     ax1.legend(loc="upper left", fontsize=8)
     ax2.set_xlabel("UTC")
     fig.autofmt_xdate()
-    values = {"underlying": underlying, "points": len(rows),
-              "last_dealer_bias": _finite(bias[-1]) if bias.size else None}
+    values = LevelsFigure(underlying=underlying, points=len(rows), last_dealer_bias=_last(bias))
     return _png(plt, fig), values
 
 
@@ -283,20 +353,20 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}.muted{color:#777;font-size:12px
 """
 
 
-def _fmt(x, digits: int = 2) -> str:
-    v = _finite(x)
-    return "-" if v is None else f"{v:,.{digits}f}"
+def _fmt(x: float, digits: int = 2) -> str:
+    v = float(x)
+    return f"{v:,.{digits}f}" if math.isfinite(v) else "-"
 
 
 def _utc(ns: int) -> str:
-    t = dt.datetime.fromtimestamp(ns // NS, dt.timezone.utc)
-    return f"{t:%H:%M:%S}"
+    return f"{utc_datetime(ns):%H:%M:%S}"
 
 
-def _figure_html(fig_id: str, png: str, values: dict, caption: str) -> str:
+def _figure_html(fig_id: str, png: str, values: Figure, caption: str) -> str:
+    scalars = ((k, getattr(values, k)) for k in values.__struct_fields__)
     attrs = " ".join(
-        f'data-{k.replace("_", "-")}="{html.escape(json.dumps(v))}"'
-        for k, v in values.items() if isinstance(v, (int, float, str, bool)) or v is None)
+        f'data-{k.replace("_", "-")}="{html.escape(to_json(v))}"'
+        for k, v in scalars if isinstance(v, (int, float, str, bool)))
     return (f'<figure id="{html.escape(fig_id)}" {attrs}>'
             f'<img alt="{html.escape(caption)}" src="data:image/png;base64,{png}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
@@ -311,7 +381,7 @@ def _history_table(history: Sequence[GammaLevels]) -> str:
         rows.append(f"<tr><td class=l>{_utc(g.ts_recv)}</td><td class=l>{html.escape(g.underlying)}</td>"
                     f"<td>{_fmt(g.spot)}</td><td>{_fmt(g.zero_gamma)}</td><td>{_fmt(g.call_wall)}</td>"
                     f"<td>{_fmt(g.put_wall)}</td><td>{_fmt(g.max_pain)}</td>"
-                    f"<td>{_fmt(g.total_gex / 1e9 if math.isfinite(g.total_gex) else g.total_gex)}</td>"
+                    f"<td>{_fmt(g.total_gex / USD_PER_BN)}</td>"
                     f"<td>{_fmt(g.pcr_oi)}</td><td>{_fmt(g.dealer_bias, 3)}</td>"
                     f"<td class=l>{'stale' if g.stale else ''}</td></tr>")
     return f"<table>{head}{''.join(rows)}</table>"
@@ -329,7 +399,7 @@ def build_report(date: str, flows: Sequence[FlowInput], gammas: Sequence[GammaIn
     underlyings = sorted({g.underlying for g in history} | {gi.levels.underlying for gi in gammas})
     total = 2 * len(flows) + 2 * len(gammas) + len(underlyings)
     done = 0
-    figures: dict[str, dict] = {}
+    figures: dict[str, FigureValues] = {}
     parts: list[str] = []
 
     def step() -> None:
@@ -344,15 +414,15 @@ def build_report(date: str, flows: Sequence[FlowInput], gammas: Sequence[GammaIn
         png, vals = _flow_figure(plt, f)
         figures[f"price-{f.symbol}"] = vals
         parts.append(_figure_html(f"price-{f.symbol}", png, vals,
-                                  f"{f.symbol}: {vals['trades']:,} trades; last {_fmt(vals['last'])}, "
-                                  f"VWAP {_fmt(vals['vwap'])} (SD {_fmt(vals['vwap_sd'])}), "
-                                  f"cumulative delta {_fmt(vals['cum_delta'], 0)}"))
+                                  f"{f.symbol}: {vals.trades:,} trades; last {_fmt(vals.last)}, "
+                                  f"VWAP {_fmt(vals.vwap)} (SD {_fmt(vals.vwap_sd)}), "
+                                  f"cumulative delta {_fmt(vals.cum_delta, 0)}"))
         step()
         png, vals = _profile_figure(plt, f)
         figures[f"profile-{f.symbol}"] = vals
         parts.append(_figure_html(f"profile-{f.symbol}", png, vals,
-                                  f"{f.symbol}: POC {_fmt(vals['poc'])}, value area "
-                                  f"{_fmt(vals['va_low'])}-{_fmt(vals['va_high'])}"))
+                                  f"{f.symbol}: POC {_fmt(vals.poc)}, value area "
+                                  f"{_fmt(vals.va_low)}-{_fmt(vals.va_high)}"))
         step()
     if gammas:
         parts.append("<h2>Dealer gamma</h2>")
@@ -361,14 +431,14 @@ def build_report(date: str, flows: Sequence[FlowInput], gammas: Sequence[GammaIn
         png, vals = _gex_figure(plt, gi)
         figures[f"gex-{u}"] = vals
         parts.append(_figure_html(f"gex-{u}", png, vals,
-                                  f"{u} at {_utc(gi.levels.ts_event)} UTC: spot {_fmt(vals['spot'])}, "
-                                  f"zero gamma {_fmt(vals['zero_gamma'])}, call wall {_fmt(vals['call_wall'], 0)}, "
-                                  f"put wall {_fmt(vals['put_wall'], 0)}, max pain {_fmt(vals['max_pain'], 0)}"))
+                                  f"{u} at {_utc(gi.levels.ts_event)} UTC: spot {_fmt(vals.spot)}, "
+                                  f"zero gamma {_fmt(vals.zero_gamma)}, call wall {_fmt(vals.call_wall, 0)}, "
+                                  f"put wall {_fmt(vals.put_wall, 0)}, max pain {_fmt(vals.max_pain, 0)}"))
         step()
         png, vals = _gamma_profile_figure(plt, gi)
         figures[f"gamma-profile-{u}"] = vals
         parts.append(_figure_html(f"gamma-profile-{u}", png, vals,
-                                  f"{u}: total GEX if spot moved, zero gamma {_fmt(vals['zero_gamma'])}"))
+                                  f"{u}: total GEX if spot moved, zero gamma {_fmt(vals.zero_gamma)}"))
         step()
     if history:
         parts.append("<h2>Key levels and dealer bias through the day</h2>")
@@ -379,14 +449,14 @@ def build_report(date: str, flows: Sequence[FlowInput], gammas: Sequence[GammaIn
         png, vals = _history_figure(plt, u, history)
         figures[f"levels-{u}"] = vals
         parts.append(_figure_html(f"levels-{u}", png, vals,
-                                  f"{u}: {vals['points']} chain snapshots"))
+                                  f"{u}: {vals.points} chain snapshots"))
         step()
     if history:
         parts.append(_history_table(history))
     if not parts:
         parts.append("<p>No trades and no options chains in this window.</p>")
     title = f"mia report {html.escape(date)}"
-    data = json.dumps(figures, allow_nan=False).replace("</", "<\\/")
+    data = to_json(figures).replace("</", "<\\/")
     page = ("<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
             f"<title>{title}</title><style>{_CSS}</style></head><body>"
             f"<h1>{title}</h1><p class=muted>{html.escape(subtitle)}</p>"
