@@ -17,7 +17,7 @@ import math
 
 import msgspec
 
-from mia.engine.clock import utc_datetime
+from ..engine.clock import utc_datetime
 
 
 class Metrics(msgspec.Struct, frozen=True, kw_only=True):

@@ -42,6 +42,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable
+from typing import Final
 
 import numpy as np
 
@@ -120,6 +121,9 @@ class MonitorConfig(ConfigBase):
     window_s: float = 60.0
     on_alert: str = ""  # a command run with the alert as JSON on stdin
     quality_span_s: float = 600.0  # the quality alert looks at the windows of this trailing span
+
+
+DEFAULT_CONFIG: Final = MonitorConfig()
 
 
 def latency_bins(values: np.ndarray) -> np.ndarray:
@@ -222,7 +226,7 @@ class _Source:
 class MonitorReducer:
     """Metrics, quality score and alerts of every source, folded from the input rows."""
 
-    def __init__(self, settings: MonitorConfig = MonitorConfig()) -> None:
+    def __init__(self, settings: MonitorConfig = DEFAULT_CONFIG) -> None:
         self.settings = settings
         self.window_ns = max(1, int(round(settings.window_s * NS_PER_S)))
         self.disconnect_ns = int(round(settings.disconnect_alert_s * NS_PER_S))
@@ -741,7 +745,7 @@ class MonitorReducer:
         )
 
 
-def run_monitor(batches: Iterable[ColumnBatch], settings: MonitorConfig = MonitorConfig()
+def run_monitor(batches: Iterable[ColumnBatch], settings: MonitorConfig = DEFAULT_CONFIG
                 ) -> tuple[HealthMetrics, list[Alert]]:
     """Fold a day's input batches (in log order) through a fresh monitor: (metrics, alerts)."""
     mon = MonitorReducer(settings)

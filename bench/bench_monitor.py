@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 from mia.analytics.monitor import NBINS, MonitorReducer, latency_bins
 from mia.engine.columns import ColumnBatch
 from mia.engine.events import (
@@ -96,7 +95,7 @@ def time_python_fold(batch: ColumnBatch, n: int) -> float:
 def run(quick: bool) -> str:
     n = 300_000 if quick else 2_000_000
     rows = make_rows(n)
-    lines = [f"## Monitoring reducer (`bench/bench_monitor.py`)", "",
+    lines = ["## Monitoring reducer (`bench/bench_monitor.py`)", "",
              f"{n:,} market rows (Trade/Quote/BookLevel, 2 instruments, 1 source), a Heartbeat every "
              f"10,000 rows. Target: >= {TARGET_ROWS_PER_S / 1e6:.0f} M rows/s in 4096-row batches "
              "(the monitor must cost little beside the order-flow reducer).", "",

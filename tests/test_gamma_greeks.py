@@ -13,7 +13,6 @@ import math
 import warnings
 
 import pytest
-
 from mia.analytics import _gamma_kernels as kern
 
 with warnings.catch_warnings():

@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-
 from mia.analytics.levels import (
     HEADER,
     Level,

@@ -8,11 +8,15 @@ import json
 import msgspec
 import numpy as np
 import pytest
-
-from mia.analytics.monitor import MonitorReducer, bin_upper_edge, latency_bin, latency_bins, quantile_ns
+from mia.analytics.monitor import (
+    MonitorConfig,
+    MonitorReducer,
+    bin_upper_edge,
+    latency_bin,
+    latency_bins,
+    quantile_ns,
+)
 from mia.engine.columns import ColumnBatch
-from mia.engine.jsonenc import to_json
-from mia.analytics.monitor import MonitorConfig
 from mia.engine.events import (
     ALERT_CLEARED,
     ALERT_RAISED,
@@ -20,11 +24,11 @@ from mia.engine.events import (
     FALLBACK_OTHER_SOURCE,
     FALLBACK_PARTIAL,
     FALLBACK_PREVIOUS,
+    FEED_AVAILABLE,
     FEED_DISCONNECTED,
     FEED_HEARTBEAT_TIMEOUT,
     FEED_LOGGED_ON,
     FEED_UNAVAILABLE,
-    FEED_AVAILABLE,
     Alert,
     EventCodec,
     FeedStatus,
@@ -38,6 +42,7 @@ from mia.engine.events import (
     SourceError,
     Trade,
 )
+from mia.engine.jsonenc import to_json
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -76,8 +81,8 @@ def poly(seconds: float, elapsed_ms: float = 20.0, status: int = 200) -> Polygon
     return PolygonResponse(t, t, "SPX", "/v3/snapshot/options/I:SPX", "limit=250", status, "req", int(elapsed_ms * MS), b"{}")
 
 
-def run(events: list, settings: MonitorConfig = MonitorConfig()) -> tuple[MonitorReducer, list[Alert]]:
-    mon = MonitorReducer(settings)
+def run(events: list, settings: MonitorConfig | None = None) -> tuple[MonitorReducer, list[Alert]]:
+    mon = MonitorReducer(settings or MonitorConfig())
     return mon, mon.on_batch(ColumnBatch.from_events(events))
 
 

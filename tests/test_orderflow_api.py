@@ -6,11 +6,9 @@ import json
 import math
 
 import pytest
-
 from mia.analytics.orderflow import InstrumentSummary, OrderflowConfig, OrderflowReducer
 from mia.engine.columns import ColumnBatch
 from mia.engine.errors import MiaError
-from mia.engine.jsonenc import to_json
 from mia.engine.events import (
     BATCH_BEGIN,
     BATCH_END,
@@ -21,6 +19,7 @@ from mia.engine.events import (
     RecordingEnded,
     Trade,
 )
+from mia.engine.jsonenc import to_json
 
 S = 1_000_000_000
 T0 = 1_717_599_600 * S  # 2024-06-05 15:00 UTC, mid-session

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mia.analytics.calendar import cme_trade_date
 from mia.analytics.orderflow import OrderflowConfig, OrderflowReducer
 from mia.engine.columns import ColumnBatch
