@@ -24,6 +24,7 @@ from mia.engine.events import (
     Heartbeat,
     Instrument,
 )
+from mia.engine.jsonenc import to_json
 
 SOURCE = "dtc:127.0.0.1:11099"
 T0 = 1_718_000_000_000_000_000
@@ -112,11 +113,16 @@ def run(quick: bool) -> str:
         results[size] = rows_in / mon_s
         lines.append(f"| {size} | {rows_in / mon_s / 1e6:.1f} | {rows_in / floor_s / 1e6:.1f} | "
                      f"{mon_s / floor_s:.1f}x |")
+    t0 = time.perf_counter()
+    health = to_json(mon.metrics())  # the typed HealthMetrics of the last run, as `mia health --json`
+    metrics_ms = (time.perf_counter() - t0) * 1e3
     py_n = min(n, 300_000)
     py_s = time_python_fold(rows, py_n)
     lines += ["", f"Peer, plain per-row Python fold (count + latency list per source, then sort): "
               f"{py_n / py_s / 1e6:.2f} M rows/s; MonitorReducer at 4096 rows is "
               f"{results[4096] / (py_n / py_s):.1f}x faster.", "",
+              f"Typed health metrics of the day (`metrics()` + `engine.jsonenc.to_json`): {metrics_ms:.2f} ms, "
+              f"{len(health):,} B of JSON.", "",
               f"Result: {results[4096] / 1e6:.1f} M rows/s at 4096-row batches, target "
               f"{TARGET_ROWS_PER_S / 1e6:.0f} M rows/s: {'met' if results[4096] >= TARGET_ROWS_PER_S else 'NOT met'}.", ""]
     return "\n".join(lines)

@@ -140,12 +140,17 @@ def run(quick: bool) -> str:
     t_of = best_of(lambda: OrderflowReducer(cfg).on_batch(trades), repeat)
     t_mixed = best_of(lambda: OrderflowReducer(cfg).on_batch(mixed), repeat)
     t_pd = best_of(lambda: pandas_reference(trades, cfg), 1 if not quick else 1)
-    bars = OrderflowReducer(cfg).on_batch(trades)
+    reducer = OrderflowReducer(cfg)
+    bars = reducer.on_batch(trades)
     ref = pandas_reference(trades, cfg)
-    # sanity: both sides agree on what they both compute (bars closed by the kernel so far)
+    # sanity: both sides agree on what they both compute (bars closed by the kernel so far), and
+    # the typed summary (InstrumentSummary) holds every trade
     k = len(bars)
+    summary = reducer.summary()[1]
     agree = (np.array_equal([b.volume for b in bars], ref.volume.to_numpy()[:k])
-             and np.array_equal([b.cum_delta for b in bars], ref.cum_delta.to_numpy()[:k]))
+             and np.array_equal([b.cum_delta for b in bars], ref.cum_delta.to_numpy()[:k])
+             and summary.trades == n_trades and summary.volume == float(np.sum(trades.size))
+             and summary.cum_delta == summary.buy_volume - summary.sell_volume)
 
     book = synth_book(n_book)
     BookReducer().on_batch(synth_book(1000))
@@ -164,7 +169,8 @@ def run(quick: bool) -> str:
         f"one instrument, 60 s bars; one `OrderflowReducer.on_batch` call over the whole batch "
         f"(wrapper included), best of {repeat}. Peer: a vectorised pandas reference computing the "
         f"same features (aggressor, trade date, cum delta, VWAP/sd, bar OHLCV, footprint, POC) on "
-        f"the same trades. Bars agree with the reference on volume and cum delta: {agree}.",
+        f"the same trades. Bars agree with the reference on volume and cum delta, and the typed "
+        f"summary counts every trade: {agree}.",
         "",
         "| measure | value | target |",
         "|---|---|---|",
