@@ -13,6 +13,7 @@ import sys
 import click
 
 from mia import __version__
+from mia.engine.bus import DEFAULT_ADDR
 from mia.engine.errors import ConfigError, MiaError, UsageError
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -299,7 +300,7 @@ def _status_printer(quiet: bool):
 @click.option("--poll", type=float, help="Seconds between chain snapshots [fits the plan].")
 @click.option("--no-dtc", is_flag=True, help="Record no DTC connection.")
 @click.option("--no-polygon", is_flag=True, help="Record no options chains.")
-@click.option("--publish", metavar="ADDR", help="ZeroMQ PUB address [tcp://127.0.0.1:5556].")
+@click.option("--publish", metavar="ADDR", help=f"ZeroMQ PUB address [{DEFAULT_ADDR}].")
 @click.option("--no-publish", is_flag=True, help="Do not publish on the bus.")
 @click.option("--levels-file", type=click.Path(dir_okay=False), help="Sierra Chart levels file to keep current.")
 @click.option("--duration", help="Stop after this long (30s, 5m, 1h); default: until Ctrl-C.")
@@ -464,7 +465,7 @@ def sim(dtc_port, polygon_port, seed, rate, duration):
     \b
     Example:
       mia sim --seed 7 &   then   mia record --dtc 127.0.0.1:11099 --symbols ESZ6 \\
-          --polygon-url http://127.0.0.1:8765   (POLYGON_API_KEY=sim-key)
+          --polygon-url http://127.0.0.1:8765   (POLYGON_API_KEY=sim-key-not-a-secret)
     """
     from mia.recorder.sim import SIM_API_KEY, Simulators
 
@@ -485,7 +486,7 @@ def sim(dtc_port, polygon_port, seed, rate, duration):
 
 
 @cli.command()
-@click.argument("addr", default="tcp://127.0.0.1:5556")
+@click.argument("addr", default=DEFAULT_ADDR)
 @click.option("--topic", default="", help="Topic prefix, e.g. Trade.ESZ6 or GammaLevels.")
 @click.option("--count", type=int, default=None, help="Stop after this many events.")
 @click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 
-from mia.engine.clock import Clock
 from mia.config import Config
+from mia.engine.clock import Clock
 from mia.data.dtc.config import DtcConfig
 from mia.data.polygon.config import PolygonConfig
+from mia.data.polygon.server import SIM_API_KEY  # the simulator's own key, not a secret
 
 logger = logging.getLogger(__name__)
 
 SIM_SYMBOLS = ["ESZ6", "NQZ6", "VXZ6"]
-SIM_API_KEY = "sim-key"  # the simulator's own key: not a secret, never a real one
 
 
 class Simulators:
