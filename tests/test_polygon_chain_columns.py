@@ -1,10 +1,12 @@
 """chain_columns (column-at-a-time) is bit-identical to the row-at-a-time implementation it
 replaced, kept here as the reference: on the fixtures, on simulator chains, and on simulator
-rows mangled into every case it must skip or fill with NaN."""
+rows mangled into every case it must skip or fill with NaN. chain_row_count accounts for every
+row the same selection read: placed, repeated or dropped (and why)."""
 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -15,13 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mia.data.polygon import models
-from mia.data.polygon.models import PolygonDecodeError, chain_columns
+from mia.data.polygon.models import DROP_NOT_CALL_PUT, DROP_NOT_OCC, PolygonDecodeError, chain_columns, chain_row_count
 from mia.data.polygon.server import build_chain, contract_row
 from mia.engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns
 from mia.engine.events import PolygonResponse
 
 DATA = Path(__file__).parent / "data" / "polygon"
 NOW = 1_795_183_200 * 1_000_000_000  # 2026-11-20 14:00 UTC
+# an OCC option symbol, written independently of models: root (1-6), yymmdd, C/P, strike x 1000
+OCC = re.compile(r"(?:O:)?([A-Z0-9]{1,6})[0-9]{6}[CP][0-9]{8}")
 ARRAYS = ("strike", "expiry_ns", "right", "open_interest", "volume", "iv", "delta", "gamma",
           "theta", "vega", "bid", "ask", "multiplier", "am_settled")
 
@@ -86,7 +90,10 @@ def reference_chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumn
             t = d.ticker
             if t in seen:
                 continue
-            is_am = models.occ_root(t) in models.AM_SETTLED_ROOTS
+            occ = OCC.fullmatch(t)
+            if occ is None:
+                continue  # no root, so no settlement time: cannot be placed
+            is_am = occ.group(1) in models.AM_SETTLED_ROOTS
             try:
                 exp_ns = models.settlement_ns(d.expiration_date, is_am)
             except ValueError:
@@ -222,7 +229,8 @@ def _mangle(row: dict, how: int, k: int) -> dict:
         row["implied_volatility"] = None
         d["shares_per_contract"] = None
     elif how == 8:
-        d["ticker"] = ("O:SPX", "SPX261218C04500000", "O:X", "", "O:" + "9" * 15)[k % 5]
+        d["ticker"] = ("O:SPX", "SPX261218C04500000", "O:X", "", "O:" + "9" * 15, "FOO",
+                       "O:SPXW261218C0450000X", "O:spxw261218C04500000", "O:SPXWEEK261218C04500000")[k % 9]
     elif how == 9:
         d["shares_per_contract"] = 10
         d["strike_price"] = 4500  # an int in a float field
@@ -236,7 +244,11 @@ def test_mangled_rows_are_identical_to_the_reference(picks, per_page):
     base = SIM_ROWS
     rows = [_mangle(base[i], how, k) for i, how, k in picks]  # repeats: duplicate tickers
     pages = pages_of(rows, per_page)
-    assert_identical(chain_columns(pages), reference_chain_columns(pages))
+    ref = reference_chain_columns(pages)
+    assert_identical(chain_columns(pages), ref)
+    count = chain_row_count(pages)
+    assert count.rows == len(rows) and count.placed == len(ref)
+    assert count.placed + count.duplicates + count.n_dropped == count.rows
 
 
 def test_errors_are_the_reference_errors():
@@ -248,3 +260,26 @@ def test_errors_are_the_reference_errors():
 
 
 SIM_ROWS = sim_rows("SPX", 60)
+
+
+def test_rows_that_cannot_be_placed_are_counted_with_their_reason():
+    # Arrange: 40 rows whose tickers are not OCC option symbols, then a chain with some of each
+    rows = SIM_ROWS[:40]
+    foo = [{**r, "details": {**r["details"], "ticker": f"FOO{i}"}} for i, r in enumerate(rows)]
+    mixed = ([{**r, "details": {**r["details"], "contract_type": "other"}} for r in rows[:3]]
+             + foo[3:5] + rows[5:40] + rows[10:12])
+
+    # Act
+    none_placed = pages_of(foo, 25)
+    some_placed = pages_of(mixed, 25)
+
+    # Assert: chain_columns keeps nothing of the first, and the count says so in one line
+    assert len(chain_columns(none_placed)) == 0
+    count = chain_row_count(none_placed)
+    assert (count.rows, count.placed, count.duplicates, count.dropped) == (40, 0, 0, {DROP_NOT_OCC: 40})
+    assert count.describe() == "SPX chain: 40 of 40 rows dropped: ticker not an OCC option symbol (e.g. 'FOO0')"
+    count = chain_row_count(some_placed)
+    assert (count.rows, count.placed, count.duplicates) == (42, 35, 2) == (len(mixed), len(chain_columns(some_placed)), 2)
+    assert count.dropped == {DROP_NOT_CALL_PUT: 3, DROP_NOT_OCC: 2}
+    assert count.describe() == ("SPX chain: 5 of 42 rows dropped: 3 contract type not call or put (e.g. 'other'); "
+                                "2 ticker not an OCC option symbol (e.g. 'FOO3')")

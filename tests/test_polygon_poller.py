@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import httpx
 import pytest
 
+from mia.analytics.gamma import GammaReducer
 from mia.data.polygon.client import PolygonClient
 from mia.data.polygon.models import chain_columns
 from mia.data.polygon.poller import PolygonPoller
-from mia.data.polygon.server import SIM_API_KEY, PolygonSimulator
+from mia.data.polygon.server import SIM_API_KEY, PolygonSimulator, build_chain, contract_row
 from mia.engine.clock import ManualClock
+from mia.engine.columns import ColumnBatch
 from mia.engine.events import (
     FALLBACK_NONE, FALLBACK_PARTIAL, FALLBACK_PREVIOUS, FEED_AVAILABLE, FEED_UNAVAILABLE, FeedStatus, PolygonResponse,
     SourceError,
@@ -189,3 +192,57 @@ def test_default_interval_fits_the_plan_budget():
     before, after, pages, cpm = run(scenario)
     assert before == pytest.approx(60.0 * 80 / 5.0)  # 2 chains x 40 pages at 5 calls a minute
     assert after == pytest.approx(max(10.0, 60.0 * pages / cpm))
+
+
+def test_a_chain_whose_rows_cannot_be_placed_is_a_source_error_with_its_fallback():
+    # Arrange: a server whose chain is 40 rows over two pages; the tickers can be switched to
+    # names that are not OCC option symbols (nothing tells the settlement time then)
+    clock = ManualClock(T0)
+    chain = build_chain(5, "SPX", T0)
+    good = [contract_row(chain, i, "SPX") for i in range(0, len(chain.strike), len(chain.strike) // 40)][:40]
+    foo = [{**r, "details": {**r["details"], "ticker": f"FOO{i}"}} for i, r in enumerate(good)]
+    serve = {"rows": foo}
+    events: list = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        rows = serve["rows"]
+        if "cursor" not in request.url.params:
+            return httpx.Response(200, json={"status": "OK", "request_id": "a", "results": rows[:25],
+                                             "next_url": "https://api.polygon.io/v3/snapshot/options/I:SPX?cursor=2"})
+        return httpx.Response(200, json={"status": "OK", "request_id": "b", "results": rows[25:]})
+
+    async def scenario() -> list[bool]:
+        async with PolygonClient("http://127.0.0.1:9", api_key=SIM_API_KEY, clock=clock,
+                                 transport=httpx.MockTransport(handler)) as client:
+            poller = PolygonPoller(client, ("SPX",), emit=events.append, clock=clock, expiry_days=None,
+                                   strike_window=None)
+            outcomes = []
+            for rows in (foo, good, foo, foo[:2] + good[2:]):  # none yet, good, previous, partial
+                serve["rows"] = rows
+                outcomes.append(await poller.poll_once("SPX"))
+                clock.advance(30 * NS)
+            return outcomes
+
+    # Act
+    outcomes = asyncio.run(scenario())
+
+    # Assert: each snapshot with dropped rows has its word, naming how many, why and the fallback
+    assert outcomes == [False, True, False, True]
+    errors = [e for e in events if isinstance(e, SourceError)]
+    assert [(e.source, e.underlying, e.status) for e in errors] == [("polygon", "SPX", 200)] * 3
+    all_dropped = "SPX chain: 40 of 40 rows dropped: ticker not an OCC option symbol (e.g. 'FOO0')"
+    assert [e.error for e in errors] == [
+        all_dropped, all_dropped, "SPX chain: 2 of 40 rows dropped: ticker not an OCC option symbol (e.g. 'FOO0')"]
+    assert [e.fallback_kind for e in errors] == [FALLBACK_NONE, FALLBACK_PREVIOUS, FALLBACK_PARTIAL]
+    assert errors[1].stale_age_ns == 30 * NS and errors[2].fallback == "using the 38 contracts placed"
+    feed = [f for f in events if isinstance(f, FeedStatus)]
+    assert [f.status for f in feed] == [FEED_UNAVAILABLE, FEED_AVAILABLE, FEED_UNAVAILABLE, FEED_AVAILABLE]
+    assert "unusable chain" in feed[0].detail
+    # ...and it is what the gamma reducer does with the recorded pages (live or in replay): no
+    # levels from the first, levels from the second, the second's again (stale) after the third,
+    # new levels from the partial fourth
+    pages = [e for e in events if isinstance(e, PolygonResponse)]
+    placed = [len(chain_columns([p for p in pages if p.snapshot_id == sid])) for sid in (1, 2, 3, 4)]
+    assert placed == [0, 40, 0, 38]
+    levels = GammaReducer(chain_columns).on_batch(ColumnBatch.from_events(events))
+    assert [(lv.stale, lv.staleness_ns) for lv in levels] == [(False, 0), (True, 30 * NS), (False, 0)]

@@ -4,19 +4,22 @@ The vendor JSON of ``GET /v3/snapshot/options/{underlying}`` decodes into the fr
 structs below (every field the reference documents; any of them may be missing, so all are
 optional). ``chain_columns`` turns the recorded ``PolygonResponse`` pages of one snapshot into
 ``ChainColumns`` for the gamma reducer. It runs on the reducer path live and in replay alike, so
-it is a pure function of the events: no clock, no logging, no I/O.
+it is a pure function of the events: no clock, no logging, no I/O. ``chain_row_count`` runs the
+same row selection and says which rows it dropped and why (the poller reports them).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Final, Sequence
 from zoneinfo import ZoneInfo
 
 import msgspec
 import numpy as np
 
+from mia.engine.clock import NS_PER_S
 from mia.engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns
 from mia.engine.errors import RemoteProtocolError
 from mia.engine.events import PolygonResponse
@@ -33,6 +36,19 @@ INDEX_UNDERLYINGS: Final = frozenset({"SPX", "NDX", "RUT", "DJX", "VIX", "XSP", 
 AM_SETTLE_TIME: Final = dt.time(9, 30)
 PM_SETTLE_TIME: Final = dt.time(16, 0)
 OCC_SUFFIX_LEN: Final = 15  # yymmdd + C/P + 8-digit strike x 1000
+OCC_STRIKE_LEN: Final = 8
+# An OCC option symbol without its strike digits: "O:" (Polygon's prefix, optional), the root (1 to
+# 6 letters or digits), yymmdd and C/P. The root decides the settlement time (AM_SETTLED_ROOTS).
+_OCC_HEAD: Final = re.compile(r"(?:O:)?([A-Z0-9]{1,6})[0-9]{6}[CP]")
+
+# Why chain_columns drops a row (ChainRowCount.dropped keys).
+DROP_NO_DETAILS: Final = "no contract details"
+DROP_NO_TICKER: Final = "no ticker"
+DROP_NO_STRIKE: Final = "no strike"
+DROP_NO_EXPIRY: Final = "no expiration date"
+DROP_NOT_CALL_PUT: Final = "contract type not call or put"
+DROP_NOT_OCC: Final = "ticker not an OCC option symbol"
+DROP_BAD_EXPIRY: Final = "expiration date not a date"
 
 
 class PolygonDecodeError(RemoteProtocolError):
@@ -249,7 +265,7 @@ def settlement_ns(expiration_date: str, am_settled: bool) -> int:
     if cached is None:
         day = dt.date.fromisoformat(expiration_date)
         at = dt.datetime.combine(day, AM_SETTLE_TIME if am_settled else PM_SETTLE_TIME, NEW_YORK)
-        cached = int(at.timestamp()) * 1_000_000_000
+        cached = int(at.timestamp()) * NS_PER_S
         if len(_SETTLE_CACHE) < 100_000:
             _SETTLE_CACHE[key] = cached
     return cached
@@ -258,21 +274,170 @@ def settlement_ns(expiration_date: str, am_settled: bool) -> int:
 # --- chain -> columns -------------------------------------------------------------------------
 
 
-# (OCC ticker minus its yymmdd+C/P+strike suffix, expiration date) -> (AM-settled, settlement
-# ns), None for a date that does not parse. Whether a contract is AM-settled depends on its root
-# alone, and the root on that ticker prefix alone, so a chain's few thousand rows cost one
-# lookup each. Bounded: a day sees a few hundred expiries per root.
-_PLACEMENT_CACHE: dict[tuple[str, str], tuple[bool, int] | None] = {}
+# (ticker without its strike digits, expiration date) -> (AM-settled, settlement ns), or the
+# DROP_* reason the row cannot be placed. Whether a contract is AM-settled depends on its root
+# alone, and the root on that ticker head alone, so a chain's few thousand rows cost one lookup
+# each. Bounded: a day sees a few hundred expiries per root.
+_PLACEMENT_CACHE: dict[tuple[str, str], tuple[bool, int] | str] = {}
+_EXAMPLE_CHARS: Final = 40
 
 
-def _placement(prefix: str, expiration_date: str) -> tuple[bool, int] | None:
-    # occ_root(prefix + suffix), as far as AM_SETTLED_ROOTS can tell (only short prefixes,
-    # never an AM root, could differ)
-    is_am = (prefix[2:] if prefix.startswith("O:") else prefix) in AM_SETTLED_ROOTS
+def _placement(head: str, expiration_date: str) -> tuple[bool, int] | str:
+    m = _OCC_HEAD.fullmatch(head)
+    if m is None:
+        return DROP_NOT_OCC
+    is_am = m.group(1) in AM_SETTLED_ROOTS
     try:
         return is_am, settlement_ns(expiration_date, is_am)
     except ValueError:
-        return None
+        return DROP_BAD_EXPIRY
+
+
+class ChainRowCount(msgspec.Struct, frozen=True):
+    """What chain_columns made of a snapshot's rows: placed, repeated, or dropped and why."""
+
+    underlying: str
+    snapshot_id: int
+    rows: int  # rows of `results` over every page
+    placed: int  # distinct contracts placed (the rows of ChainColumns)
+    duplicates: int  # rows repeating a placed ticker (the paging bugs): not a loss
+    dropped: dict[str, int] = {}  # DROP_* reason -> rows, in the order first seen
+    examples: dict[str, str] = {}  # DROP_* reason -> the first such row's value, quoted
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def describe(self) -> str:
+        """ "SPX chain: 40 of 40 rows dropped: ticker not an OCC option symbol (e.g. 'FOO')"."""
+        parts = []
+        for reason, n in self.dropped.items():
+            example = self.examples.get(reason)
+            shown = reason if len(self.dropped) == 1 else f"{n} {reason}"
+            parts.append(f"{shown} (e.g. {example})" if example else shown)
+        return (f"{self.underlying} chain: {self.n_dropped} of {self.rows} rows dropped: "
+                + "; ".join(parts))
+
+
+class ChainRowCounter:
+    """The one row selection of a snapshot's pages, fed a page at a time.
+
+    chain_columns builds its columns from it; the poller counts with it as pages arrive, so what
+    the poller reports as dropped is what every reducer drops, live and in replay. Rows are
+    placed first seen first, each ticker once. `add` raises PolygonDecodeError for a page that is
+    not a 200 chain page.
+    """
+
+    def __init__(self, *, keep: bool = False) -> None:
+        self.keep = keep  # keep the placed rows (chain_columns) or only count them
+        self.rows = 0
+        self.placed = 0
+        self.duplicates = 0
+        self.dropped: dict[str, int] = {}
+        self.examples: dict[str, str] = {}
+        self.last: PolygonResponse | None = None
+        self._seen: set[str] = set()
+        self.kept: list[_LeanContract] = []
+        self.details: list[ChainDetails] = []
+        self.tickers: list[str] = []
+        self.right: list[int] = []
+        self.am: list[bool] = []
+        self.expiry: list[int] = []
+
+    def _drop(self, reason: str, example: str | None) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        if example is not None and reason not in self.examples:
+            self.examples[reason] = repr(example[:_EXAMPLE_CHARS])
+
+    def add(self, resp: PolygonResponse) -> None:
+        if resp.status != 200:
+            raise PolygonDecodeError(
+                f"{resp.underlying} snapshot {resp.snapshot_id} page {resp.page}: HTTP {resp.status} is not a chain page"
+            )
+        try:
+            page = _lean_decoder.decode(resp.body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise PolygonDecodeError(
+                f"{resp.underlying} snapshot {resp.snapshot_id} page {resp.page}: body ({len(resp.body)} bytes) "
+                f"does not decode as an options-chain page: {exc}") from None
+        self.last = resp
+        results = page.results or ()
+        self.rows += len(results)
+        # One lean pass picks the rows that can be placed (and their ticker, right, settlement);
+        # chain_columns then builds every other column with one list comprehension over the kept
+        # rows: a snapshot is thousands of rows, and per-row appends to fifteen lists were most
+        # of its cost.
+        seen, keep, drop = self._seen, self.keep, self._drop
+        kept, details, tickers, right, am, expiry = (self.kept, self.details, self.tickers, self.right, self.am,
+                                                     self.expiry)
+        cache = _PLACEMENT_CACHE
+        strike_digits = -OCC_STRIKE_LEN
+        placed_here = 0
+        for row in results:
+            d = row.details
+            if d is None:
+                drop(DROP_NO_DETAILS, None)
+                continue
+            t = d.ticker
+            e = d.expiration_date
+            if t is None or d.strike_price is None or e is None:
+                drop(DROP_NO_TICKER if t is None else DROP_NO_STRIKE if d.strike_price is None else DROP_NO_EXPIRY, t)
+                continue
+            ct = d.contract_type
+            if ct == "call":
+                r = RIGHT_CALL
+            elif ct == "put":
+                r = RIGHT_PUT
+            else:
+                drop(DROP_NOT_CALL_PUT, ct if ct is not None else "null")
+                continue
+            if t in seen:
+                self.duplicates += 1
+                continue
+            key = (t[:strike_digits], e)
+            if key in cache:
+                placed = cache[key]
+            else:
+                placed = _placement(*key)
+                if len(cache) < 100_000:
+                    cache[key] = placed
+            if placed.__class__ is str:
+                drop(placed, e if placed == DROP_BAD_EXPIRY else t)
+                continue
+            strike = t[strike_digits:]
+            if not (strike.isdigit() and strike.isascii()):
+                drop(DROP_NOT_OCC, t)
+                continue
+            seen.add(t)
+            placed_here += 1
+            if keep:
+                kept.append(row)
+                details.append(d)
+                tickers.append(t)
+                right.append(r)
+                am.append(placed[0])
+                expiry.append(placed[1])
+        self.placed += placed_here
+
+    def count(self) -> ChainRowCount:
+        last = self.last
+        return ChainRowCount(underlying="" if last is None else plain_underlying(last.underlying),
+                             snapshot_id=-1 if last is None else int(last.snapshot_id), rows=self.rows,
+                             placed=self.placed, duplicates=self.duplicates, dropped=dict(self.dropped),
+                             examples=dict(self.examples))
+
+
+def chain_row_count(responses: Sequence[PolygonResponse]) -> ChainRowCount:
+    """How chain_columns treats the rows of one snapshot's pages: placed, repeated, dropped (why).
+
+    Same errors as chain_columns (PolygonDecodeError for a page that is not a 200 chain page).
+    """
+    if not responses:
+        raise PolygonDecodeError("chain_row_count: no pages")
+    counter = ChainRowCounter()
+    for resp in responses:
+        counter.add(resp)
+    return counter.count()
 
 
 def _floats(values: list) -> np.ndarray:
@@ -285,67 +450,17 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
 
     Rows keep first-seen order (pages in the given order); a ticker seen again is dropped (the
     paging bugs of reference A1 repeat rows). Rows without ticker, strike, expiration date or a
-    call/put type cannot be placed and are skipped. Missing greeks, IV, OI, volume and quotes are
-    NaN. A page that is not a 200 chain page raises PolygonDecodeError.
+    call/put type, with a ticker that is not an OCC option symbol (its root decides the
+    settlement time) or an expiration date that does not parse cannot be placed and are skipped
+    (chain_row_count says which and why). Missing greeks, IV, OI, volume and quotes are NaN. A
+    page that is not a 200 chain page raises PolygonDecodeError.
     """
     if not responses:
         raise PolygonDecodeError("chain_columns: no pages")
-    # One lean pass picks the rows that can be placed (and their ticker, right, settlement);
-    # every other column is then one list comprehension over the kept rows: a snapshot is
-    # thousands of rows, and per-row appends to fifteen lists were most of its cost.
-    seen: set[str] = set()
-    kept: list[_LeanContract] = []
-    details: list[ChainDetails] = []
-    tickers: list[str] = []
-    right: list[int] = []
-    am: list[bool] = []
-    expiry: list[int] = []
-    cache = _PLACEMENT_CACHE
-    suffix = -OCC_SUFFIX_LEN
+    picked = ChainRowCounter(keep=True)
     for resp in responses:
-        if resp.status != 200:
-            raise PolygonDecodeError(
-                f"{resp.underlying} snapshot {resp.snapshot_id} page {resp.page}: HTTP {resp.status} is not a chain page"
-            )
-        try:
-            page = _lean_decoder.decode(resp.body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            raise PolygonDecodeError(
-                f"{resp.underlying} snapshot {resp.snapshot_id} page {resp.page}: body ({len(resp.body)} bytes) "
-                f"does not decode as an options-chain page: {exc}") from None
-        for row in page.results or ():
-            d = row.details
-            if d is None:
-                continue
-            t = d.ticker
-            e = d.expiration_date
-            if t is None or d.strike_price is None or e is None:
-                continue
-            ct = d.contract_type
-            if ct == "call":
-                r = RIGHT_CALL
-            elif ct == "put":
-                r = RIGHT_PUT
-            else:
-                continue
-            if t in seen:
-                continue
-            key = (t[:suffix], e)
-            if key in cache:
-                placed = cache[key]
-            else:
-                placed = _placement(*key)
-                if len(cache) < 100_000:
-                    cache[key] = placed
-            if placed is None:
-                continue
-            seen.add(t)
-            kept.append(row)
-            details.append(d)
-            tickers.append(t)
-            right.append(r)
-            am.append(placed[0])
-            expiry.append(placed[1])
+        picked.add(resp)
+    kept, details = picked.kept, picked.details
     spot_value = spot_price = None
     for u in reversed([row.underlying_asset for row in kept]):
         if u is None:
@@ -365,8 +480,8 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
         spot=(spot_value if spot_value is not None and not math.isnan(spot_value)
               else math.nan if spot_price is None else spot_price),
         strike=_floats([d.strike_price for d in details]),
-        expiry_ns=np.array(expiry, dtype=np.int64),
-        right=np.array(right, dtype=np.int8),
+        expiry_ns=np.array(picked.expiry, dtype=np.int64),
+        right=np.array(picked.right, dtype=np.int8),
         open_interest=_floats([row.open_interest for row in kept]),
         volume=_floats([None if (day := row.day) is None else day.volume for row in kept]),
         iv=_floats([row.implied_volatility for row in kept]),
@@ -377,7 +492,7 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
         bid=_floats([None if q is None else q.bid for q in quotes]),
         ask=_floats([None if q is None else q.ask for q in quotes]),
         multiplier=_floats([100.0 if (m := d.shares_per_contract) is None else m for d in details]),
-        am_settled=np.array(am, dtype=bool),
-        tickers=tuple(tickers),
+        am_settled=np.array(picked.am, dtype=bool),
+        tickers=tuple(picked.tickers),
         snapshot_id=last.snapshot_id,
     )

@@ -3,8 +3,10 @@
 Each 200 page becomes a ``PolygonResponse`` event (path and query without the key, raw body,
 ``snapshot_id`` increasing per poller, ``page``, ``final=True`` only on the last page of a
 complete snapshot). Each failure becomes a ``SourceError`` naming the fallback consumers should
-take: the last good chain, flagged stale with its age. ``FeedStatus`` events mark an underlying
-turning unavailable and back. Nothing is invented: no synthetic pages, ever.
+take: the last good chain, flagged stale with its age. So do rows of a complete snapshot that
+the gamma reducer cannot place (``chain_row_count``, the reducer's own row selection): some
+dropped, the rest is used; all dropped, the snapshot counts as failed. ``FeedStatus`` events mark
+an underlying turning unavailable and back. Nothing is invented: no synthetic pages, ever.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from mia.engine.events import (
 
 from .client import FetchedPage, PolygonClient
 from .errors import EntitlementError, PolygonHttpError
-from .models import plain_underlying
+from .models import ChainRowCounter, PolygonDecodeError, plain_underlying
 
 log = logging.getLogger(__name__)
 
@@ -133,34 +135,69 @@ class PolygonPoller:
         self.snapshot_id += 1
         snapshot_id = self.snapshot_id
 
+        # The pages as the gamma reducer reads them, live and in replay, counted as they arrive
+        # (a page at a time, between network waits): which rows can it place?
+        counter = ChainRowCounter()
+        unreadable: list[PolygonDecodeError] = []
+
         def record(page: FetchedPage) -> None:
-            self.emit(PolygonResponse(
+            ev = PolygonResponse(
                 ts_event=page.ts_recv, ts_recv=page.ts_recv, underlying=plain, path=page.path,
                 query=page.query, status=page.status, request_id=page.request_id,
                 elapsed_ns=page.elapsed_ns, body=page.body, snapshot_id=snapshot_id, page=page.page,
-                final=page.final))
+                final=page.final)
+            self.emit(ev)
+            if not unreadable:
+                try:
+                    counter.add(ev)
+                except PolygonDecodeError as exc:  # the client raises its own for a bad page
+                    unreadable.append(exc)
 
         try:
             fetch = await self.client.fetch_chain(plain, on_page=record, **self.filters)
         except (MiaError, httpx.HTTPError) as exc:
             self._failed(plain, state, exc)
             return False
-        state.last_good_ns = fetch.pages[-1].ts_recv
         state.pages_last = fetch.requests
+        if unreadable:  # the client could read it, the reducer cannot: no levels will come
+            self._failed(plain, state, unreadable[0])
+            return False
+        count = counter.count()
+        if count.rows and not count.placed:
+            self._failed(plain, state, None, error=self.client.redact(count.describe()), status=200,
+                         what="unusable chain")
+            return False
+        state.last_good_ns = fetch.pages[-1].ts_recv
+        now = self.clock.now_ns()
+        if count.n_dropped:
+            error = self.client.redact(count.describe())
+            log.warning("polygon chain rows dropped underlying=%s error=%s", plain, error)
+            self.emit(SourceError(ts_event=now, ts_recv=now, source=SOURCE, underlying=plain, status=200,
+                                  error=error, fallback=f"using the {count.placed} contracts placed",
+                                  fallback_kind=FALLBACK_PARTIAL))
         if fetch.stop_reason != "complete":
             # The chain is usable (rows de-duplicated) but paging did not end cleanly: say so.
-            now = self.clock.now_ns()
             self.emit(SourceError(ts_event=now, ts_recv=now, source=SOURCE, underlying=plain, status=200,
                                   error=f"{plain}: paging stopped ({fetch.stop_reason}) after {len(fetch.pages)} pages",
                                   fallback=f"using the {len(fetch.contracts)} contracts received",
                                   fallback_kind=FALLBACK_PARTIAL))
-        self._set_available(plain, state, True, f"{plain}: chain of {len(fetch.contracts)} contracts")
+        self._set_available(plain, state, True, f"{plain}: chain of {count.placed} contracts")
         return True
 
-    def _failed(self, plain: str, state: _UnderlyingState, exc: BaseException) -> None:
+    def _failed(self, plain: str, state: _UnderlyingState, exc: BaseException | None, *, error: str = "",
+                status: int = 0, what: str = "") -> None:
+        """A snapshot that gave no chain: a SourceError with the fallback, and the feed unavailable.
+
+        Either `exc` (its class and message) or `error`/`status`/`what` (the text is ours, redacted).
+        """
         now = self.clock.now_ns()
-        status = exc.status if isinstance(exc, PolygonHttpError) else 0
-        message = self.client.redact(str(exc)) or type(exc).__name__
+        if exc is not None:
+            status = exc.status if isinstance(exc, PolygonHttpError) else 0
+            message = self.client.redact(str(exc)) or type(exc).__name__
+            error = f"{type(exc).__name__}: {message}"
+            what = "entitlement" if isinstance(exc, EntitlementError) else "error"
+        else:
+            message = error
         if state.last_good_ns:
             age_ns = now - state.last_good_ns
             at = utc_datetime(state.last_good_ns)
@@ -171,10 +208,9 @@ class PolygonPoller:
             fallback = "none: no chain yet"
             kind = FALLBACK_NONE
         log.warning("polygon chain failed underlying=%s error=%s fallback=%s", plain, message, fallback)
-        self.emit(SourceError(ts_event=now, ts_recv=now, source=SOURCE, error=f"{type(exc).__name__}: {message}",
+        self.emit(SourceError(ts_event=now, ts_recv=now, source=SOURCE, error=error,
                               fallback=fallback, stale_age_ns=age_ns, underlying=plain, status=status,
                               fallback_kind=kind))
-        what = "entitlement" if isinstance(exc, EntitlementError) else "error"
         self._set_available(plain, state, False, f"{plain}: {what}: {message}")
 
     def _set_available(self, plain: str, state: _UnderlyingState, available: bool, detail: str) -> None:
