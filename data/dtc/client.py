@@ -24,7 +24,7 @@ from typing import Callable, Final, Sequence
 
 import msgspec
 
-from mia.engine.clock import Clock
+from mia.engine.clock import NS_PER_S, Clock
 from mia.engine.errors import ConnectionLostError, ProtocolError
 from mia.engine.events import (
     BOOK_CLEAR, FEED_CONNECTED, FEED_DISCONNECTED, FEED_HEARTBEAT_TIMEOUT, FEED_LOGGED_ON,
@@ -184,7 +184,7 @@ class _DtcSession:
         while self.transport is not None and not self.transport.is_closing():
             now = self.loop.time()
             if now >= next_beat:
-                self.send(p.Heartbeat(current_date_time=self.client.clock.now_ns() // 1_000_000_000))
+                self.send(p.Heartbeat(current_date_time=self.client.clock.now_ns() // NS_PER_S))
                 next_beat = now + interval_s
             silence = now - self.last_rx
             if silence > dead_after:

@@ -13,15 +13,14 @@ and mia's ``level`` 0-based. A message with no time of its own gets ``ts_event =
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import math
 from typing import Callable
 
 import msgspec
 
+from mia.engine.clock import NS_PER_MS, NS_PER_S, NS_PER_US, utc_day
 from mia.engine.errors import LocalProtocolError
-
 from mia.engine.events import (
     BATCH_BEGIN, BATCH_END, BOOK_CLEAR, BOOK_DELETE, BOOK_SNAPSHOT, BOOK_UPSERT, FEED_AVAILABLE,
     FEED_SUBSCRIPTION_REJECTED, FEED_UNAVAILABLE, BookLevel, DtcRaw, Event, FeedStatus,
@@ -51,35 +50,35 @@ def ns_from_seconds_f64(x: float) -> int:
     """t_DateTimeWithMilliseconds (double seconds) -> ns, kept to the microsecond; 0 if unset."""
     if not (0.0 < x < 1e12):
         return 0
-    return round(x * 1_000_000) * 1000
+    return round(x * (NS_PER_S // NS_PER_US)) * NS_PER_US
 
 
 def ns_from_seconds_int(x: int) -> int:
     """t_DateTime / t_DateTime4Byte (integer seconds) -> ns; 0 if unset."""
-    return x * 1_000_000_000 if 0 < x < 0xFFFFFFFF else 0
+    return x * NS_PER_S if 0 < x < 0xFFFFFFFF else 0
 
 
 def ns_from_millis(x: int) -> int:
-    return x * 1_000_000 if x > 0 else 0
+    return x * NS_PER_MS if x > 0 else 0
 
 
 def ns_from_micros(x: int) -> int:
-    return x * 1000 if x > 0 else 0
+    return x * NS_PER_US if x > 0 else 0
 
 
 def ns_from_seconds_or_micros(x: int) -> int:
     """803.StartDateTime is µs or seconds by the sender's choice: tell them apart by magnitude."""
     if x <= 0:
         return 0
-    return x * 1_000_000_000 if x < 100_000_000_000 else x * 1000
+    return x * NS_PER_S if x < 100_000_000_000 else x * NS_PER_US
 
 
 @functools.lru_cache(maxsize=64)
 def yyyymmdd(seconds: int) -> int:
+    """t_DateTime (integer seconds, UTC) -> its UTC date as yyyymmdd; 0 if unset."""
     if not 0 < seconds < 0xFFFFFFFF:
         return 0
-    d = dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
-    return d.year * 10000 + d.month * 100 + d.day
+    return int(utc_day(int(seconds) * NS_PER_S).replace("-", ""))
 
 
 class DtcEventMapper:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from mia.data.market_path import price_at
-from mia.engine.clock import Clock, SystemClock
+from mia.engine.clock import NS_PER_DAY, NS_PER_MS, NS_PER_S, Clock, SystemClock
 from mia.engine.errors import ProtocolError
 
 from . import protocol as p
@@ -275,7 +275,7 @@ class _Connection(asyncio.Protocol):
     async def _heartbeats(self) -> None:
         while self.transport is not None and not self.transport.is_closing():
             await asyncio.sleep(self.heartbeat_s)
-            self.send(p.Heartbeat(current_date_time=self.sim.clock.now_ns() // 1_000_000_000))
+            self.send(p.Heartbeat(current_date_time=self.sim.clock.now_ns() // NS_PER_S))
             self.flush()
 
 
@@ -451,7 +451,7 @@ class DtcSimulator:
             session_volume=m.volume, session_num_trades=m.num_trades, open_interest=p.UINT_MAX,
             bid_price=m.bids[0][0], bid_quantity=m.bids[0][1], ask_price=m.asks[0][0],
             ask_quantity=m.asks[0][1], last_trade_price=m.last, last_trade_volume=p.DBL_MAX,
-            bid_ask_date_time=t / 1e9, trading_session_date=t // 1_000_000_000 // 86400 * 86400,
+            bid_ask_date_time=t / NS_PER_S, trading_session_date=(t - t % NS_PER_DAY) // NS_PER_S,
             trading_status=2))
 
     def _market_depth_request(self, conn: _Connection, msg) -> None:
@@ -466,7 +466,7 @@ class DtcSimulator:
         conn.depth[msg.symbol] = msg.symbol_id
         rows = [(p.AT_BID, i + 1, lv) for i, lv in enumerate(m.bids)] + \
                [(p.AT_ASK, i + 1, lv) for i, lv in enumerate(m.asks)]
-        ts = self.clock.now_ns() / 1e9
+        ts = self.clock.now_ns() / NS_PER_S
         for n, (side, level, lv) in enumerate(rows):
             conn.send(p.MarketDepthSnapshotLevel(
                 symbol_id=msg.symbol_id, side=side, price=lv[0], quantity=lv[1], level=level,
@@ -538,7 +538,7 @@ class DtcSimulator:
 
     def _publish(self, m: _Market, t: int, trades, changes, stats, top_changed) -> int:
         n_msgs = len(trades) + (1 if changes else 0) * len(changes) + len(stats) + int(top_changed)
-        ts_s = t / 1e9
+        ts_s = t / NS_PER_S
         for conn in list(self._connections):
             md_id = conn.md.get(m.symbol)
             depth_id = conn.depth.get(m.symbol)
@@ -565,7 +565,7 @@ class DtcSimulator:
                             final_update_in_batch=fin))
                     else:
                         conn.send(p.MarketDepthUpdateLevelFloatWithMilliseconds(
-                            symbol_id=depth_id, date_time=t // 1_000_000, price=price, quantity=qty,
+                            symbol_id=depth_id, date_time=t // NS_PER_MS, price=price, quantity=qty,
                             side=side, update_type=action, num_orders=orders,
                             final_update_in_batch=fin))
                 sent += len(changes)
@@ -575,9 +575,9 @@ class DtcSimulator:
                 if top_changed:
                     conn.send(p.MarketDataUpdateBidAsk(
                         symbol_id=md_id, bid_price=m.bids[0][0], bid_quantity=m.bids[0][1],
-                        ask_price=m.asks[0][0], ask_quantity=m.asks[0][1], date_time=t // 1_000_000_000))
+                        ask_price=m.asks[0][0], ask_quantity=m.asks[0][1], date_time=t // NS_PER_S))
                     sent += 1
-                day = t // 1_000_000_000 // 86400 * 86400
+                day = (t - t % NS_PER_DAY) // NS_PER_S  # the UTC day's start, in DTC seconds
                 for kind in stats:
                     if kind == p.MARKET_DATA_UPDATE_SESSION_VOLUME:
                         conn.send(p.MarketDataUpdateSessionVolume(symbol_id=md_id, volume=m.volume,
