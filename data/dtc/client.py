@@ -27,8 +27,16 @@ import msgspec
 from mia.engine.clock import NS_PER_S, Clock
 from mia.engine.errors import ConnectionLostError, ProtocolError
 from mia.engine.events import (
-    BOOK_CLEAR, FEED_CONNECTED, FEED_DISCONNECTED, FEED_HEARTBEAT_TIMEOUT, FEED_LOGGED_ON,
-    FEED_SUBSCRIBED, BookLevel, Event, FeedStatus, Gap,
+    BOOK_CLEAR,
+    FEED_CONNECTED,
+    FEED_DISCONNECTED,
+    FEED_HEARTBEAT_TIMEOUT,
+    FEED_LOGGED_ON,
+    FEED_SUBSCRIBED,
+    BookLevel,
+    Event,
+    FeedStatus,
+    Gap,
 )
 from mia.engine.instruments import InstrumentRegistry
 

@@ -22,9 +22,23 @@ import msgspec
 from mia.engine.clock import NS_PER_MS, NS_PER_S, NS_PER_US, utc_day
 from mia.engine.errors import LocalProtocolError
 from mia.engine.events import (
-    BATCH_BEGIN, BATCH_END, BOOK_CLEAR, BOOK_DELETE, BOOK_SNAPSHOT, BOOK_UPSERT, FEED_AVAILABLE,
-    FEED_SUBSCRIPTION_REJECTED, FEED_UNAVAILABLE, BookLevel, DtcRaw, Event, FeedStatus,
-    Instrument, Quote, SessionStat, Trade,
+    BATCH_BEGIN,
+    BATCH_END,
+    BOOK_CLEAR,
+    BOOK_DELETE,
+    BOOK_SNAPSHOT,
+    BOOK_UPSERT,
+    FEED_AVAILABLE,
+    FEED_SUBSCRIPTION_REJECTED,
+    FEED_UNAVAILABLE,
+    BookLevel,
+    DtcRaw,
+    Event,
+    FeedStatus,
+    Instrument,
+    Quote,
+    SessionStat,
+    Trade,
 )
 
 from . import protocol as p

@@ -31,6 +31,7 @@ import httpx
 from mia.engine.clock import NS_PER_MIN, NS_PER_S, Clock, SystemClock, utc_datetime
 from mia.engine.errors import ConfigError, ConnectionLostError
 
+from .config import API_KEY_ENV
 from .errors import EntitlementError, PolygonHttpError
 from .models import (
     NEW_YORK,
@@ -44,7 +45,7 @@ from .models import (
 
 log = logging.getLogger(__name__)
 
-ENV_KEY: Final = "POLYGON_API_KEY"
+ENV_KEY: Final = API_KEY_ENV  # the one name, from config.py
 DEFAULT_BASE_URL: Final = "https://api.polygon.io"
 # Polygon keys are long random tokens; anything shorter than this is a placeholder or a typo, and
 # redacting it from URLs and error text would rewrite ordinary words.
@@ -66,6 +67,8 @@ _REDACTED_B: Final = REDACTED.encode()
 # The next_url string of a page body (raw JSON bytes, escapes kept): the one place in a 200 body
 # where a key can appear.
 _NEXT_URL_RE: Final = re.compile(rb'("next_url"\s*:\s*")((?:[^"\\]|\\.)*)"')
+
+_SYSTEM_CLOCK: Final = SystemClock()  # stateless: one for every client by default
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -161,7 +164,7 @@ class PolygonClient:
         backoff_max_s: float = 30.0,
         max_body_bytes: int = MAX_BODY_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
-        clock: Clock = SystemClock(),
+        clock: Clock = _SYSTEM_CLOCK,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:

@@ -21,8 +21,15 @@ import httpx
 from mia.engine.clock import NS_PER_S, Clock, utc_datetime
 from mia.engine.errors import MiaError
 from mia.engine.events import (
-    FALLBACK_NONE, FALLBACK_PARTIAL, FALLBACK_PREVIOUS, FEED_AVAILABLE, FEED_UNAVAILABLE, Event, FeedStatus,
-    PolygonResponse, SourceError,
+    FALLBACK_NONE,
+    FALLBACK_PARTIAL,
+    FALLBACK_PREVIOUS,
+    FEED_AVAILABLE,
+    FEED_UNAVAILABLE,
+    Event,
+    FeedStatus,
+    PolygonResponse,
+    SourceError,
 )
 
 from .client import FetchedPage, PolygonClient

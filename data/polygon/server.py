@@ -25,7 +25,7 @@ import math
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -36,7 +36,7 @@ import numpy as np
 from mia.data.market_path import price_at
 from mia.engine.clock import NS_PER_DAY, NS_PER_HOUR, NS_PER_MIN, NS_PER_S, Clock, utc_datetime
 
-from .models import AM_SETTLED_ROOTS, NEW_YORK, settlement_ns
+from .models import NEW_YORK, settlement_ns
 
 log = logging.getLogger(__name__)
 
