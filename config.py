@@ -24,7 +24,9 @@ from mia.analytics.monitor import MonitorConfig
 from mia.analytics.orderflow import OrderflowConfig
 from mia.data.dtc.config import DtcConfig
 from mia.data.polygon.config import PolygonConfig
-from mia.engine.config import BusConfig, ConfigBase, LogConfig, convert, load_toml
+from mia.engine.bus import BusConfig
+from mia.engine.config import ConfigBase, convert, load_toml
+from mia.engine.log import LogConfig
 
 DEFAULT_CONFIG_FILE = "mia.toml"
 DATA_DIR_ENV = "MIA_DATA_DIR"

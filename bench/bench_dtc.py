@@ -1,8 +1,8 @@
 """DTC benchmarks: codec decode throughput, client throughput and latency over loopback.
 
 - Decode: a buffer of trade (107), bid/ask (108) and depth (140) messages, decoded by
-  (a) ``DtcCodec.feed`` into message structs, (b) ``decode_market_columns`` straight into
-  columns, against (c) the naive peer: one ``struct.unpack`` per header and per body.
+  ``DtcCodec.feed`` into message structs, against the naive peer: one ``struct.unpack`` per
+  header and per body.
 - Client: the simulator runs in its own process (its own core); the client counts messages
   received per second; the peer is a bare asyncio Protocol that only frames the same stream.
 - Latency: simulator at 50 000 msgs/s, from the trade's DateTime (stamped by the simulator when
@@ -20,7 +20,6 @@ import numpy as np
 
 from bench._timing import best_of
 from mia.data.dtc import protocol as p
-from mia.data.dtc.fastpath import decode_market_columns
 from mia.engine.clock import SystemClock
 from mia.engine.events import Trade
 from mia.engine.instruments import InstrumentRegistry
@@ -62,10 +61,8 @@ def _naive(buf: bytes) -> int:
 def bench_decode(quick: bool) -> list[tuple[str, float]]:
     n = 60_000 if quick else 600_000
     buf = _stream(n)
-    decode_market_columns(buf[:1000])  # compile
     rows = [
         ("DtcCodec.feed -> message structs", n / best_of(lambda: p.DtcCodec().feed(buf), 3)),
-        ("decode_market_columns -> columns (numba+numpy)", n / best_of(lambda: decode_market_columns(buf), 3)),
         ("peer: naive struct.unpack per message", n / best_of(lambda: _naive(buf), 3)),
     ]
     return rows

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from bench._timing import best_of
-from mia.engine.clock import ManualClock
-from mia.engine.log import EventLog, day_of
+from mia.engine.clock import ManualClock, utc_day as day_of
+from mia.engine.log import EventLog
 from mia.replay import open_day
 from mia.replay.export import export_day
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import zstandard
 
-from mia.engine.clock import ManualClock
+from mia.engine.clock import NS_PER_DAY, ManualClock, utc_day
 from mia.engine.events import BookLevel, Instrument, Quote, Trade
-from mia.engine.log import NS_PER_DAY, EventLog, day_of
+from mia.engine.log import EventLog
 
 DAY0 = 19_676 * NS_PER_DAY
 START = DAY0 + 14 * 3600 * 10**9  # 14:00 UTC
@@ -68,7 +68,7 @@ def bench_mia(root: Path, events: list) -> dict:
         for ev in events:
             append(ev)
     t_append = time.perf_counter() - t0
-    date = day_of(START)
+    date = utc_day(START)
     size = sum(s.size for s in log.segments(date))
     from mia.engine.fastdecode import warm_up
 
@@ -161,7 +161,7 @@ MEM_CHILD = textwrap.dedent("""
 
 
 def peak_rss_kib(root: Path, mode: str) -> tuple[int, int]:
-    out = subprocess.run([sys.executable, "-c", MEM_CHILD, str(root), day_of(START), mode],
+    out = subprocess.run([sys.executable, "-c", MEM_CHILD, str(root), utc_day(START), mode],
                          capture_output=True, text=True, check=True, timeout=600).stdout.split()
     return int(out[0]), int(out[1])
 

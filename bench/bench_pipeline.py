@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mia.engine.clock import ManualClock
+from mia.engine.clock import ManualClock, utc_day as day_of
 from mia.engine.events import BookLevel, Instrument, PolygonResponse, Quote, Trade
-from mia.engine.log import EventLog, day_of
+from mia.engine.log import EventLog
 
 NS = 1_000_000_000
 START = 1795183200 * NS  # 2026-11-20 14:00 UTC

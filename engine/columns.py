@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .events import K_BOOK_LEVEL, K_QUOTE, K_TRADE, Event, kind_of
+from .events import K_BOOK_LEVEL, K_QUOTE, K_TRADE, BookLevel, Event, Quote, Trade, kind_of
 
 # name -> (dtype, fill value for rows that do not use the column)
 COLUMN_SPEC: dict[str, tuple[type, object]] = {
@@ -133,6 +133,23 @@ class ColumnBatch:
         """The decoded object of row i, for non-columnar kinds."""
         j = int(self.obj[i])
         return self.objects[j] if j >= 0 else None
+
+    def event(self, i: int) -> Event:
+        """The event of row i: market rows rebuilt from their columns, others from `objects`."""
+        k = int(self.kind[i])
+        if k == K_TRADE:
+            return Trade(int(self.ts_event[i]), int(self.ts_recv[i]), int(self.instrument[i]),
+                         float(self.price[i]), float(self.size[i]), int(self.side[i]))
+        if k == K_QUOTE:
+            return Quote(int(self.ts_event[i]), int(self.ts_recv[i]), int(self.instrument[i]),
+                         float(self.bid[i]), float(self.bid_size[i]), float(self.ask[i]),
+                         float(self.ask_size[i]))
+        if k == K_BOOK_LEVEL:
+            return BookLevel(int(self.ts_event[i]), int(self.ts_recv[i]), int(self.instrument[i]),
+                             int(self.side[i]), float(self.price[i]), float(self.size[i]),
+                             int(self.action[i]), int(self.level[i]), int(self.orders[i]),
+                             int(self.flags[i]))
+        return self.objects[int(self.obj[i])]
 
     @staticmethod
     def concat(batches: Sequence["ColumnBatch"]) -> "ColumnBatch":

@@ -1,8 +1,9 @@
 """The machinery of typed, frozen configuration: the base of every config table, TOML loading,
 validation with errors that name the key, secret redaction and the fingerprint.
 
-Each table lives beside what it configures (the log's and the bus's here in engine/, each
-source's in data/, each reducer's in analytics/); `mia.config` composes them into `mia.toml`.
+Each table lives beside what it configures (`LogConfig` in engine/log, `BusConfig` in
+engine/bus, each source's in data/, each reducer's in analytics/) and builds on `ConfigBase`
+from here; `mia.config` composes them into `mia.toml`.
 Secrets never reach the log: the fingerprint recorded in `RecordingStarted` is a hash of the
 config without them.
 """
@@ -13,7 +14,7 @@ import hashlib
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import msgspec
 
@@ -26,28 +27,6 @@ SECRET_FIELDS = frozenset({"api_key", "username", "password", "server_secret", "
 
 class ConfigBase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Every config table: frozen, typed, unknown keys are errors."""
-
-
-class CurveConfig(ConfigBase):
-    """ZeroMQ CURVE keys (z85). With them set, only holders of the client key can subscribe."""
-
-    server_public: str = ""
-    server_secret: str = ""  # secret
-    client_public: str = ""
-    client_secret: str = ""  # secret
-
-
-class BusConfig(ConfigBase):
-    enabled: bool = True
-    address: str = "tcp://127.0.0.1:5556"
-    curve: CurveConfig | None = None
-
-
-class LogConfig(ConfigBase):
-    fsync: Literal["always", "interval", "never"] = "interval"
-    fsync_interval_s: float = 1.0
-    frame_max_events: int = 4096
-    frame_max_ms: float = 100.0
 
 
 def default_data_dir() -> str:

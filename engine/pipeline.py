@@ -2,7 +2,8 @@
 
 Live, `ingest(events)` appends each event to the input segment, publishes it, and hands the
 batch *as it was written* (with the writer's own bracketing and rollover events) to the
-reducers. In replay, `reduce(batch)` receives the same rows decoded from the log. Reducers are
+reducers. Each event is encoded once, by the writer: the bus sends those bytes and the columns
+are decoded from them. In replay, `reduce(batch)` receives the same rows decoded from the log. Reducers are
 pure and see only rows, so both paths produce the same derived events, bit for bit.
 
 Derived events of one batch are merged across reducers by `ts_recv` (stable, in reducer order)
@@ -17,7 +18,8 @@ from typing import Callable, Iterable, Protocol, Sequence
 import msgspec
 
 from .columns import ColumnBatch
-from .events import Event, EventCodec
+from .events import Event
+from .log.format import frame_payload
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ class Writer(Protocol):
 
 
 class Publisher(Protocol):
+    """`publish` per row; a publisher that also has `publish_encoded(stream, rows)` is handed
+    the writer's (seq, event, encoded) rows and sends those bytes."""
+
     def publish(self, stream: str, seq: int, event: Event) -> None: ...
 
 
@@ -63,19 +68,20 @@ class Pipeline:
         self.publish_inputs = publish_inputs
         self.rows_in = 0
         self.derived_out = 0
-        self._written: list[tuple[int, Event]] = []
+        self._written: list[tuple[int, Event, bytes]] = []
         self._derived_seq = 0
-        self._codec = EventCodec()
         self._fast_columns: Callable | None = None
 
     # --- live --------------------------------------------------------------------------------
 
-    def on_input_written(self, seq: int, event: Event) -> None:
-        """The input writer's `on_write` hook: every row it writes, in order, with its seq."""
-        self._written.append((seq, event))
+    def on_input_written(self, seq: int, event: Event, encoded: bytes) -> None:
+        """The input writer's `on_write` hook: every row it writes, in order, with its seq and
+        the bytes it encoded it to."""
+        self._written.append((seq, event, encoded))
 
-    def take_written(self) -> list[tuple[int, Event]]:
-        """Rows the input writer wrote since the last call (bracketing and rollover included)."""
+    def take_written(self) -> list[tuple[int, Event, bytes]]:
+        """(seq, event, encoded) rows the input writer wrote since the last call (bracketing and
+        rollover included)."""
         written, self._written = self._written, []
         return written
 
@@ -95,18 +101,19 @@ class Pipeline:
         if not written:
             return []
         if self.publisher is not None and self.publish_inputs:
-            publish_rows = getattr(self.publisher, "publish_rows", None)
-            if publish_rows is not None:
-                publish_rows("live", written)
+            publish_encoded = getattr(self.publisher, "publish_encoded", None)
+            if publish_encoded is not None:
+                publish_encoded("live", written)
             else:
-                for seq, ev in written:
+                for seq, ev, _ in written:
                     self.publisher.publish("live", seq, ev)
         return self.reduce(self._columns(written))
 
-    def _columns(self, written: list[tuple[int, Event]]) -> ColumnBatch:
-        """The written rows as columns, through the log's own decoder (C + numba, ~3x faster than
-        `ColumnBatch.from_events`, and what replay sees); from_events if it fails."""
-        seqs, events = zip(*written)
+    def _columns(self, written: list[tuple[int, Event, bytes]]) -> ColumnBatch:
+        """The written rows as columns, decoded from the writer's bytes by the log's own decoder
+        (numba, ~3x faster than `ColumnBatch.from_events`, and what replay sees); from_events if
+        it fails."""
+        seqs, events, encoded = zip(*written)
         n = len(events)
         try:
             if self._fast_columns is None:
@@ -116,8 +123,7 @@ class Pipeline:
             # A writer's seqs run contiguously, restarting only at a UTC-day rollover, so
             # last - first == n - 1 means one run: first_seq fills the column.
             contiguous = seqs[-1] - seqs[0] == n - 1
-            batch = self._fast_columns(self._codec.encode_many(list(events)), n,
-                                       seqs[0] if contiguous else -1)
+            batch = self._fast_columns(frame_payload(encoded), n, seqs[0] if contiguous else -1)
             if not contiguous:
                 batch.seq[:] = seqs
             return batch

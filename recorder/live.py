@@ -172,9 +172,9 @@ class Recorder:
 
         publisher = None
         if cfg.bus.enabled:
-            from mia.engine.bus import CurveKeys, Publisher
+            from mia.engine.bus import Publisher
 
-            publisher = Publisher(cfg.bus.address, curve=CurveKeys.from_config(cfg.bus.curve))
+            publisher = Publisher(cfg.bus.address, curve=cfg.bus.curve)
             self.publisher = publisher
         sinks: list = [LevelsSink(cfg.levels_file, fold.orderflow)] if cfg.levels_file else []
         hook = AlertHook(cfg.monitor.on_alert) if cfg.monitor.on_alert else None

@@ -8,8 +8,8 @@ import time
 import msgspec
 import pytest
 
-from mia.engine.bus import CurveKeys, Publisher, Subscriber, generate_curve_keys
-from mia.engine.config import CurveConfig
+from mia.engine.bus import BusConfig, CurveConfig, Publisher, Subscriber, generate_curve_keys
+from mia.engine.config import convert
 from mia.engine.errors import ConfigError
 from mia.engine.events import Trade
 
@@ -50,10 +50,10 @@ def received_while_publishing(pub: Publisher, subs: list[Subscriber], seconds: f
 def test_right_key_receives_no_key_and_wrong_keys_receive_nothing():
     keys = generate_curve_keys()
     stranger = generate_curve_keys()
-    wrong_client = CurveKeys(server_public=keys.server_public, client_public=stranger.client_public,
-                             client_secret=stranger.client_secret)
-    wrong_server = CurveKeys(server_public=stranger.server_public,
-                             client_public=keys.client_public, client_secret=keys.client_secret)
+    wrong_client = CurveConfig(server_public=keys.server_public, client_public=stranger.client_public,
+                               client_secret=stranger.client_secret)
+    wrong_server = CurveConfig(server_public=stranger.server_public,
+                               client_public=keys.client_public, client_secret=keys.client_secret)
     with Publisher(ANY_PORT, curve=keys) as pub:
         subs = [Subscriber(pub.addr, curve=keys), Subscriber(pub.addr),
                 Subscriber(pub.addr, curve=wrong_client), Subscriber(pub.addr, curve=wrong_server)]
@@ -64,18 +64,6 @@ def test_right_key_receives_no_key_and_wrong_keys_receive_nothing():
                 sub.close()
     assert good > 20
     assert (plain, wrong_c, wrong_s) == (0, 0, 0)
-
-
-def test_allowed_clients_admits_extra_keys():
-    keys = generate_curve_keys()
-    other = generate_curve_keys()
-    server = CurveKeys(server_public=keys.server_public, server_secret=keys.server_secret,
-                       client_public=keys.client_public, allowed_clients=(other.client_public,))
-    client = CurveKeys(server_public=keys.server_public, client_public=other.client_public,
-                       client_secret=other.client_secret)
-    with Publisher(ANY_PORT, curve=server) as pub, Subscriber(pub.addr, curve=client) as sub:
-        (count,) = received_while_publishing(pub, [sub], seconds=1.0)
-    assert count > 10
 
 
 def test_without_curve_on_either_side_delivery_is_plain():
@@ -92,24 +80,33 @@ def test_keys_repr_hides_secrets_and_bad_keys_name_the_field_not_the_value():
     assert keys.server_public in text
     bad = "~" + keys.client_secret[1:]  # "~" is not in the z85 alphabet
     with pytest.raises(ConfigError, match="client_secret") as info:
-        CurveKeys(server_public=keys.server_public, client_secret=bad)
+        CurveConfig(server_public=keys.server_public, client_secret=bad)
     assert bad not in str(info.value)
     with pytest.raises(ConfigError, match="server_secret"):
-        msgspec.convert({"server_public": keys.server_public, "server_secret": "short"}, CurveKeys)
+        msgspec.convert({"server_public": keys.server_public, "server_secret": "short"}, CurveConfig)
 
 
-def test_keys_from_the_config():
+def test_keys_come_from_the_bus_table_and_an_empty_table_means_no_curve():
     keys = generate_curve_keys()
-    cfg = CurveConfig(server_public=keys.server_public, server_secret=keys.server_secret,
-                      client_public=keys.client_public, client_secret=keys.client_secret)
-    assert CurveKeys.from_config(cfg) == keys
-    assert CurveKeys.from_config(None) is None
-    assert CurveKeys.from_config(CurveConfig()) is None
+    cfg = convert({"curve": msgspec.to_builtins(keys)}, BusConfig)
+    assert cfg.curve == keys
+    with pytest.raises(ConfigError, match="server_secret"):
+        convert({"curve": {"server_public": keys.server_public, "server_secret": "short"}},
+                BusConfig)
+    # an empty [bus.curve] table: plain delivery, as with no table at all
+    with Publisher(ANY_PORT, curve=CurveConfig()) as pub, \
+            Subscriber(pub.addr, curve=CurveConfig()) as sub:
+        (count,) = received_while_publishing(pub, [sub], seconds=0.5)
+    assert count > 5
+    # client keys without the server's: an error, never a silent plain socket
+    with pytest.raises(ConfigError, match="server_public"):
+        Subscriber("tcp://127.0.0.1:1", curve=CurveConfig(client_public=keys.client_public,
+                                                         client_secret=keys.client_secret))
 
 
 def test_each_side_needs_its_own_secret():
     keys = generate_curve_keys()
-    public_only = CurveKeys(server_public=keys.server_public, client_public=keys.client_public)
+    public_only = CurveConfig(server_public=keys.server_public, client_public=keys.client_public)
     with pytest.raises(ConfigError, match="server_secret"):
         Publisher(ANY_PORT, curve=public_only)
     with pytest.raises(ConfigError, match="client_secret"):

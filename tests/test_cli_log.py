@@ -7,9 +7,9 @@ import json
 from click.testing import CliRunner
 
 from mia.cli import cli
-from mia.engine.clock import ManualClock
+from mia.engine.clock import NS_PER_DAY, ManualClock, utc_day as day_of
 from mia.engine.events import Instrument, Trade
-from mia.engine.log import NS_PER_DAY, EventLog, day_of
+from mia.engine.log import EventLog
 
 DAY0 = 19_676 * NS_PER_DAY
 DATE = day_of(DAY0)

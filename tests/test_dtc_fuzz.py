@@ -100,32 +100,3 @@ def test_valid_streams_split_one_byte_at_a_time_with_trailing_bytes() -> None:
         out = [m for i in range(len(data)) for m in codec.feed(data[i:i + 1])] + codec.feed(tail)
         assert out == SAMPLES
         assert codec.buffered == len(tail)
-
-
-def test_columnar_fast_path_matches_the_event_mapper() -> None:
-    from mia.data.dtc.convert import DtcEventMapper
-    from mia.data.dtc.fastpath import decode_market_columns
-    from mia.engine.events import BookLevel, Quote, Trade
-
-    snapshot_row = p.MarketDepthSnapshotLevel(symbol_id=2, side=2, price=21500.75, quantity=8.0, level=1,
-                                              is_first_message_in_batch=1, date_time=1.7e9)
-    msgs = [SAMPLES[0], SAMPLES[1], SAMPLES[2], snapshot_row,
-            p.MarketDepthUpdateLevel(symbol_id=3, side=2, price=16.05, update_type=2, date_time=1.7e9)]
-    data = b"".join(p.encode_binary(m) for m in msgs) + p.encode_binary(SAMPLES[4])
-    batch, consumed, skipped = decode_market_columns(data + b"\x28\x00")  # plus a partial header
-    assert consumed == len(data) and skipped == 1
-    mapper = DtcEventMapper("dtc:test", {1: "ES", 2: "NQ", 3: "VX"})
-    events: list = []
-    for m in msgs:
-        mapper.on_message(m, 0, events)
-    events = [e for e in events if isinstance(e, (Trade, Quote, BookLevel))]
-    assert len(events) == len(batch)
-    for i, ev in enumerate(events):
-        assert batch.instrument[i] == ev.instrument and batch.ts_event[i] == ev.ts_event
-        if isinstance(ev, Trade):
-            assert (batch.price[i], batch.size[i], batch.side[i]) == (ev.price, ev.size, ev.side)
-        elif isinstance(ev, Quote):
-            assert (batch.bid[i], batch.ask[i], batch.ask_size[i]) == (ev.bid, ev.ask, ev.ask_size)
-        else:
-            assert (batch.side[i], batch.price[i], batch.size[i], batch.action[i], batch.flags[i],
-                    batch.level[i]) == (ev.side, ev.price, ev.size, ev.action, ev.flags, ev.level)

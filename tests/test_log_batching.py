@@ -8,12 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mia.engine.clock import ManualClock
+from mia.engine.clock import NS_PER_DAY, ManualClock, utc_day
 from mia.engine.columns import COLUMN_SPEC, ColumnBatch
 from mia.engine.errors import LogCorruptError
 from mia.engine.events import BookLevel, EventCodec, Gap, Instrument, Quote, Trade
 from mia.engine.fastdecode import decode_columns, decode_columns_into, empty_batch
-from mia.engine.log import NS_PER_DAY, EventLog, day_of
+from mia.engine.log import EventLog
 
 DAY0 = 19_676 * NS_PER_DAY
 SETTINGS = settings(max_examples=20, deadline=None,
@@ -64,7 +64,7 @@ def test_batched_reads_equal_read(tmp_path_factory, events, frame_max, max_rows,
     log = EventLog(tmp_path_factory.mktemp("log"))
     with log.writer(clock=ManualClock(DAY0), frame_max_events=frame_max) as w:
         w.append_many(events)
-    date = day_of(DAY0)
+    date = utc_day(DAY0)
     mid = events[len(events) // 2].ts_recv
     for kw in ({}, {"start": mid}, {"end": mid}, {"kinds": [Trade, Gap, Instrument]},
                {"instruments": ["SYM1"]}, {"instruments": [2], "start": mid}):
@@ -81,7 +81,7 @@ def test_batched_merge_of_two_streams_equals_read(tmp_path_factory, a, b, frame_
             log.writer("other", clock=ManualClock(DAY0), frame_max_events=frame_max) as wb:
         wa.append_many(a)
         wb.append_many(b)
-    date = day_of(DAY0)
+    date = utc_day(DAY0)
     for kw in ({}, {"instruments": ["SYM2"]}):
         got = ColumnBatch.concat(list(log.read_batches(date, max_rows=max_rows, **kw)))
         assert_batches_equal(got, expected(log, date, **kw))
@@ -93,7 +93,7 @@ def test_frames_fill_a_batch_up_to_max_rows(tmp_path):
     with log.writer(clock=ManualClock(DAY0), frame_max_events=10) as w:
         for i in range(1_000):
             w.append(Trade(t + i, t + i, 1, 100.0, 1.0, 1))
-    date = day_of(DAY0)
+    date = utc_day(DAY0)
     sizes = [len(b) for b in log.read_batches(date, max_rows=300)]
     # RecordingStarted is a frame of its own, then frames of 10; RecordingEnded closes the last
     assert sum(sizes) == 1_002 and max(sizes) <= 300 and len(sizes) == 4
@@ -103,12 +103,8 @@ def test_frames_fill_a_batch_up_to_max_rows(tmp_path):
 
 
 def test_rows_before_a_bad_frame_are_handed_on_before_it_is_reported(tmp_path):
-    class ManglingCodec(EventCodec):
-        def encode_many_into(self, events, buf):
-            super().encode_many_into(events, buf)
-            at = buf.find(b"BADSYM")
-            if at >= 0:
-                buf[at:at + 6] = b"\xff\xfe\xfd\xfc\xfb\xfa"
+    def mangling_encode(event) -> bytes:  # what the writer encodes is what the frame holds
+        return EventCodec().encode(event).replace(b"BADSYM", b"\xff\xfe\xfd\xfc\xfb\xfa")
 
     log = EventLog(tmp_path)
     t = DAY0 + 1_000
@@ -116,13 +112,13 @@ def test_rows_before_a_bad_frame_are_handed_on_before_it_is_reported(tmp_path):
     for i in range(5):
         w.append(Trade(t + i, t + i, 1, 1.0, 1.0, 1))
         w.flush()
-    w._codec = ManglingCodec()
+    encode, w._encode = w._encode, mangling_encode
     w.append(Instrument(t + 10, t + 10, 2, "BADSYM", "test", "", 0.25, 50.0))
     w.flush()
-    w._codec = EventCodec()
+    w._encode = encode
     w.append(Trade(t + 20, t + 20, 1, 3.0, 1.0, 1))
     w.close()
-    date = day_of(DAY0)
+    date = utc_day(DAY0)
     seen: list = []
     for b in log.read_batches(date, min_rows=1, on_problem=lambda p: seen.append("problem")):
         seen.append(len(b))

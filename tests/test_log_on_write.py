@@ -12,7 +12,7 @@ def test_on_write_matches_the_log_across_a_rollover(tmp_path):
     clock = ManualClock(T0)
     seen = []
     log = EventLog(tmp_path)
-    w = log.writer("live", clock=clock, on_write=lambda seq, ev: seen.append((seq, ev)))
+    w = log.writer("live", clock=clock, on_write=lambda seq, ev, encoded: seen.append((seq, ev, encoded)))
     w.append(Instrument(T0, T0, 1, "ESZ6", "test"))
     for i in range(100):
         ts = T0 + i * 60 * 10**9  # crosses UTC midnight after 60 trades
@@ -21,6 +21,6 @@ def test_on_write_matches_the_log_across_a_rollover(tmp_path):
     w.close()
     read = [(seq, ev) for d in log.dates() for seq, ev in log.read(d, streams=["live"])]
     assert len(log.dates()) == 2
-    assert [type(e).__name__ for _, e in seen] == [type(e).__name__ for _, e in read]
+    assert [type(e).__name__ for _, e, _ in seen] == [type(e).__name__ for _, e in read]
     codec = EventCodec()  # encodings compare NaN fields bit for bit
-    assert [(s, codec.encode(e)) for s, e in seen] == [(s, codec.encode(e)) for s, e in read]
+    assert [(s, enc) for s, _, enc in seen] == [(s, codec.encode(e)) for s, e in read]

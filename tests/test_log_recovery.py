@@ -15,13 +15,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from mia.engine.clock import ManualClock
+from mia.engine.clock import NS_PER_DAY, ManualClock, utc_day
 from mia.engine.errors import LogCorruptError, LogFormatError
 from mia.engine.events import Instrument, RecordingEnded, RecordingStarted, Trade
-from mia.engine.log import FRAME_HEADER_SIZE, NS_PER_DAY, EventLog, _scan, day_of
+from mia.engine.log import FRAME_HEADER_SIZE, EventLog
+from mia.engine.log.format import open_segment
 
 DAY0 = 19_676 * NS_PER_DAY  # 2023-11-15 00:00 UTC
-DATE = day_of(DAY0)
+DATE = utc_day(DAY0)
 PY = sys.executable
 
 
@@ -54,11 +55,8 @@ CHILD = textwrap.dedent("""
 
 
 def _frames(path: Path):
-    with open(path, "rb") as f:
-        from mia.engine.log import _read_segment_header
-
-        _, _, _, pos = _read_segment_header(f, path)
-        return list(_scan(f, path, pos, path.stat().st_size))
+    with open_segment(path) as seg:
+        return list(seg.scan())
 
 
 def _write_day(root: Path, n: int = 200, frame_max: int = 16) -> list:
@@ -260,22 +258,18 @@ def test_a_frame_with_invalid_utf8_is_a_reported_bad_frame_not_a_crash(tmp_path)
     from mia.engine.events import EventCodec, Instrument, Trade
     from mia.engine.log import EventLog
 
-    class ManglingCodec(EventCodec):
-        def encode_many_into(self, events, buf):
-            super().encode_many_into(events, buf)
-            at = buf.find(b"BADSYM")
-            if at >= 0:
-                buf[at:at + 6] = b"\xff\xfe\xfd\xfc\xfb\xfa"
+    def mangling_encode(event) -> bytes:  # what the writer encodes is what the frame holds
+        return EventCodec().encode(event).replace(b"BADSYM", b"\xff\xfe\xfd\xfc\xfb\xfa")
 
     t = 1_800_000_000 * 10**9
     log = EventLog(tmp_path)
     w = log.writer("live", clock=ManualClock(t))
     w.append(Trade(t, t, 1, 1.0, 1.0, 1))
     w.flush()
-    w._codec = ManglingCodec()
+    encode, w._encode = w._encode, mangling_encode
     w.append(Instrument(t + 1, t + 1, 2, "BADSYM", "test"))
     w.flush()
-    w._codec = EventCodec()
+    w._encode = encode
     w.append(Trade(t + 2, t + 2, 1, 3.0, 1.0, 1))
     w.close()
     date = log.dates()[0]

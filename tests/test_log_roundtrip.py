@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mia.engine.clock import ManualClock
+from mia.engine.clock import NS_PER_DAY, ManualClock, utc_day
 from mia.engine.columns import COLUMN_SPEC, ColumnBatch
 from mia.engine.events import (
     EVENT_TYPES,
@@ -27,7 +27,7 @@ from mia.engine.events import (
     Trade,
 )
 from mia.engine.fastdecode import decode_columns
-from mia.engine.log import NS_PER_DAY, EventLog, day_of
+from mia.engine.log import EventLog
 
 DAY0 = 19_676 * NS_PER_DAY  # 2023-11-15 00:00 UTC
 HOUR = 3_600 * 1_000_000_000
@@ -104,7 +104,7 @@ def test_every_event_type_round_trips(tmp_path_factory, cls, data):
     # Act
     with log.writer(clock=ManualClock(DAY0), frame_max_events=7) as w:
         seqs = [w.append(ev) for ev in events]
-    got = list(log.read(day_of(DAY0)))
+    got = list(log.read(utc_day(DAY0)))
     # Assert
     assert [s for s, _ in got] == list(range(len(events) + 2))
     assert seqs == list(range(1, len(events) + 1))
@@ -124,9 +124,9 @@ def test_seq_and_order_across_frames_and_segments(tmp_path):
                 ev = Trade(run, DAY0 + HOUR + run * 1000 + i, 1, float(i), 1.0, 0)
                 appended.append((w.append(ev), ev))
         clock.advance(10_000)
-    segs = log.segments(day_of(DAY0))
+    segs = log.segments(utc_day(DAY0))
     assert [s.recording_id for s in segs] == ["run0", "run1", "run2"]
-    got = list(log.read(day_of(DAY0)))
+    got = list(log.read(utc_day(DAY0)))
     seqs = [s for s, _ in got]
     assert seqs == list(range(len(got)))  # unique, contiguous, in order
     trades = [(s, e) for s, e in got if type(e) is Trade]
@@ -147,7 +147,7 @@ def test_time_window_read_equals_filter_over_everything(tmp_path):
                 derived.append(Gap(t, t, "x", t - 5, t, "test"))
             else:
                 live.append(Trade(t, t, i % 3, float(i), 1.0, 1))
-    date = day_of(DAY0)
+    date = utc_day(DAY0)
     everything = list(log.read(date))
     assert [e.ts_recv for _, e in everything] == sorted(e.ts_recv for _, e in everything)
     for _ in range(20):
@@ -169,7 +169,7 @@ def test_instrument_symbol_filter(tmp_path):
         w.append(Instrument(DAY0, DAY0, 5, "ESZ3", "dtc"))
         for i in range(50):
             w.append(Trade(DAY0 + i, DAY0 + i, 4 + i % 2, float(i), 1.0, 0))
-    got = [e for _, e in log.read(day_of(DAY0), instruments=["ESZ3"])]
+    got = [e for _, e in log.read(utc_day(DAY0), instruments=["ESZ3"])]
     assert len(got) == 26 and all(e.instrument == 5 for e in got)
 
 
@@ -186,7 +186,7 @@ def test_rollover_across_utc_midnight_loses_nothing(tmp_path):
             clock.set(t)
             trades.append(Trade(t, t, 1 + i % 2, float(i), 1.0, 1))
             w.append(trades[-1])
-    d1, d2 = day_of(start), day_of(start + 2_000_000)
+    d1, d2 = utc_day(start), utc_day(start + 2_000_000)
     assert log.dates() == [d1, d2]
     day1 = list(log.read(d1))
     day2 = list(log.read(d2))
@@ -197,7 +197,7 @@ def test_rollover_across_utc_midnight_loses_nothing(tmp_path):
     kinds2 = [type(e).__name__ for _, e in day2]
     assert kinds2[1:3] == ["Instrument", "Instrument"]
     assert {e.symbol for _, e in day2[1:3]} == {"ESZ3", "NQZ3"}
-    assert all(day_of(e.ts_recv) == d2 for _, e in day2)
+    assert all(utc_day(e.ts_recv) == d2 for _, e in day2)
     got = [e for _, e in day1 + day2 if type(e) is Trade]
     assert got == trades
 
@@ -240,7 +240,7 @@ def test_exception_closes_with_error_reason(tmp_path):
         with log.writer(clock=ManualClock(DAY0)) as w:
             w.append(Trade(DAY0, DAY0, 1, 1.0, 1.0))
             1 / 0
-    last = list(log.read(day_of(DAY0)))[-1][1]
+    last = list(log.read(utc_day(DAY0)))[-1][1]
     assert type(last) is RecordingEnded and last.reason == "error: ZeroDivisionError"
     assert last.events == 2
 
@@ -293,7 +293,7 @@ def test_read_batches_agrees_with_read(tmp_path_factory, events, frame_max):
     log = EventLog(tmp_path_factory.mktemp("log"))
     with log.writer(clock=ManualClock(DAY0), frame_max_events=frame_max) as w:
         w.append_many(events)
-    date = day_of(DAY0)
+    date = utc_day(DAY0)
     typed = list(log.read(date))
     batches = list(log.read_batches(date, min_rows=3))
     assert_batches_equal(ColumnBatch.concat(batches),

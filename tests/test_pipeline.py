@@ -3,6 +3,7 @@
 from mia.engine.columns import ColumnBatch
 from mia.engine.events import (
     K_TRADE,
+    EventCodec,
     OrderflowBar,
     Quote,
     RecordingEnded,
@@ -22,7 +23,7 @@ class FakeWriter:
         seq = len(self.rows)
         self.rows.append(ev)
         if self.on_write:
-            self.on_write(seq, ev)
+            self.on_write(seq, ev, EventCodec().encode(ev))
         return seq
 
 

@@ -16,6 +16,7 @@ from mia.engine.columns import COLUMN_SPEC, ColumnBatch
 from mia.engine.events import (
     BookLevel,
     DtcRaw,
+    EventCodec,
     FeedStatus,
     Gap,
     Heartbeat,
@@ -60,15 +61,16 @@ def assert_same_columns(got: ColumnBatch, want: ColumnBatch) -> None:
 
 
 class _Writer:
-    """Stands in for LogWriter: hands each row to on_write with its seq."""
+    """Stands in for LogWriter: hands each row to on_write with its seq and encoding."""
 
     def __init__(self, on_write, seqs):
         self.on_write = on_write
         self.seqs = iter(seqs)
+        self.codec = EventCodec()
 
     def append(self, ev):
         seq = next(self.seqs)
-        self.on_write(seq, ev)
+        self.on_write(seq, ev, self.codec.encode(ev))
         return seq
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mia.data.dtc.server import DtcSimulator
-from mia.engine.config import BusConfig
+from mia.engine.bus import BusConfig
 from mia.config import Config
 from mia.data.dtc.config import DtcConfig
 from mia.data.polygon.config import PolygonConfig

@@ -20,7 +20,7 @@ import mia.data.polygon.client as polygon_client
 from mia.data.polygon.client import PolygonClient
 from mia.data.polygon.poller import PolygonPoller
 from mia.data.polygon.server import PolygonSimulator
-from mia.engine.config import BusConfig
+from mia.engine.bus import BusConfig
 from mia.config import Config
 from mia.data.polygon.config import PolygonConfig
 from mia.engine.events import (FEED_AVAILABLE, FEED_UNAVAILABLE, FeedStatus, GammaLevels,

@@ -21,7 +21,7 @@ import zstandard
 
 from mia.data.dtc.server import DtcSimulator
 from mia.data.polygon.server import PolygonSimulator
-from mia.engine.bus import CurveKeys, Subscriber, generate_curve_keys
+from mia.engine.bus import CurveConfig as CurveKeys, Subscriber, generate_curve_keys
 from mia.config import Config
 from mia.engine.log import _Frame, _read_segment_header, _scan
 
