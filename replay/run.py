@@ -64,8 +64,11 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     crashed_runs: list[CrashedRun] = []  # with --check: runs verified in part
 
     def json(self) -> dict:
-        """The --json object: {"date", "events", "instruments", "gamma", "check", "crashed_runs"}."""
-        return {"date": self.date, "events": self.events, "instruments": self.instruments,
+        """The --json object: {"date", "events", "instruments", "gamma", "check", "crashed_runs"}
+        (an instrument's figures without its symbol: the symbol is its key)."""
+        instruments = {sym: {f: getattr(s, f) for f in s.__struct_fields__ if f != "symbol"}
+                       for sym, s in self.instruments.items()}
+        return {"date": self.date, "events": self.events, "instruments": instruments,
                 "gamma": self.gamma, "check": self.check, "crashed_runs": self.crashed_runs}
 
 
