@@ -31,6 +31,8 @@ SEQ_BITS: Final = 40
 MAX_SEQ: Final = (1 << SEQ_BITS) - 1
 TOPIC_SEQ_MOD: Final = 1 << 16
 _SEQ_FRAME = struct.Struct(">Q")
+_pack_u64 = _SEQ_FRAME.pack
+_STREAM_BITS: Final[dict[str, int]] = {name: sid << 56 for name, sid in STREAM_IDS.items()}
 
 
 class BusError(MiaError):
@@ -56,10 +58,10 @@ class BusMessage(NamedTuple):
 
 def pack_seq(stream: str, seq: int, topic_seq: int = 0) -> bytes:
     """The 8-byte seq frame (module docstring); BusError when `seq` does not fit 40 bits."""
+    # every published event comes through here: module names bound, one dict lookup
     if not 0 <= seq <= MAX_SEQ:
         raise BusError(f"bus seq {seq} of stream {stream!r} is outside 0..{MAX_SEQ}")
-    return _SEQ_FRAME.pack(STREAM_IDS.get(stream, 0) << 56 | seq << 16
-                           | (topic_seq % TOPIC_SEQ_MOD))
+    return _pack_u64(_STREAM_BITS.get(stream, 0) | seq << 16 | (topic_seq & 0xFFFF))
 
 
 def unpack_seq(frame: bytes) -> tuple[str, int, int]:

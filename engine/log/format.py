@@ -156,7 +156,7 @@ def frame_payload(encoded: Sequence[bytes]) -> bytes:
         head = b"\xdc" + n.to_bytes(2, "big")
     else:
         head = b"\xdd" + n.to_bytes(4, "big")
-    return b"".join((head, *encoded))
+    return head + b"".join(encoded)
 
 
 def encode_frame_header(compressed: bytes, ulen: int, count: int, first_seq: int, ts_lo: int,

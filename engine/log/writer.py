@@ -7,8 +7,10 @@ process loses at most the open frame; a clean close loses nothing. A writer hold
 ``flock`` on its segment while open: that is how readers and ``inspect`` tell a segment being
 written from one whose writer died.
 
-Each event is encoded once, when it is appended: the frame's payload is built from those bytes,
-and the ``on_write`` hook hands them on (the live pipeline builds its columns from them).
+Each event is encoded once. With an ``on_write`` hook, each is encoded as it is appended, the
+hook is handed those bytes (the live pipeline decodes its columns from them and publishes them)
+and the frame's payload is built from them; without one, a frame's events are encoded in one
+call when it is written. Both give the same bytes.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class LogWriter:
         self._encode = EventCodec()._encoder.encode
         self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
         self._pending: list[Event] = []
-        self._pending_encoded: list[bytes] = []  # the open frame's events, encoded
+        self._pending_encoded: list[bytes] = []  # the open frame's events, encoded (on_write)
         self._frame_ts0 = 0  # ts_recv of the open frame's first event
         self._frame_opened_ns = 0  # clock time the open frame got its first event
         self._instruments: dict[int, Instrument] = {}
@@ -166,13 +168,13 @@ class LogWriter:
         if not pending:
             self._frame_ts0 = ts
             self._frame_opened_ns = self._clock.now_ns()
-        encoded = self._encode(event)
         pending.append(event)
-        self._pending_encoded.append(encoded)
         self._events_written += 1
         seq = self._next_seq
         self._next_seq = seq + 1
         if self._on_write is not None:
+            encoded = self._encode(event)
+            self._pending_encoded.append(encoded)
             self._on_write(seq, event, encoded)
         if len(pending) >= self._max_events or ts - self._frame_ts0 >= self._max_ns:
             self._write_frame()
@@ -226,10 +228,10 @@ class LogWriter:
         if not self._pending:
             self._frame_ts0 = event.ts_recv
             self._frame_opened_ns = self._clock.now_ns()
-        encoded = self._encode(event)
         self._pending.append(event)
-        self._pending_encoded.append(encoded)
         if self._on_write is not None:
+            encoded = self._encode(event)
+            self._pending_encoded.append(encoded)
             self._on_write(self._next_seq, event, encoded)
         self._next_seq += 1
 
@@ -314,7 +316,10 @@ class LogWriter:
         n = len(events)
         if not n:
             return
-        payload = frame_payload(self._pending_encoded)
+        if self._on_write is None:
+            payload = self._encode(events)  # one call for the frame: nobody needs them one by one
+        else:
+            payload = frame_payload(self._pending_encoded)
         compressed = self._cctx.compress(payload)
         ts = list(map(_ts_recv_of, events))
         lo, hi = min(ts), max(ts)
