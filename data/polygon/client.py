@@ -64,9 +64,10 @@ RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 REDACTED: Final = "<redacted>"
 _REDACTED_B: Final = REDACTED.encode()
-# The next_url string of a page body (raw JSON bytes, escapes kept): the one place in a 200 body
-# where a key can appear.
-_NEXT_URL_RE: Final = re.compile(rb'("next_url"\s*:\s*")((?:[^"\\]|\\.)*)"')
+# The next_url (or previous_url) string of a page body, raw JSON bytes with escapes kept: the one
+# place in a 200 body where a key can appear (a server or proxy appending apiKey=; Polygon itself
+# leaves it out, reference A1 Pagination).
+_NEXT_URL_RE: Final = re.compile(rb'("(?:next|previous)_url"\s*:\s*")((?:[^"\\]|\\.)*)"')
 
 _SYSTEM_CLOCK: Final = SystemClock()  # stateless: one for every client by default
 
@@ -216,8 +217,8 @@ class PolygonClient:
         return text.replace(self._key, REDACTED) if self._key in text else text
 
     def _redact_next_url(self, body: bytes) -> bytes:
-        """`body` as sent, but for the key inside its next_url (a server or proxy that appends
-        ``apiKey=``). The real API leaves the key out of next_url, so this returns `body` itself."""
+        """`body` as sent, but for the key inside its next_url/previous_url (a server or proxy that
+        appends ``apiKey=``). The real API leaves the key out of both: this returns `body` itself."""
         key = self._key_bytes
         if key not in body:
             return body
