@@ -419,6 +419,9 @@ class EventCodec:
         self._encoder = msgspec.msgpack.Encoder()
         self._one = msgspec.msgpack.Decoder(AnyEvent)
         self._many = msgspec.msgpack.Decoder(list[AnyEvent])
+        # the encoder's own C method: hot paths (the writer, the publisher) call it per event,
+        # without the ~80 ns of a Python wrapper frame
+        self.encode_fast = self._encoder.encode
 
     def encode(self, event: Event) -> bytes:
         return self._encoder.encode(event)

@@ -20,6 +20,7 @@ only, as msgspec's decoder does.
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 from llvmlite import ir
 from numba import njit
@@ -36,9 +37,6 @@ from .events import (
     AnyEvent,
     Event,
 )
-
-import msgspec
-
 
 # Column codes: what the walker does with one msgpack element of an event. Int columns below
 # _C_FIRST_FLOAT take msgpack ints only (as msgspec's decoder does); float columns take every

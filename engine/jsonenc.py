@@ -1,7 +1,7 @@
 """The one JSON encoder of every `--json` output, tail line and report: strict JSON.
 
 msgspec writes NaN and infinities as `null` (the standard's only spelling of "no number"), so no
-output ever carries a bare `NaN`; numpy scalars and arrays, paths and bytes are converted here,
+output ever carries a bare `NaN`; numpy scalars and arrays and paths are converted here (bytes are base64, msgspec's rule),
 once, instead of in each command.
 """
 
@@ -22,8 +22,6 @@ def _hook(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj).hex()
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
     if isinstance(obj, dt.timedelta):

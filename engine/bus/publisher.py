@@ -86,7 +86,7 @@ class Publisher:
             raise
         self.addr = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._send_frame = _frame_sender(self._socket)
-        self._encode = self._codec._encoder.encode  # the C method: see LogWriter
+        self._encode = self._codec.encode_fast  # the C method: see LogWriter
         logger.info("bus publishing addr=%s curve=%s", self.addr, curve is not None)
 
     def _open(self, addr: str, curve: CurveConfig | None, sndhwm: int,

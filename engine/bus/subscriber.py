@@ -12,6 +12,7 @@ import zmq
 
 from ..errors import ConfigError
 from ..events import EventCodec, to_builtins
+from ..jsonenc import to_json
 from .config import CurveConfig, curve_in_use
 from .wire import DEFAULT_ADDR, TOPIC_SEQ_MOD, BusError, BusMessage, unpack_seq
 
@@ -213,11 +214,7 @@ def tail(
         yield from sub.messages(timeout_s=timeout_s, count=count)
 
 
-_json_encoder = msgspec.json.Encoder()
-
-
 def tail_line(msg: BusMessage) -> str:
     """One JSON line: ``{"topic", "stream", "seq", "event": to_builtins(event)}`` (NaN -> null)."""
-    return _json_encoder.encode(
-        {"topic": msg.topic, "stream": msg.stream, "seq": msg.seq, "event": to_builtins(msg.event)}
-    ).decode()
+    return to_json({"topic": msg.topic, "stream": msg.stream, "seq": msg.seq,
+                    "event": to_builtins(msg.event)})

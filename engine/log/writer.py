@@ -101,7 +101,7 @@ class LogWriter:
         self._on_write = on_write
         # the codec's msgspec encoder itself: EventCodec.encode's Python frame costs ~80 ns a
         # call, and this runs for every event recorded
-        self._encode = EventCodec()._encoder.encode
+        self._encode = EventCodec().encode_fast
         self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
         self._pending: list[Event] = []
         self._pending_encoded: list[bytes] = []  # the open frame's events, encoded (on_write)
