@@ -401,12 +401,15 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
 @click.option("--symbols", help="Comma-separated symbols to summarise and publish.")
 @click.option("--publish", metavar="ADDR", help="Publish the replayed events on this ZeroMQ address.")
 @click.option("--check", is_flag=True, help="Recompute every derived event and compare with the live ones.")
+@click.option("--live-only", is_flag=True,
+              help="Fold only what was recorded live (leave out imported and backfilled history).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="mia.toml with the reducer settings used live.")
 @json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def replay(data_dir, date_, from_, to, speed, symbols, publish, check, config_path, as_json, quiet):
+def replay(data_dir, date_, from_, to, speed, symbols, publish, check, live_only, config_path,
+           as_json, quiet):
     """Replay a recorded day through the reducers; --check proves live and replay agree.
 
     \b
@@ -432,6 +435,7 @@ def replay(data_dir, date_, from_, to, speed, symbols, publish, check, config_pa
     try:
         result = replay_day(data_dir, date, start=start, end=end, symbols=_split(symbols),
                             speed=speed, publish=publish, check=check, config=cfg,
+                            live_only=live_only,
                             progress=progress if bar is not None else None)
     finally:
         if bar is not None:

@@ -37,9 +37,12 @@ from mia.engine.log import EventLog
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Fold", "history_dates", "INPUT_STREAMS"]
+__all__ = ["Fold", "history_dates", "LIVE_STREAMS", "INPUT_STREAMS"]
 
-INPUT_STREAMS = ("live",)  # what the live reducers saw; what `--check` recomputes from
+LIVE_STREAMS = ("live",)  # what the live reducers saw; what `--check` recomputes from
+# every input a replay folds by default: what the sources sent live, history imported from
+# Sierra or Databento files, and gaps backfilled after the fact (ts_recv = ts_event for both)
+INPUT_STREAMS = ("live", "import", "backfill")
 
 
 def history_dates(log: EventLog, date: str) -> list[str]:
@@ -116,7 +119,7 @@ class Fold:
             days = days + [date]
         for day in days:
             try:
-                for batch in log.read_batches(day, streams=list(INPUT_STREAMS)):
+                for batch in log.read_batches(day, streams=list(LIVE_STREAMS)):
                     for reducer in self.reducers:
                         reducer.on_batch(batch)
                     self.warmup_rows += len(batch)
@@ -128,13 +131,15 @@ class Fold:
         return days
 
     def day_batches(self, log: EventLog, date: str, *, end: int | None = None,
-                    max_rows: int | None = None) -> Iterator[ColumnBatch]:
-        """Warm up (unless done), then the day's input batches up to `end` (exclusive) for the
-        caller to fold (through `on_batch` or a `Pipeline`). `max_rows=1`: one frame a batch."""
+                    max_rows: int | None = None,
+                    streams: tuple[str, ...] = LIVE_STREAMS) -> Iterator[ColumnBatch]:
+        """Warm up (unless done), then the day's input batches of `streams`, merged by ts_recv,
+        up to `end` (exclusive) for the caller to fold (through `on_batch` or a `Pipeline`).
+        `max_rows=1`: one frame a batch."""
         if self._warmed_up is None:
             self.warm_up(log, date)
         rows = {} if max_rows is None else {"max_rows": max_rows}
-        yield from log.read_batches(date, end=end, streams=list(INPUT_STREAMS), **rows)
+        yield from log.read_batches(date, end=end, streams=list(streams), **rows)
 
     # --- the window --------------------------------------------------------------------------
 

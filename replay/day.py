@@ -31,6 +31,7 @@ from mia.engine.events import (
     Instrument,
 )
 from mia.engine.log import EventLog
+from mia.fold import INPUT_STREAMS, LIVE_STREAMS
 
 __all__ = ["Day", "open_day", "time_span", "kinds_filter"]
 
@@ -68,6 +69,11 @@ class Day:
         if self.date not in self.log.dates():
             raise NoDataError(f"no data for {self.date} under {self.root}")
         self._symbols: dict[int, str] | None = None
+
+    def input_streams(self) -> tuple[str, ...]:
+        """The day's input streams present on disk, live first (derived is output)."""
+        have = {s.stream for s in self.log.segments(self.date)}
+        return tuple(s for s in INPUT_STREAMS if s in have) or LIVE_STREAMS
 
     def symbols(self) -> dict[int, str]:
         """instrument id -> symbol, from the day's Instrument events."""

@@ -82,7 +82,7 @@ def replay_state(root: str, date: str, *, end: int | None = None,
     lo, hi = time_span(day, None, end) if progress else (0, 0)
     state = ReplayState(date=day.date, end=end, events=0, fold=fold)
     parts: dict[int, list[tuple[np.ndarray, ...]]] = {}
-    for batch in fold.day_batches(day.log, day.date, end=end):
+    for batch in fold.day_batches(day.log, day.date, end=end, streams=day.input_streams()):
         for ev in fold.on_batch(batch):
             if isinstance(ev, GammaLevels):
                 state.gamma_history.append(ev)

@@ -16,7 +16,7 @@ from mia.engine.clock import NS_PER_S
 from mia.engine.errors import UsageError
 from mia.engine.events import K_BOOK_LEVEL, K_INSTRUMENT, K_QUOTE, K_TRADE, Event, GammaLevels
 from mia.engine.pipeline import Pipeline
-from mia.fold import Fold
+from mia.fold import LIVE_STREAMS, Fold
 from mia.replay.check import CrashedRun, check_derived
 from mia.replay.day import Day, time_span
 
@@ -72,6 +72,16 @@ class ReplayResult(msgspec.Struct, kw_only=True):
                 "gamma": self.gamma, "check": self.check, "crashed_runs": self.crashed_runs}
 
 
+def _live_derived(day: Day, config, start: int | None, end: int | None) -> list[Event]:
+    """The derived events of a fold over the live stream alone (what `--check` compares when
+    the replay itself also folded imported or backfilled rows)."""
+    fold = Fold(config)
+    out: list[Event] = []
+    for batch in fold.day_batches(day.log, day.date, end=end, streams=LIVE_STREAMS):
+        out.extend(d for d in fold.on_batch(batch) if start is None or d.ts_recv >= start)
+    return out
+
+
 def summary_lines(result: ReplayResult) -> list[str]:
     """The replay's figures for people: one line per instrument and per underlying."""
     lines = []
@@ -100,12 +110,15 @@ def replay_day(
     check: bool = False,
     config: Config | AnalyticsConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
+    live_only: bool = False,
 ) -> ReplayResult:
     """Fold a recorded day through the standard fold; optionally pace, publish and check.
 
     The fold always starts at the day's first row (after the days a recording carried into it):
     its state needs them (symbols, session totals, the last chain). [start, end) bounds what is
-    summarised, paced, published and checked.
+    summarised, paced, published and checked. Imported and backfilled history is folded with
+    the live rows unless `live_only`; `check` always recomputes from the live stream alone, as
+    the recorder computed it.
     """
     t0 = time.perf_counter()
     day = Day(root, date)
@@ -113,6 +126,7 @@ def replay_day(
     factor = SPEEDS.get(str(speed))
     if factor is None:
         raise UsageError(f"bad speed {speed!r}: expected 1, 10 or max")
+    streams = LIVE_STREAMS if live_only else day.input_streams()
     fold = Fold(config)
     fold.warm_up(day.log, day.date)
     if start is not None or fold.warmup_days:
@@ -129,7 +143,8 @@ def replay_day(
     wall0 = first_ts = None
     try:
         # paced replays move frame by frame (~100 ms of market time), not in 16k-row batches
-        for batch in fold.day_batches(day.log, day.date, end=end, max_rows=1 if factor else None):
+        for batch in fold.day_batches(day.log, day.date, end=end, max_rows=1 if factor else None,
+                                      streams=streams):
             sel = None if start is None else batch.ts_recv >= start
             n_in = len(batch) if sel is None else int(sel.sum())
             if factor and n_in:
@@ -166,7 +181,9 @@ def replay_day(
             last_gamma[ev.underlying] = ev
     result.gamma = {u: GammaSummary.of(g) for u, g in last_gamma.items()}
     if check:
-        verdict = check_derived(day.log, day.date, derived_in_window, start=start, end=end)
+        recomputed = (derived_in_window if streams == LIVE_STREAMS
+                      else _live_derived(day, config, start, end))
+        verdict = check_derived(day.log, day.date, recomputed, start=start, end=end)
         result.check, result.mismatch = verdict.check, verdict.mismatch
         result.crashed_runs = verdict.crashed_runs
     result.seconds = time.perf_counter() - t0

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from mia.config import AnalyticsConfig, Config
+from mia.engine.clock import ManualClock
 from mia.engine.columns import ColumnBatch
 from mia.engine.events import (
     K_GAMMA_LEVELS,
@@ -160,3 +161,25 @@ def test_a_fold_warms_up_once(tmp_path):
     fold.warm_up(log, date)
     with pytest.raises(RuntimeError, match="already warmed up"):
         fold.warm_up(log, date)
+
+
+def test_replay_folds_imported_history_but_checks_against_live_alone(midnight_day, tmp_path):
+    import shutil
+
+    from mia.replay import replay_day
+
+    src, day1, day2, cfg = midnight_day
+    root = tmp_path / "day"
+    shutil.copytree(src, root)
+    lo = next(ev.ts_recv for _, ev in EventLog(root).read(day2, kinds=[Trade])) + 1
+    with EventLog(root).writer("import", clock=ManualClock(lo)) as w:
+        w.append(Instrument(lo, lo, 99, "ESH7", "import", tick_size=0.25))
+        for i in range(5):
+            t = lo + i * 1_000_000
+            w.append(Trade(t, t, 99, 6000.0 + i * 0.25, 2.0, 1))
+    full = replay_day(str(root), day2, check=True, config=cfg)
+    live = replay_day(str(root), day2, check=True, config=cfg, live_only=True)
+    assert full.check == "ok" and live.check == "ok", (full.mismatch, live.mismatch)
+    assert full.instruments["ESH7"].trades == 5 and full.instruments["ESH7"].volume == 10.0
+    assert "ESH7" not in live.instruments
+    assert full.events == live.events + 6 + 2  # the import segment's RecordingStarted/Ended too
