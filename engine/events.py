@@ -43,6 +43,8 @@ K_SOURCE_ERROR: Final = 24
 K_HEARTBEAT: Final = 25
 K_GAMMA_LEVELS: Final = 30
 K_ORDERFLOW_BAR: Final = 31
+K_TERM_STRUCTURE: Final = 32
+K_IV_SURFACE: Final = 33
 K_ALERT: Final = 40
 
 # BookLevel.action
@@ -357,6 +359,55 @@ class OrderflowBar(Event, tag=K_ORDERFLOW_BAR):
     trading_date: int = 0  # CME trade date, YYYYMMDD
 
 
+class TermStructure(Event, tag=K_TERM_STRUCTURE):
+    """VIX and the VX futures curve at one moment (mia.analytics.volatility). NaN means unknown.
+
+    The curve is parallel lists, one entry per live VX contract with a price, nearest expiry
+    first: `symbols`, `expiries` (YYYYMMDD), `prices` (quote mid, else last trade) and `days`
+    (calendar days to the contract's final settlement, fractional). `basis` = VX1 - VIX,
+    `contango` = VX2 / VX1 - 1, `cm30` = the 30-day constant-maturity VX (linear in days between
+    the two contracts straddling 30 days).
+    """
+
+    vix: float
+    vix_source: str  # "dtc" | "polygon" | "" (none yet)
+    symbols: list[str]
+    expiries: list[int]
+    prices: list[float]
+    days: list[float]
+    basis: float
+    contango: float
+    cm30: float
+
+
+class IvSurface(Event, tag=K_IV_SURFACE):
+    """Implied volatility of one underlying at one chain snapshot (mia.analytics.volatility).
+
+    Per expiry (parallel lists, nearest first): `expiries` (settlement instant, ns UTC),
+    `forwards` (put-call parity), `atm_iv` (the smile interpolated at the forward), `put25_iv`,
+    `call25_iv`, `rr25` (call25 - put25) and `bf25` ((call25 + put25) / 2 - atm). The smiles are
+    flattened: expiry j owns `smile_count[j]` consecutive (`smile_strikes`, `smile_iv`) points,
+    strikes ascending, out-of-the-money side of the forward. NaN means unknown.
+    """
+
+    underlying: str
+    spot: float
+    snapshot_id: int
+    chain_ts: int
+    stale: bool
+    staleness_ns: int
+    expiries: list[int]
+    forwards: list[float]
+    atm_iv: list[float]
+    put25_iv: list[float]
+    call25_iv: list[float]
+    rr25: list[float]
+    bf25: list[float]
+    smile_count: list[int]
+    smile_strikes: list[float]
+    smile_iv: list[float]
+
+
 # --- monitoring -------------------------------------------------------------------------------
 
 
@@ -388,6 +439,8 @@ AnyEvent = Union[
     GammaLevels,
     OrderflowBar,
     Alert,
+    TermStructure,
+    IvSurface,
 ]
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = AnyEvent.__args__  # type: ignore[attr-defined]
@@ -396,7 +449,7 @@ TYPE_OF_KIND: Final[dict[int, type[Event]]] = {k: t for t, k in KIND_OF.items()}
 KIND_NAMES: Final[dict[int, str]] = {k: t.__name__ for t, k in KIND_OF.items()}
 KIND_BY_NAME: Final[dict[str, int]] = {t.__name__: k for t, k in KIND_OF.items()}
 MARKET_KINDS: Final = frozenset({K_TRADE, K_QUOTE, K_BOOK_LEVEL, K_SESSION_STAT})
-DERIVED_KINDS: Final = frozenset({K_GAMMA_LEVELS, K_ORDERFLOW_BAR, K_ALERT})
+DERIVED_KINDS: Final = frozenset({K_GAMMA_LEVELS, K_ORDERFLOW_BAR, K_ALERT, K_TERM_STRUCTURE, K_IV_SURFACE})
 
 
 def kind_of(event: Event) -> int:
