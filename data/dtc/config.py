@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from typing import Literal
 
+from mia.data.cfe import vx_symbols
 from mia.engine.config import ConfigBase
 
 USERNAME_ENV = "MIA_DTC_USERNAME"
@@ -23,6 +25,20 @@ class DtcConfig(ConfigBase):
     username: str = ""  # secret; or MIA_DTC_USERNAME
     password: str = ""  # secret; or MIA_DTC_PASSWORD
     client_name: str = "mia"
+    # The broker's name of the VIX index ("VIX", "$VIX"; empty: none). Subscribed beside
+    # `symbols`; when it sends nothing for `vix_backup_after_s` while Polygon's I:VIX is there,
+    # the recorder switches to Polygon (a SourceError says so, and another when DTC is back).
+    vix_symbol: str = ""
+    vix_backup_after_s: float = 30.0
+    # Subscribe the front N monthly VX futures too: symbols from mia.data.cfe.vx_symbols(today, N)
+    vx_months: int = 0
+
+    def all_symbols(self, day: dt.date) -> list[str]:
+        """`symbols`, then the VIX index and the front `vx_months` VX contracts on `day`, once each."""
+        out = list(self.symbols)
+        extra = ([self.vix_symbol] if self.vix_symbol else []) + vx_symbols(day, self.vx_months)
+        out += [s for s in extra if s not in out]
+        return out
 
 
 def dtc_credentials(cfg: DtcConfig) -> tuple[str | None, str | None]:

@@ -23,6 +23,24 @@ class PolygonConfig(ConfigBase):
     expiry_days: int = 45
     strike_window: float = 0.2
     timeout_s: float = 10.0
+    # Chains fetched only at these New York times ("15:45"), each with all its pages; empty:
+    # continuous polling as fast as the plan allows. Suits plans with few calls (free: 5 a minute).
+    snapshot_times: list[str] = []
+    # GET /v3/snapshot/indices for these tickers beside the chains (empty: none)
+    index_tickers: list[str] = msgspec.field(default_factory=lambda: ["I:SPX", "I:NDX", "I:VIX"])
+    indices_poll_s: float | None = None  # None: a share of the plan's budget (see poller)
+
+    def __post_init__(self) -> None:
+        for t in self.snapshot_times:
+            parse_hhmm(t)
+
+
+def parse_hhmm(text: str) -> tuple[int, int]:
+    """ "15:45" -> (15, 45); anything else raises ValueError naming it."""
+    hh, sep, mm = text.partition(":")
+    if not (sep and hh.isdigit() and mm.isdigit() and len(mm) == 2 and 0 <= int(hh) < 24 and 0 <= int(mm) < 60):
+        raise ValueError(f"snapshot time {text!r} is not HH:MM (New York time, e.g. \"15:45\")")
+    return int(hh), int(mm)
 
 
 def polygon_api_key(cfg: PolygonConfig) -> str | None:

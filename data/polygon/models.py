@@ -350,6 +350,8 @@ class ChainRowCounter:
             self.examples[reason] = repr(example[:_EXAMPLE_CHARS])
 
     def add(self, resp: PolygonResponse) -> None:
+        if resp.path == INDICES_PATH:
+            raise PolygonDecodeError(f"{INDICES_PATH} response (snapshot {resp.snapshot_id}) is not a chain page")
         if resp.status != 200:
             raise PolygonDecodeError(
                 f"{resp.underlying} snapshot {resp.snapshot_id} page {resp.page}: HTTP {resp.status} is not a chain page"
@@ -496,3 +498,110 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
         tickers=tuple(picked.tickers),
         snapshot_id=last.snapshot_id,
     )
+
+
+# --- indices snapshot -------------------------------------------------------------------------
+
+# GET /v3/snapshot/indices?ticker.any_of=I:SPX,I:NDX,I:VIX (reference A2; massive.com docs
+# "Indices Snapshot"): up to 250 tickers, `limit` up to 250 (default 10). An index the plan lacks,
+# or an unknown one, comes back with HTTP 200 as a row carrying `error` (NOT_ENTITLED, NOT_FOUND)
+# and `message` instead of a value.
+INDICES_PATH: Final = "/v3/snapshot/indices"
+DEFAULT_INDEX_TICKERS: Final = ("I:SPX", "I:NDX", "I:VIX")
+MAX_INDEX_TICKERS: Final = 250
+
+
+class IndexSession(msgspec.Struct, frozen=True, gc=False):
+    open: float | None = None
+    high: float | None = None
+    low: float | None = None
+    close: float | None = None
+    previous_close: float | None = None
+    change: float | None = None
+    change_percent: float | None = None
+
+
+class IndexSnapshotRow(msgspec.Struct, frozen=True, gc=False):
+    """One row of the indices snapshot: a value, or an `error`/`message` for that ticker."""
+
+    ticker: str | None = None
+    value: float | None = None
+    name: str | None = None
+    type: str | None = None
+    market_status: str | None = None
+    timeframe: str | None = None  # DELAYED | REAL-TIME
+    last_updated: int | None = None  # ns
+    session: IndexSession | None = None
+    error: str | None = None  # NOT_ENTITLED | NOT_FOUND
+    message: str | None = None
+
+
+class IndexSnapshotPage(msgspec.Struct, frozen=True, gc=False):
+    status: str = ""
+    request_id: str = ""
+    results: list[IndexSnapshotRow] | None = None
+    next_url: str | None = None
+
+
+class IndexValueRow(msgspec.Struct, frozen=True, gc=False):
+    """One index of a recorded indices snapshot, as reducers read it.
+
+    `ts_ns` is the row's `last_updated` (0 when the row has none), `session_close` the session's
+    close (NaN when absent), `error` "" or the row's error ("NOT_ENTITLED"); an error row has a
+    NaN value.
+    """
+
+    ticker: str  # "I:SPX"
+    value: float
+    ts_ns: int
+    session_close: float
+    error: str = ""
+
+
+_index_page_decoder: Final = msgspec.json.Decoder(IndexSnapshotPage)
+
+
+def is_indices_response(resp: PolygonResponse) -> bool:
+    """Whether a recorded response is an indices snapshot (not an options-chain page)."""
+    return resp.path == INDICES_PATH
+
+
+def parse_index_page(body: bytes) -> IndexSnapshotPage:
+    try:
+        return _index_page_decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PolygonDecodeError(f"indices snapshot ({len(body)} bytes) does not decode: {exc}") from None
+
+
+def _num(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def index_values(resp: PolygonResponse) -> list[IndexValueRow]:
+    """The rows of a recorded `/v3/snapshot/indices` response, in the order sent.
+
+    Pure (no clock, no I/O): it runs on the reducer path live and in replay. A row with an
+    `error` keeps it (value NaN); a row without ticker is skipped. A response that is not a 200
+    indices snapshot raises PolygonDecodeError.
+    """
+    if resp.path != INDICES_PATH:
+        raise PolygonDecodeError(f"index_values: {resp.path!r} is not {INDICES_PATH}")
+    if resp.status != 200:
+        raise PolygonDecodeError(f"index_values: HTTP {resp.status} is not an indices snapshot")
+    page = parse_index_page(resp.body)
+    out: list[IndexValueRow] = []
+    for row in page.results or ():
+        if not row.ticker:
+            continue
+        error = row.error or ""
+        if not error and row.value is None and row.message:
+            error = row.message
+        session = row.session
+        out.append(IndexValueRow(
+            ticker=row.ticker,
+            value=math.nan if error else _num(row.value),
+            ts_ns=int(row.last_updated or 0),
+            session_close=math.nan if session is None else _num(session.close),
+            error=error,
+        ))
+    return out
