@@ -109,33 +109,6 @@ def _fmt_ts(ns: int | None) -> str:
     return f"{t:%H:%M:%S}.{ns % 1_000_000_000 // 1_000_000:03d}"
 
 
-def _day_summary(log, day: str, segs: list[dict]) -> dict:
-    """Per-day totals of `mia inspect`: counts, time range, rate, gaps, size, compression."""
-    from mia.engine.events import Gap
-
-    kinds: dict[str, int] = {}
-    for seg in segs:
-        for k, v in seg["kinds"].items():
-            kinds[k] = kinds.get(k, 0) + v
-    firsts = [seg["first_ts"] for seg in segs if seg["first_ts"] is not None]
-    lasts = [seg["last_ts"] for seg in segs if seg["last_ts"] is not None]
-    first, last = (min(firsts), max(lasts)) if firsts else (None, None)
-    span = (last - first) / 1e9 if firsts else 0.0
-    events = sum(seg["events"] for seg in segs)
-    gap_count, gap_ns = 0, 0
-    if kinds.get("Gap"):  # only read frames when the counts say there is a Gap
-        for _, g in log.read(day, kinds=[Gap]):
-            gap_count += 1
-            gap_ns += max(0, g.end_ns - g.start_ns)
-    size = sum(seg["bytes"] for seg in segs)
-    raw = sum(seg["uncompressed_bytes"] for seg in segs)
-    return {"date": day, "segments": segs, "events": events, "bytes": size,
-            "uncompressed_bytes": raw, "compression_ratio": raw / size if size else None,
-            "kinds": kinds, "first_ts": first, "last_ts": last, "span_s": span,
-            "events_per_s": events / span if span > 0 else 0.0,
-            "gaps": {"count": gap_count, "seconds": gap_ns / 1e9}}
-
-
 @cli.command()
 @click.option("--date", "date", default=None, metavar="YYYY-MM-DD", help="One day (default: all).")
 @data_dir_option
@@ -154,35 +127,32 @@ def inspect(date: str | None, data_dir: str, as_json: bool) -> None:
     from mia.engine.log import EventLog
 
     log = EventLog(data_dir)
-    days = []
-    for day in _log_days(log, date):
-        segs = [s.to_dict() for s in log.inspect(day)]
-        days.append(_day_summary(log, day, segs))
+    days = [log.day_summary(day) for day in _log_days(log, date)]
     if as_json:
         _echo_json({"data_dir": str(log.root), "days": days})
         return
     for d in days:
-        ratio = d["uncompressed_bytes"] / d["bytes"] if d["bytes"] else 0.0
-        click.echo(f"{d['date']}  {len(d['segments'])} segments  {d['events']:,} events  "
-                   f"{d['bytes']:,} B on disk  {d['uncompressed_bytes']:,} B raw  ({ratio:.1f}x)")
-        click.echo(f"  {_fmt_ts(d['first_ts'])}-{_fmt_ts(d['last_ts'])} UTC  "
-                   f"span {d['span_s']:,.1f}s  {d['events_per_s']:,.0f} events/s  "
-                   f"gaps {d['gaps']['count']} ({d['gaps']['seconds']:,.1f}s)")
-        if d["kinds"]:
-            click.echo("  kinds: " + ", ".join(f"{k} {v:,}" for k, v in sorted(d["kinds"].items())))
-        for s in d["segments"]:
-            name = s["path"].rsplit("/", 1)[-1]
-            click.echo(f"  {name}  stream={s['stream']}  state={s['state']}  "
-                       f"events={s['events']:,}  seq={s['first_seq']}..{s['last_seq']}  "
-                       f"{_fmt_ts(s['first_ts'])}-{_fmt_ts(s['last_ts'])} UTC  "
-                       f"{s['bytes']:,} B  ratio={s['compression_ratio'] or 0:.1f}x")
-            if s["bad_frames"] or s["torn_bytes"]:
-                click.echo(f"    damage: {s['bad_frames']} bad frames, {s['torn_bytes']} torn "
-                           f"bytes (run: mia verify --date {d['date']})")
-            kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(s["kinds"].items()))
+        ratio = d.compression_ratio or 0.0
+        click.echo(f"{d.date}  {len(d.segments)} segments  {d.events:,} events  "
+                   f"{d.bytes:,} B on disk  {d.uncompressed_bytes:,} B raw  ({ratio:.1f}x)")
+        click.echo(f"  {_fmt_ts(d.first_ts)}-{_fmt_ts(d.last_ts)} UTC  "
+                   f"span {d.span_s:,.1f}s  {d.events_per_s:,.0f} events/s  "
+                   f"gaps {d.gaps.count} ({d.gaps.seconds:,.1f}s)")
+        if d.kinds:
+            click.echo("  kinds: " + ", ".join(f"{k} {v:,}" for k, v in sorted(d.kinds.items())))
+        for s in d.segments:
+            name = s.path.replace("\\", "/").rsplit("/", 1)[-1]
+            click.echo(f"  {name}  stream={s.stream}  state={s.state}  "
+                       f"events={s.events:,}  seq={s.first_seq}..{s.last_seq}  "
+                       f"{_fmt_ts(s.first_ts)}-{_fmt_ts(s.last_ts)} UTC  "
+                       f"{s.bytes:,} B  ratio={s.compression_ratio or 0:.1f}x")
+            if s.bad_frames or s.torn_bytes:
+                click.echo(f"    damage: {s.bad_frames} bad frames, {s.torn_bytes} torn "
+                           f"bytes (run: mia verify --date {d.date})")
+            kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(s.kinds.items()))
             click.echo(f"    kinds: {kinds}")
-            if s["instruments"]:
-                insts = ", ".join(f"{k} {v:,}" for k, v in sorted(s["instruments"].items()))
+            if s.instruments:
+                insts = ", ".join(f"{k} {v:,}" for k, v in sorted(s.instruments.items()))
                 click.echo(f"    instruments: {insts}")
 
 
@@ -208,7 +178,7 @@ def verify(date: str | None, repair: bool, data_dir: str, as_json: bool) -> None
     reports = [log.verify(day, repair=repair) for day in _log_days(log, date)]
     ok = all(r.ok for r in reports)
     if as_json:
-        _echo_json({"ok": ok, "days": [r.to_dict() for r in reports]})
+        _echo_json({"ok": ok, "days": [r.summary() for r in reports]})
     else:
         for r in reports:
             click.echo(f"{r.date}: {r.segments} segments, {r.frames} frames, {r.events:,} events: "

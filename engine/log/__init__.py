@@ -174,6 +174,16 @@ class EventLog:
         torn tails of segments nobody is writing."""
         return checks.verify(self.segments(date), repair)
 
+    def day_summary(self, date: str | dt.date) -> checks.DaySummary:
+        """`mia inspect` of one day: every segment's summary and the day's totals and gaps."""
+        from ..events import Gap
+
+        segments = [s.summary() for s in self.inspect(date)]
+        gaps: list[tuple[int, int]] = []
+        if any(s.kinds.get("Gap") for s in segments):  # read frames only when there is a Gap
+            gaps = [(g.start_ns, g.end_ns) for _, g in self.read(date, kinds=[Gap])]
+        return checks.day_summary(parse_date(date), segments, gaps)
+
     def inspect(self, date: str | dt.date) -> list[SegmentStats]:
         """Per-segment statistics of a day: state, counts per kind and symbol, time range."""
         return checks.inspect(self.segments(date))

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import msgspec
 import numpy as np
 
+from ..clock import NS_PER_S
 from ..errors import LogError
 from ..events import K_INSTRUMENT, K_RECORDING_ENDED, KIND_NAMES, Instrument
 from .format import (
@@ -35,8 +37,7 @@ from .reader import Problem
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TornTail:
+class TornTail(msgspec.Struct, frozen=True):
     """Bytes at the end of a segment that do not form whole valid frames."""
 
     path: str
@@ -63,19 +64,27 @@ class VerifyReport:
         torn_left = [t for t in self.torn_tails if t.path not in self.repaired]
         return not self.bad_frames and not torn_left
 
-    def to_dict(self) -> dict:
-        return {
-            "date": self.date,
-            "ok": self.ok,
-            "segments": self.segments,
-            "frames": self.frames,
-            "events": self.events,
-            "bad_frames": [vars(p) for p in self.bad_frames],
-            "torn_tails": [vars(t) for t in self.torn_tails],
-            "truncated_bytes": self.truncated_bytes,
-            "repaired": self.repaired,
-            "skipped_open": self.skipped_open,
-        }
+    def summary(self) -> "VerifySummary":
+        return VerifySummary(date=self.date, ok=self.ok, segments=self.segments,
+                             frames=self.frames, events=self.events,
+                             bad_frames=list(self.bad_frames), torn_tails=list(self.torn_tails),
+                             truncated_bytes=self.truncated_bytes, repaired=list(self.repaired),
+                             skipped_open=list(self.skipped_open))
+
+
+class VerifySummary(msgspec.Struct, frozen=True, kw_only=True):
+    """`mia verify --json`: one day's verdict."""
+
+    date: str
+    ok: bool
+    segments: int
+    frames: int
+    events: int
+    bad_frames: list[Problem]
+    torn_tails: list[TornTail]
+    truncated_bytes: int
+    repaired: list[str]
+    skipped_open: list[str]
 
 
 @dataclass
@@ -96,29 +105,85 @@ class SegmentStats:
     bad_frames: int = 0
     torn_bytes: int = 0
 
-    def to_dict(self) -> dict:
+    def summary(self) -> "SegmentSummary":
         i = self.info
-        return {
-            "path": str(i.path),
-            "stream": i.stream,
-            "recording_id": i.recording_id,
-            "state": self.state,
-            "frames": self.frames,
-            "events": self.events,
-            "first_seq": self.first_seq,
-            "last_seq": self.last_seq,
-            "first_ts": self.first_ts,
-            "last_ts": self.last_ts,
-            "bytes": i.size,
-            "uncompressed_bytes": self.uncompressed_bytes,
-            "compression_ratio": (self.uncompressed_bytes / i.size) if i.size else None,
-            "kinds": self.kinds,
-            "instruments": self.instruments,
-            "bad_frames": self.bad_frames,
-            "torn_bytes": self.torn_bytes,
-            "schema_version": i.schema_version,
-            "mia_version": i.metadata.get("mia_version", ""),
-        }
+        return SegmentSummary(
+            path=str(i.path), stream=i.stream, recording_id=i.recording_id, state=self.state,
+            frames=self.frames, events=self.events, first_seq=self.first_seq,
+            last_seq=self.last_seq, first_ts=self.first_ts, last_ts=self.last_ts, bytes=i.size,
+            uncompressed_bytes=self.uncompressed_bytes,
+            compression_ratio=(self.uncompressed_bytes / i.size) if i.size else None,
+            kinds=dict(self.kinds), instruments=dict(self.instruments),
+            bad_frames=self.bad_frames, torn_bytes=self.torn_bytes,
+            schema_version=i.schema_version, mia_version=i.metadata.get("mia_version", ""))
+
+
+class SegmentSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One segment as `mia inspect` shows it."""
+
+    path: str
+    stream: str
+    recording_id: str
+    state: str  # clean | open | crashed | torn
+    frames: int
+    events: int
+    first_seq: int | None
+    last_seq: int | None
+    first_ts: int | None
+    last_ts: int | None
+    bytes: int
+    uncompressed_bytes: int
+    compression_ratio: float | None
+    kinds: dict[str, int]
+    instruments: dict[str, int]
+    bad_frames: int
+    torn_bytes: int
+    schema_version: int
+    mia_version: str
+
+
+class GapTotals(msgspec.Struct, frozen=True):
+    count: int
+    seconds: float
+
+
+class DaySummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One day as `mia inspect` shows it: counts, time range, rate, gaps, size, compression."""
+
+    date: str
+    segments: list[SegmentSummary]
+    events: int
+    bytes: int
+    uncompressed_bytes: int
+    compression_ratio: float | None
+    kinds: dict[str, int]
+    first_ts: int | None
+    last_ts: int | None
+    span_s: float
+    events_per_s: float
+    gaps: GapTotals
+
+
+def day_summary(date: str, segments: list[SegmentSummary], gaps: list[tuple[int, int]]
+                ) -> DaySummary:
+    """Per-day totals of the segments' summaries; `gaps` are the day's Gap windows (ns)."""
+    kinds: dict[str, int] = {}
+    for seg in segments:
+        for k, v in seg.kinds.items():
+            kinds[k] = kinds.get(k, 0) + v
+    firsts = [seg.first_ts for seg in segments if seg.first_ts is not None]
+    lasts = [seg.last_ts for seg in segments if seg.last_ts is not None]
+    first, last = (min(firsts), max(lasts)) if firsts else (None, None)
+    span = (last - first) / NS_PER_S if firsts else 0.0
+    events = sum(seg.events for seg in segments)
+    size = sum(seg.bytes for seg in segments)
+    raw = sum(seg.uncompressed_bytes for seg in segments)
+    gap_ns = sum(max(0, hi - lo) for lo, hi in gaps)
+    return DaySummary(date=date, segments=segments, events=events, bytes=size,
+                      uncompressed_bytes=raw, compression_ratio=raw / size if size else None,
+                      kinds=kinds, first_ts=first, last_ts=last, span_s=span,
+                      events_per_s=events / span if span > 0 else 0.0,
+                      gaps=GapTotals(len(gaps), gap_ns / NS_PER_S))
 
 
 def verify(infos: Sequence[SegmentInfo], repair: bool = False) -> VerifyReport:

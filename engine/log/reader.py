@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import Callable, Iterable, Iterator, Sequence
 
+import msgspec
 import numpy as np
 
 from ..clock import to_ns
@@ -29,8 +30,7 @@ BATCH_ROWS = 16384
 _ts_recv_of = attrgetter("ts_recv")
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     """Damage a reader met and skipped (lenient mode)."""
 
     path: str
