@@ -24,12 +24,15 @@ class Simulators:
 
     def __init__(self, *, seed: int = 0, dtc_port: int = 0, polygon_port: int = 0,
                  rate: float = 2000.0, host: str = "127.0.0.1",
-                 polygon_calls_per_minute: float | None = None, clock: Clock | None = None) -> None:
+                 polygon_calls_per_minute: float | None = None, clock: Clock | None = None,
+                 dtc_historical_port: int | None = 0) -> None:
         from mia.data.dtc.server import DtcSimulator
         from mia.data.polygon.server import PolygonSimulator
 
         # one clock for both servers and (in tests) the recorder, e.g. one set near midnight
-        self.dtc = DtcSimulator(host, dtc_port, seed=seed, rate=rate, clock=clock)
+        # the DTC server's historical data port (backfill) serves the ticks it generated
+        self.dtc = DtcSimulator(host, dtc_port, seed=seed, rate=rate, clock=clock,
+                                historical_port=dtc_historical_port)
         self.polygon = PolygonSimulator(host, polygon_port, seed=seed, api_key=SIM_API_KEY,
                                         calls_per_minute=polygon_calls_per_minute, clock=clock)
         self.host = host
@@ -39,6 +42,12 @@ class Simulators:
         self.polygon.start()
         logger.info("simulators dtc=%s:%d polygon=%s", self.host, self.dtc.port, self.polygon.url)
         return self
+
+    @property
+    def dtc_historical(self) -> str | None:
+        """HOST:PORT of the DTC simulator's historical data port (`mia backfill --dtc-historical`)."""
+        port = self.dtc.historical_port
+        return None if port is None else f"{self.host}:{port}"
 
     async def stop(self) -> None:
         try:

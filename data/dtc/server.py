@@ -15,14 +15,21 @@ deterministic.
 Faults for tests: ``drop_links()``, ``stall_heartbeats(seconds)`` (the server goes silent but
 keeps the socket), ``send_garbage()``, ``send_oversized()``, ``set_feed_available(bool)``,
 ``reject_symbols`` (a set; unknown roots are rejected too), ``reject_logons(result, text)``.
+
+Historical data port (``historical_port``; None: not served): every trade the markets generate
+is kept per symbol (``history``, bounded by ``history_limit``), subscribed or not, and a DTC
+historical client gets them back as tick records (804) for a time range, zlib-compressed when
+it asks; ``reject_historical(text, code)`` switches to answering every request with a 802.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import random
+import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -279,6 +286,69 @@ class _Connection(asyncio.Protocol):
             self.flush()
 
 
+class _HistoricalConnection(asyncio.Protocol):
+    """One client of the historical port: logon, one tick request, the answer, then close
+    (OneHistoricalPriceDataRequestPerConnection, as a compressed answer makes the socket
+    single-use anyway)."""
+
+    def __init__(self, sim: "DtcSimulator") -> None:
+        self.sim = sim
+        self.codec = p.DtcCodec(role="server")
+        self.transport: asyncio.Transport | None = None
+        self.logged_on = False
+        self.answered = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            msgs = self.codec.feed(data)
+        except ProtocolError as exc:
+            logger.warning("dtc sim historical: client sent bad bytes error=%s", exc)
+            self.transport.abort()  # type: ignore[union-attr]
+            return
+        for msg in msgs:
+            if self.answered or self.transport is None or self.transport.is_closing():
+                return
+            self._on_message(msg)
+
+    def _write(self, msg) -> None:
+        self.transport.write(self.codec.encode(msg))  # type: ignore[union-attr]
+
+    def _on_message(self, msg) -> None:
+        sim = self.sim
+        t = p.message_type(msg)
+        if t == p.ENCODING_REQUEST:
+            enc = msg.encoding if msg.encoding in sim.encodings else p.BINARY_ENCODING
+            self._write(p.EncodingResponse(encoding=enc))
+        elif t == p.LOGON_REQUEST:
+            result, text = sim._logon_result
+            if result == p.LOGON_SUCCESS and sim.credentials is not None \
+                    and (msg.username, msg.password) != sim.credentials:
+                result, text = p.LOGON_ERROR, "bad username or password"
+            self._write(p.LogonResponse(
+                result=result, result_text=text, server_name="mia DTC simulator (historical)",
+                reconnect_address=sim._reconnect_address, trading_is_supported=0,
+                oco_orders_supported=0, order_cancel_replace_supported=0,
+                security_definitions_supported=0, historical_price_data_supported=1,
+                resubscribe_when_market_data_feed_available=0, market_depth_is_supported=0,
+                one_historical_price_data_request_per_connection=1, market_data_supported=0))
+            if result != p.LOGON_SUCCESS:
+                self.transport.close()  # type: ignore[union-attr]
+                return
+            self.logged_on = True
+        elif not self.logged_on:
+            self._write(p.Logoff(reason="logon first", do_not_reconnect=0))
+            self.transport.close()  # type: ignore[union-attr]
+        elif t == p.HISTORICAL_PRICE_DATA_REQUEST:
+            self.answered = True
+            sim._historical_answer(self, msg)
+            self.transport.close()  # type: ignore[union-attr]
+        elif t == p.LOGOFF:
+            self.transport.close()  # type: ignore[union-attr]
+
+
 class DtcSimulator:
     """A DTC server on ``host:port`` (port 0: the OS picks; read ``.port`` after ``start``).
 
@@ -291,7 +361,8 @@ class DtcSimulator:
                  clock: Clock | None = None, heartbeat_s: float | None = None,
                  record_books: bool = False, credentials: tuple[str, str] | None = None,
                  encodings: tuple[int, ...] = (p.BINARY_ENCODING, p.JSON_ENCODING,
-                                               p.JSON_COMPACT_ENCODING)) -> None:
+                                               p.JSON_COMPACT_ENCODING),
+                 historical_port: int | None = 0, history_limit: int = 2_000_000) -> None:
         self.host = host
         self._port = port
         self.seed = seed
@@ -314,15 +385,31 @@ class DtcSimulator:
         self._stall_until = 0.0
         self._logon_result = (p.LOGON_SUCCESS, "welcome")
         self._reconnect_address = ""
+        # historical port: every generated trade, (t_ns, price, size, AtBidOrAsk) per symbol
+        self._historical_port = historical_port
+        self._historical_server: asyncio.AbstractServer | None = None
+        self.history_limit = history_limit
+        self.history: dict[str, collections.deque] = {}
+        self.historical_requests: list[dict] = []  # what was asked (tests)
+        self._historical_reject: tuple[str, int, int] | None = None
 
     @property
     def port(self) -> int:
         return self._port
 
+    @property
+    def historical_port(self) -> int | None:
+        """The historical data port (None when not served); read after ``start``."""
+        return self._historical_port
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _Connection(self), self.host, self._port)
         self._port = self._server.sockets[0].getsockname()[1]
+        if self._historical_port is not None:
+            self._historical_server = await loop.create_server(
+                lambda: _HistoricalConnection(self), self.host, self._historical_port)
+            self._historical_port = self._historical_server.sockets[0].getsockname()[1]
         self._gen_task = loop.create_task(self._generate())
         logger.info("dtc sim listening host=%s port=%d seed=%d rate=%.0f", self.host, self._port,
                     self.seed, self.rate)
@@ -337,9 +424,10 @@ class DtcSimulator:
         for conn in list(self._connections):
             if conn.transport is not None:
                 conn.transport.abort()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        for server in (self._server, self._historical_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
 
     async def __aenter__(self) -> "DtcSimulator":
         await self.start()
@@ -408,6 +496,12 @@ class DtcSimulator:
         """Answer later logons with ``result`` (LOGON_SUCCESS to go back to normal)."""
         self._logon_result = (result, text)
         self._reconnect_address = reconnect_address
+
+    def reject_historical(self, text: str | None = "historical data not available",
+                          code: int = 4, retry_s: int = 0) -> None:
+        """Answer later historical requests with HISTORICAL_PRICE_DATA_REJECT(text, code)
+        (code 1 = retry in ``retry_s`` seconds); ``None`` serves data again."""
+        self._historical_reject = None if text is None else (text, code, retry_s)
 
     def _stalled(self) -> bool:
         return self._stall_until > 0 and asyncio.get_running_loop().time() < self._stall_until
@@ -478,6 +572,46 @@ class DtcSimulator:
         if self.record_books:
             conn.record.books.setdefault(msg.symbol, []).append(m.levels())
 
+    def _historical_answer(self, conn: _HistoricalConnection, msg) -> None:
+        """Answer one HISTORICAL_PRICE_DATA_REQUEST: a reject, or the header then the ticks
+        with StartDateTime <= t <= EndDateTime (whole seconds; 0 = unbounded), the last one
+        flagged IsFinalRecord; after a header with UseZLibCompression = 1 every byte is one
+        zlib stream."""
+        rid = msg.request_id
+        self.historical_requests.append({
+            "symbol": msg.symbol, "start": msg.start_date_time, "end": msg.end_date_time,
+            "interval": msg.record_interval, "zlib": msg.use_z_lib_compression})
+        refusal, code, retry = "", 4, 0
+        if self._historical_reject is not None:
+            refusal, code, retry = self._historical_reject
+        elif not msg.symbol or root_of(msg.symbol) is None or msg.symbol in self.reject_symbols:
+            refusal = f"unknown symbol {msg.symbol}"
+        elif msg.record_interval != 0:
+            refusal, code = "this server serves ticks only (RecordInterval 0)", 2
+        if refusal:
+            conn._write(p.HistoricalPriceDataReject(request_id=rid, reject_text=refusal,
+                                                    reject_reason_code=code,
+                                                    retry_time_in_seconds=retry))
+            return
+        lo = msg.start_date_time * NS_PER_S if msg.start_date_time > 0 else 0
+        hi = msg.end_date_time * NS_PER_S if msg.end_date_time > 0 else None
+        ticks = [row for row in self.history.get(msg.symbol, ())
+                 if row[0] >= lo and (hi is None or row[0] <= hi)]
+        use_zlib = bool(msg.use_z_lib_compression) and bool(ticks)
+        conn._write(p.HistoricalPriceDataResponseHeader(
+            request_id=rid, record_interval=0, use_z_lib_compression=int(use_zlib),
+            no_records_to_return=int(not ticks), int_to_float_price_divisor=1.0))
+        if not ticks:
+            return
+        body = bytearray()
+        last = len(ticks) - 1
+        for i, (t, price, size, side) in enumerate(ticks):
+            body += conn.codec.encode(p.HistoricalPriceDataTickRecordResponse(
+                request_id=rid, date_time=t / NS_PER_S, at_bid_or_ask=side, price=price,
+                volume=size, is_final_record=int(i == last)))
+        data = zlib.compress(bytes(body)) if use_zlib else bytes(body)
+        conn.transport.write(data)  # type: ignore[union-attr]
+
     def _security_definition(self, conn: _Connection, msg) -> None:
         root = root_of(msg.symbol)
         if root is None or msg.symbol in self.reject_symbols:
@@ -524,6 +658,12 @@ class DtcSimulator:
             t = self.clock.now_ns()
             trades, changes, stats, top_changed = m.step(t)
             self.steps += 1
+            if trades:
+                hist = self.history.get(m.symbol)
+                if hist is None:
+                    hist = self.history[m.symbol] = collections.deque(maxlen=self.history_limit)
+                for price, size, side in trades:
+                    hist.append((t, price, size, side))
             n = self._publish(m, t, trades, changes, stats, top_changed)
             produced += n
             unflushed += n
