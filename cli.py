@@ -427,6 +427,47 @@ def replay(data_dir, date_, from_, to, speed, symbols, publish, check, live_only
 
 
 @cli.command()
+@data_dir_option
+@click.option("--date", "date_", required=True, metavar="YYYY-MM-DD", help="The UTC day to fill.")
+@click.option("--dtc-historical", "historical", metavar="HOST:PORT",
+              help="DTC historical data port [the gap's DTC host, port 11098].")
+@click.option("--symbols", help="Comma-separated symbols to fill [every DTC instrument of the day].")
+@click.option("--no-zlib", is_flag=True, help="Ask for the ticks uncompressed.")
+@click.option("--timeout", type=float, default=15.0, show_default=True,
+              help="Seconds without data before a request attempt fails.")
+@click.option("--attempts", type=click.IntRange(1, 20), default=3, show_default=True,
+              help="Tries per request (capped, jittered backoff between them).")
+@json_option
+@handle_errors
+def backfill(data_dir, date_, historical, symbols, no_zlib, timeout, attempts, as_json):
+    """Fill the day's DTC gaps (Gap events of the live stream) with the trades the DTC
+    historical port has for them, into the day's `backfill` stream. Running it again adds
+    nothing. `mia replay` folds the filled trades; `--live-only` leaves them out.
+
+    \b
+    Examples:
+      mia backfill --date 2026-11-20
+      mia backfill --date 2026-11-20 --dtc-historical 127.0.0.1:11098 --symbols ESZ6 --json
+    """
+    from mia.data.dtc.backfill import backfill as run_backfill
+
+    result = run_backfill(data_dir, date_, historical=historical, symbols=_split(symbols),
+                          use_zlib=not no_zlib, idle_timeout_s=timeout, attempts=attempts)
+    if as_json:
+        _echo_json(result)
+        return
+    if not result.gaps:
+        click.echo(f"{result.date}: no DTC gaps to fill")
+        return
+    for w in result.windows:
+        click.echo(f"  {w.symbol:8} {_fmt_ts(w.start_ns)}-{_fmt_ts(w.end_ns)} UTC  "
+                   f"{w.ticks:,} ticks from {w.historical}, {w.trades:,} new")
+    where = f" -> {result.segment}" if result.segment else " (nothing new: already filled)"
+    click.echo(f"{result.date}: {result.gaps} gaps, {len(result.windows)} windows, "
+               f"{result.added:,} trades added{where}")
+
+
+@cli.command()
 @click.option("--dtc-port", type=int, default=11099, show_default=True)
 @click.option("--polygon-port", type=int, default=8765, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
