@@ -126,10 +126,17 @@ def inspect(date: str | None, data_dir: str, as_json: bool) -> None:
 
     from mia.engine.log import EventLog
 
+    from mia.data.dtc.backfill import filled_windows
+
     log = EventLog(data_dir)
     days = [log.day_summary(day) for day in _log_days(log, date)]
+    filled = {d.date: filled_windows(log, d.date) for d in days}  # what `mia backfill` added
     if as_json:
-        _echo_json({"data_dir": str(log.root), "days": days})
+        import msgspec
+
+        _echo_json({"data_dir": str(log.root),
+                    "days": [dict(msgspec.structs.asdict(d), backfilled=filled[d.date])
+                             for d in days]})
         return
     for d in days:
         ratio = d.compression_ratio or 0.0
@@ -140,6 +147,9 @@ def inspect(date: str | None, data_dir: str, as_json: bool) -> None:
                    f"gaps {d.gaps.count} ({d.gaps.seconds:,.1f}s)")
         if d.kinds:
             click.echo("  kinds: " + ", ".join(f"{k} {v:,}" for k, v in sorted(d.kinds.items())))
+        for w in filled[d.date]:
+            click.echo(f"  backfilled: {w.symbol} {_fmt_ts(w.start_ns)}-{_fmt_ts(w.end_ns)} UTC "
+                       f"{w.trades:,} trades from {w.historical} (gap of {w.source})")
         for s in d.segments:
             name = s.path.replace("\\", "/").rsplit("/", 1)[-1]
             click.echo(f"  {name}  stream={s.stream}  state={s.state}  "
