@@ -12,14 +12,13 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import queue
-import signal
 import subprocess
 import threading
 import time
 from typing import Final, Iterable
 
+from mia.engine import platform as plat
 from mia.engine.events import ALERT_RAISED, Alert, Event, to_builtins
 
 logger = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ class AlertHook:
     def _run(self, payload: str) -> None:
         try:
             proc = subprocess.Popen(self.command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, start_new_session=True)
+                                    stderr=subprocess.PIPE, **plat.new_group_kwargs())
         except OSError as exc:
             with self._lock:
                 self.failed += 1
@@ -115,7 +114,7 @@ class AlertHook:
         try:
             _, err = proc.communicate((payload + "\n").encode("utf-8"), timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            plat.kill_group(proc)
             try:
                 proc.communicate(timeout=2.0)
             except (subprocess.TimeoutExpired, OSError):
@@ -132,16 +131,6 @@ class AlertHook:
             return
         with self._lock:
             self.sent += 1
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        try:
-            proc.kill()
-        except OSError:
-            pass
 
 
 def format_alerts(active: Iterable[Alert]) -> str:

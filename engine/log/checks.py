@@ -8,7 +8,6 @@ middle is reported with its offset and skipped by lenient readers (strict reader
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Sequence
 import msgspec
 import numpy as np
 
+from .. import platform as plat
 from ..clock import NS_PER_S
 from ..errors import LogError
 from ..events import K_INSTRUMENT, K_RECORDING_ENDED, KIND_NAMES, Instrument
@@ -295,9 +295,7 @@ def recover_stream(day_dir: Path, stream: str) -> int:
             continue
         fd = os.open(path, os.O_RDWR)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not plat.try_lock(fd):
                 raise LogError(f"{path}: stream {stream!r} of {day_dir.name} is being written "
                                f"by another writer") from None
             with os.fdopen(os.dup(fd), "rb") as f:

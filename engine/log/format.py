@@ -9,7 +9,6 @@ msgpack array of events. Everything that opens a segment goes through `open_segm
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -25,6 +24,7 @@ import msgspec
 import numpy as np
 import zstandard
 
+from .. import platform as plat
 from ..columns import ColumnBatch
 from ..errors import LogFormatError
 from ..events import SCHEMA_VERSION, UPCASTS, Event, EventCodec
@@ -99,12 +99,9 @@ def writer_alive(path: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        return plat.probe_locked(fd)
     finally:
-        os.close(fd)  # closing drops a lock we took
-    return False
+        os.close(fd)
 
 
 def read_segment_header(f: BinaryIO, path: Path) -> tuple[int, int, dict, int]:

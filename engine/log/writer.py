@@ -16,7 +16,6 @@ call when it is written. Both give the same bytes.
 from __future__ import annotations
 
 import errno
-import fcntl
 import logging
 import os
 import socket
@@ -31,6 +30,7 @@ import msgspec
 import zstandard
 from mia import __version__
 
+from .. import platform as plat
 from ..clock import Clock, day_bounds, utc_day
 from ..config import ConfigBase
 from ..errors import DiskFullError, LogError, UsageError
@@ -244,8 +244,10 @@ class LogWriter:
         # real name only once the header is whole: a reader listing the day (a catch-up joining
         # a live recording) never meets a half-written header.
         tmp = day_dir / f".{created:019d}-{self._recording_id}-{self._stream}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fd = plat.open_append(tmp)
+        if not plat.try_lock(fd):
+            os.close(fd)
+            raise LogError(f"{tmp}: locked by another writer")
         self._fd, self._date = fd, date
         self._day_lo, self._day_hi = day_bounds(date)
         meta = {"recording_id": self._recording_id, "stream": self._stream, "created_ns": created,
@@ -339,7 +341,7 @@ class LogWriter:
     def _write_all(self, parts: list[bytes]) -> None:
         try:
             total = sum(len(p) for p in parts)
-            written = os.writev(self._fd, parts)
+            written = plat.write_parts(self._fd, parts)
             if written < total:  # rare: finish a short write
                 rest = b"".join(parts)[written:]
                 while rest:
@@ -350,14 +352,10 @@ class LogWriter:
             raise
 
     def _sync(self) -> None:
-        os.fdatasync(self._fd)
+        plat.datasync(self._fd)
         self._last_sync = time.monotonic()
         self._dirty = False
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    plat.fsync_dir(path)
