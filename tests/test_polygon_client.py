@@ -133,7 +133,7 @@ def test_simulated_chain_is_realistic(sim, vt):
 def test_rate_limit_is_never_exceeded_across_pages(sim, vt):
     # Arrange: the plan and the simulator both allow 5 calls a minute.
     sim.calls_per_minute = 5
-    client = client_for(sim, vt, plan="starter")
+    client = client_for(sim, vt, plan="free")
     # Act
     f = fetch(client, expiry_days=1, strike_window=0.02, limit=10)
     # Assert: many pages, no 429, and no 60 s window holding more than 5 requests.
@@ -275,4 +275,4 @@ def test_unlimited_plan_and_fractional_rates():
     clock = ManualClock(0)
     assert RateLimiter(0.5, clock).window_ns == 120 * NS
     assert RateLimiter(5.0, clock).calls == 5
-    assert math.isclose(PolygonClient("http://x", api_key="k" * 32, plan="business").calls_per_minute, 6000.0)
+    assert math.isclose(PolygonClient("http://x", api_key="k" * 32, plan="business").calls_per_minute, 600.0)

@@ -181,7 +181,7 @@ def test_run_polls_every_underlying_until_stopped():
 
 def test_default_interval_fits_the_plan_budget():
     async def scenario(rig: Rig):
-        starter = PolygonPoller(PolygonClient(rig.sim.url, api_key="k" * 32, plan="starter"), ("SPX", "NDX"),
+        starter = PolygonPoller(PolygonClient(rig.sim.url, api_key="k" * 32, plan="free"), ("SPX", "NDX"),
                                 emit=rig.events.append, clock=rig.clock)
         before = starter.interval_s
         await starter.client.aclose()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime as dt
 import logging
 import math
@@ -23,7 +24,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Final
+from typing import Awaitable, Callable, Final, Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -35,9 +36,13 @@ from .config import API_KEY_ENV
 from .errors import EntitlementError, PolygonHttpError
 from .models import (
     NEW_YORK,
+    DEFAULT_INDEX_TICKERS,
+    INDICES_PATH,
+    MAX_INDEX_TICKERS,
     ChainContract,
     PolygonDecodeError,
     api_underlying,
+    parse_index_page,
     parse_error,
     parse_page,
     plain_underlying,
@@ -50,15 +55,20 @@ DEFAULT_BASE_URL: Final = "https://api.polygon.io"
 # Polygon keys are long random tokens; anything shorter than this is a placeholder or a typo, and
 # redacting it from URLs and error text would rewrite ordinary words.
 MIN_KEY_CHARS: Final = 8
-# free/starter are 5 calls/min (the brief's conservative reading); the "unlimited" plans are
-# held to Polygon's recommended ceiling of 100 requests/s (reference A2, rate limits).
+# Polygon's published limits (massive.com pricing and knowledge base, checked 2026): the free
+# Basic plan allows 5 calls a minute; Starter, Developer, Advanced and Business list unlimited
+# calls, with usage monitored and a recommendation to stay under 100 requests a second. mia holds
+# the paid plans to 10 a second (600 a minute), a tenth of that ceiling: a 40-page chain still
+# takes 4 s, the poller never polls a chain faster than every 10 s anyway, and the rest stays
+# free for the user's other programs on the same key. `calls_per_minute` overrides either.
+PAID_PLAN_CALLS_PER_MINUTE: Final = 600.0
 PLAN_CALLS_PER_MINUTE: Final[dict[str, float]] = {
     "free": 5.0,
     "basic": 5.0,
-    "starter": 5.0,
-    "developer": 6000.0,
-    "advanced": 6000.0,
-    "business": 6000.0,
+    "starter": PAID_PLAN_CALLS_PER_MINUTE,
+    "developer": PAID_PLAN_CALLS_PER_MINUTE,
+    "advanced": PAID_PLAN_CALLS_PER_MINUTE,
+    "business": PAID_PLAN_CALLS_PER_MINUTE,
 }
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 MAX_BODY_BYTES: Final = 32 * 1024 * 1024
@@ -329,6 +339,41 @@ class PolygonClient:
         log.debug("chain fetched underlying=%s pages=%d contracts=%d requests=%d", plain, len(fetch.pages),
                   len(fetch.contracts), fetch.requests)
         return fetch
+
+    def indices_query(self, tickers: Sequence[str]) -> str:
+        """ `ticker.any_of=I:SPX,I:NDX,I:VIX` (with `limit` when more than the default 10)."""
+        names = [t if t.startswith("I:") else f"I:{t}" for t in tickers]
+        if not names or len(names) > MAX_INDEX_TICKERS:
+            raise ConfigError(f"indices snapshot: 1 to {MAX_INDEX_TICKERS} tickers, got {len(names)}")
+        params = {"ticker.any_of": ",".join(names)}
+        if len(names) > 10:
+            params["limit"] = str(len(names))
+        return urlencode(params, safe=":,")
+
+    async def fetch_indices(self, tickers: Sequence[str] = DEFAULT_INDEX_TICKERS, *,
+                            on_page: Callable[[FetchedPage], None] | None = None) -> FetchedPage:
+        """One `GET /v3/snapshot/indices` (one page: at most 250 tickers, all asked for by name).
+
+        Rows the plan lacks come back with HTTP 200 and a per-row `error` (NOT_ENTITLED): the page
+        is returned (and recorded) as sent, and models.index_values reads those rows as errors.
+        `on_page` sees the page before a body that is no indices snapshot raises
+        PolygonDecodeError; HTTP failures raise as in fetch_chain.
+        """
+        path, query = INDICES_PATH, self.indices_query(tickers)
+        body, status, request_id, elapsed_ns, _ = await self._get(path, query)
+        page = FetchedPage(self.redact(path), self.redact(query), status, request_id, elapsed_ns,
+                           self._redact_next_url(body), self.clock.now_ns(), 0, True)
+        try:
+            parsed = parse_index_page(body)
+        except PolygonDecodeError as exc:
+            if on_page is not None:
+                on_page(page)
+            raise PolygonDecodeError(f"{self._where(path)}: {exc}") from None
+        if not page.request_id and parsed.request_id:
+            page = dataclasses.replace(page, request_id=parsed.request_id)
+        if on_page is not None:
+            on_page(page)
+        return page
 
     @staticmethod
     def _deliver(fetch: ChainFetch, on_page: Callable[[FetchedPage], None] | None, page: FetchedPage) -> None:

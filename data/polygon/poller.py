@@ -12,9 +12,11 @@ an underlying turning unavailable and back. Nothing is invented: no synthetic pa
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import math
 from dataclasses import dataclass
-from typing import Callable, Final, Sequence
+from typing import Awaitable, Callable, Final, Sequence
 
 import httpx
 
@@ -33,14 +35,21 @@ from mia.engine.events import (
 )
 
 from .client import FetchedPage, PolygonClient
+from .config import parse_hhmm
 from .errors import EntitlementError, PolygonHttpError
-from .models import ChainRowCounter, PolygonDecodeError, plain_underlying
+from .models import NEW_YORK, ChainRowCounter, PolygonDecodeError, index_values, plain_underlying
 
 log = logging.getLogger(__name__)
 
 SOURCE: Final = "polygon"
 MIN_INTERVAL_S: Final = 10.0  # even an unlimited plan gains nothing polling faster (data is 15-min delayed or snapshot-cached)
 DEFAULT_PAGES_PER_CHAIN: Final = 40  # SPX within 45 days and +-20% is about 40 pages of 250 until measured
+# The indices snapshot is one call. On a plan with a per-minute budget below one call a second it
+# takes this share of the budget (free, 5 a minute: one snapshot a minute, chains the other 4);
+# otherwise it is polled every MIN_INDICES_INTERVAL_S.
+INDICES_BUDGET_SHARE: Final = 0.2
+MIN_INDICES_INTERVAL_S: Final = 5.0
+INDICES_UNDERLYING: Final = ""  # PolygonResponse.underlying of an indices snapshot (its path says what it is)
 
 
 @dataclass
@@ -50,8 +59,37 @@ class _UnderlyingState:
     pages_last: int = 0
 
 
+def next_snapshot_ns(after_ns: int, times: Sequence[tuple[int, int]]) -> int:
+    """The first configured New York time strictly after `after_ns`, on a weekday (ns, UTC).
+
+    zoneinfo places each HH:MM in its day's offset, so 15:45 is 20:45 UTC in winter and 19:45
+    UTC in summer. Exchange holidays are not skipped (a chain fetched then is the last session's).
+    """
+    if not times:
+        raise ValueError("no snapshot times")
+    day = dt.datetime.fromtimestamp(after_ns / NS_PER_S, NEW_YORK).date() - dt.timedelta(days=1)
+    for _ in range(10):
+        if day.weekday() < 5:
+            for hh, mm in sorted(times):
+                at = dt.datetime(day.year, day.month, day.day, hh, mm, tzinfo=NEW_YORK)
+                ns = int(at.timestamp()) * NS_PER_S
+                if ns > after_ns:
+                    return ns
+        day += dt.timedelta(days=1)
+    raise AssertionError("unreachable: a weekday within 10 days")
+
+
 class PolygonPoller:
-    """Polls each underlying's chain in turn, every `interval_s` (default: what the plan allows)."""
+    """Polls each underlying's chain, and the indices snapshot beside them.
+
+    Chains: continuously, every `interval_s` (default: what the plan allows), or, with
+    `snapshot_times` ("15:45", New York time), only at those moments: all pages of every
+    underlying's chain fetched one after another as one unit. A snapshot's pages share one
+    `snapshot_id`: page 0 marks its start (its `ts_recv`), the page with `final=True` its end.
+    Indices (`index_tickers`): one `GET /v3/snapshot/indices` every `indices_interval_s`
+    (default: INDICES_BUDGET_SHARE of a small plan's budget, else MIN_INDICES_INTERVAL_S). Every
+    call goes through the client's rate limiter, so the plan is never exceeded.
+    """
 
     def __init__(
         self,
@@ -65,6 +103,10 @@ class PolygonPoller:
         strike_window: float | None = 0.2,
         contract_type: str | None = None,
         limit: int = 250,
+        snapshot_times: Sequence[str] = (),
+        index_tickers: Sequence[str] = (),
+        indices_interval_s: float | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.underlyings = tuple(plain_underlying(u) for u in underlyings)
@@ -73,10 +115,18 @@ class PolygonPoller:
         self.clock = clock
         self.filters = {"expiry_days": expiry_days, "strike_window": strike_window,
                         "contract_type": contract_type, "limit": limit}
+        self.snapshot_times = tuple(parse_hhmm(t) for t in snapshot_times)
+        self.index_tickers = tuple(index_tickers)
+        self.fixed_indices_interval_s = indices_interval_s
         self.snapshot_id = 0
+        self.source = SOURCE
         self._state = {u: _UnderlyingState() for u in self.underlyings}
+        self._index_errors: dict[str, str] = {}  # ticker -> its last row error ("" when fine)
+        self._indices_last_good_ns = 0
+        self._indices_available: bool | None = None
+        self._sleep = sleep
         self._stop = asyncio.Event()
-        self._running: asyncio.Task[None] | None = None
+        self._running: asyncio.Task | None = None
 
     # schedule
 
@@ -88,39 +138,82 @@ class PolygonPoller:
         cpm = self.client.calls_per_minute
         if cpm is None:
             return MIN_INTERVAL_S
+        if self.index_tickers:
+            cpm = cpm - 60.0 / self.indices_interval_s
         pages = sum(s.pages_last or DEFAULT_PAGES_PER_CHAIN for s in self._state.values())
-        return max(MIN_INTERVAL_S, 60.0 * pages / cpm)
+        return max(MIN_INTERVAL_S, 60.0 * pages / max(cpm, 1e-9))
+
+    @property
+    def indices_interval_s(self) -> float:
+        if self.fixed_indices_interval_s is not None:
+            return self.fixed_indices_interval_s
+        cpm = self.client.calls_per_minute
+        if cpm is None or cpm >= 60.0:
+            return MIN_INDICES_INTERVAL_S
+        return max(MIN_INDICES_INTERVAL_S, 60.0 / (cpm * INDICES_BUDGET_SHARE))
 
     def last_good_ns(self, underlying: str) -> int:
         return self._state[plain_underlying(underlying)].last_good_ns
 
     # polling
 
-    async def run(self) -> None:
-        """Poll every underlying each cycle until stop()."""
-        self._stop.clear()
+    async def _wait(self, seconds: float) -> None:
+        """Wait `seconds` or until stop(); the injected sleep (tests on a manual clock) when given."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        if self._sleep is not None:
+            await self._sleep(seconds)
+            return
         try:
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _guarded(self, coro: Awaitable[bool]) -> bool | None:
+        """Run one poll as the task stop() may cancel; None when stopped."""
+        self._running = asyncio.ensure_future(coro)
+        try:
+            return await self._running
+        except asyncio.CancelledError:
+            if self._stop.is_set():
+                log.info("polygon poll cancelled by stop")
+                return None
+            raise
+        finally:
+            self._running = None
+
+    async def run(self) -> None:
+        """Poll until stop(): chains continuously or at the snapshot times, indices beside them."""
+        self._stop.clear()
+        start = self.clock.now_ns()
+        next_indices = start if self.index_tickers else math.inf
+        next_chain = next_snapshot_ns(start, self.snapshot_times) if self.snapshot_times else start
+        try:
+            waited_to = start  # a wait ends at its target even on a clock that did not move with it
             while not self._stop.is_set():
-                cycle_start = self.clock.now_ns()
-                for underlying in self.underlyings:
-                    if self._stop.is_set():
-                        return
-                    self._running = asyncio.ensure_future(self.poll_once(underlying))
-                    try:
-                        await self._running
-                    except asyncio.CancelledError:
-                        if self._stop.is_set():
-                            log.info("polygon poll of %s cancelled by stop", underlying)
+                now = max(self.clock.now_ns(), waited_to)
+                if now >= next_indices:
+                    await self._guarded(self.poll_indices())
+                    next_indices = now + int(self.indices_interval_s * NS_PER_S)
+                    continue  # a chain due now starts right after, with what budget is left
+                if now >= next_chain:
+                    scheduled = next_chain
+                    if self.snapshot_times:
+                        log.info("polygon scheduled snapshot at=%s underlyings=%s",
+                                 utc_datetime(scheduled).astimezone(NEW_YORK).isoformat(), ",".join(self.underlyings))
+                    for underlying in self.underlyings:
+                        if self._stop.is_set() or await self._guarded(self.poll_once(underlying)) is None:
                             return
-                        raise
-                    finally:
-                        self._running = None
-                spent_s = (self.clock.now_ns() - cycle_start) / NS_PER_S
-                wait_s = max(0.0, self.interval_s - spent_s)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), timeout=wait_s)
-                except asyncio.TimeoutError:
-                    pass
+                    if self.snapshot_times:
+                        next_chain = next_snapshot_ns(max(scheduled, self.clock.now_ns(), waited_to),
+                                                      self.snapshot_times)
+                    else:
+                        next_chain = scheduled + int(self.interval_s * NS_PER_S)
+                    continue
+                target = min(next_indices, next_chain)
+                await self._wait((target - now) / NS_PER_S)
+                waited_to = target
         finally:
             self._running = None
 
@@ -134,6 +227,66 @@ class PolygonPoller:
                 await asyncio.wait_for(asyncio.shield(task), timeout=5.0)
             except (asyncio.CancelledError, asyncio.TimeoutError, Exception):
                 pass
+
+    async def poll_indices(self) -> bool:
+        """One indices snapshot, recorded as a PolygonResponse; False (and a SourceError) on failure.
+
+        Rows the plan lacks (NOT_ENTITLED, HTTP 200) are part of the recorded page, not a
+        failure; each ticker turning to an error or back is logged once.
+        """
+        self.snapshot_id += 1
+        snapshot_id = self.snapshot_id
+        recorded: list[PolygonResponse] = []
+
+        def record(page: FetchedPage) -> None:
+            ev = PolygonResponse(
+                ts_event=page.ts_recv, ts_recv=page.ts_recv, underlying=INDICES_UNDERLYING, path=page.path,
+                query=page.query, status=page.status, request_id=page.request_id, elapsed_ns=page.elapsed_ns,
+                body=page.body, snapshot_id=snapshot_id, page=0, final=True)
+            recorded.append(ev)
+            self.emit(ev)
+
+        try:
+            await self.client.fetch_indices(self.index_tickers, on_page=record)
+            rows = index_values(recorded[-1])
+        except (MiaError, httpx.HTTPError) as exc:
+            self._indices_failed(exc)
+            return False
+        for row in rows:
+            before = self._index_errors.get(row.ticker, "")
+            if row.error != before:
+                if row.error:
+                    log.warning("polygon index row error ticker=%s error=%s", row.ticker, row.error)
+                else:
+                    log.info("polygon index row back ticker=%s", row.ticker)
+                self._index_errors[row.ticker] = row.error
+        self._indices_last_good_ns = recorded[-1].ts_recv
+        if self._indices_available is not True:
+            self._indices_available = True
+            now = self.clock.now_ns()
+            ok = sum(1 for r in rows if not r.error)
+            self.emit(FeedStatus(ts_event=now, ts_recv=now, source=SOURCE, status=FEED_AVAILABLE,
+                                 detail=f"indices: {ok} of {len(rows)} values"))
+        return True
+
+    def _indices_failed(self, exc: BaseException) -> None:
+        now = self.clock.now_ns()
+        status = exc.status if isinstance(exc, PolygonHttpError) else 0
+        message = self.client.redact(str(exc)) or type(exc).__name__
+        last = self._indices_last_good_ns
+        if last:
+            fallback = f"using index values from {utc_datetime(last):%H:%M:%S} UTC, {(now - last) // NS_PER_S} s old"
+            kind, age = FALLBACK_PREVIOUS, now - last
+        else:
+            fallback, kind, age = "none: no index values yet", FALLBACK_NONE, 0
+        log.warning("polygon indices failed error=%s fallback=%s", message, fallback)
+        self.emit(SourceError(ts_event=now, ts_recv=now, source=SOURCE, error=f"indices: {type(exc).__name__}: {message}",
+                              fallback=fallback, stale_age_ns=age, underlying=INDICES_UNDERLYING, status=status,
+                              fallback_kind=kind))
+        if self._indices_available is not False:
+            self._indices_available = False
+            self.emit(FeedStatus(ts_event=now, ts_recv=now, source=SOURCE, status=FEED_UNAVAILABLE,
+                                 detail=f"indices: {message}"))
 
     async def poll_once(self, underlying: str) -> bool:
         """Fetch one snapshot of `underlying`, recording its pages; False (and a SourceError) on failure."""
