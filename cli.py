@@ -280,6 +280,8 @@ def _status_printer(quiet: bool):
 @click.option("--poll", type=float, help="Seconds between chain snapshots [fits the plan].")
 @click.option("--no-dtc", is_flag=True, help="Record no DTC connection.")
 @click.option("--no-polygon", is_flag=True, help="Record no options chains.")
+@click.option("--sierra-data", type=click.Path(file_okay=False), metavar="DIR",
+              help="Follow Sierra Chart's .scid/.depth files in DIR for --symbols.")
 @click.option("--publish", metavar="ADDR", help=f"ZeroMQ PUB address [{DEFAULT_ADDR}].")
 @click.option("--no-publish", is_flag=True, help="Do not publish on the bus.")
 @click.option("--levels-file", type=click.Path(dir_okay=False), help="Sierra Chart levels file to keep current.")
@@ -292,7 +294,7 @@ def _status_printer(quiet: bool):
 @handle_errors
 def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underlyings, poll,
            no_dtc, no_polygon, publish, no_publish, levels_file, duration, sim, seed, rate,
-           on_alert, quiet):
+           on_alert, quiet, sierra_data):
     """Record DTC order flow and Polygon options chains into the log.
 
     \b
@@ -308,6 +310,15 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
 
     cfg = _load_cfg(config_path)
     seconds = _parse_duration(duration)
+    if sierra_data:
+        from mia.data.sierra.config import SierraConfig
+
+        ssyms = _split(symbols) or [s for c in cfg.sierra for s in c.symbols]
+        if not ssyms:
+            raise UsageError("--sierra-data needs --symbols (or symbols in the config)")
+        base = cfg.sierra[0] if cfg.sierra else SierraConfig()
+        cfg = msgspec.structs.replace(cfg, sierra=[msgspec.structs.replace(
+            base, data_dir=sierra_data, symbols=ssyms)])
     if dtc_addrs:
         syms = _split(symbols) or [s for d in cfg.dtc for s in d.symbols]
         if not syms:
@@ -317,7 +328,7 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
             host, port = _parse_hostport(addr)
             conns.append(DtcConfig(host=host, port=port, symbols=syms))
         cfg = msgspec.structs.replace(cfg, dtc=conns)
-    elif symbols:
+    elif symbols and not sierra_data:
         cfg = msgspec.structs.replace(cfg, dtc=[msgspec.structs.replace(d, symbols=_split(symbols)) for d in cfg.dtc])
     if depth is not None:
         cfg = msgspec.structs.replace(cfg, dtc=[msgspec.structs.replace(d, depth=depth) for d in cfg.dtc])
@@ -353,7 +364,7 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
             run_cfg = msgspec.structs.replace(run_cfg, dtc=[])
         if no_polygon:
             run_cfg = msgspec.structs.replace(run_cfg, polygon=msgspec.structs.replace(run_cfg.polygon, enabled=False))
-        if not run_cfg.dtc and not (run_cfg.polygon.enabled and run_cfg.polygon.underlyings):
+        if not run_cfg.dtc and not run_cfg.sierra and not (run_cfg.polygon.enabled and run_cfg.polygon.underlyings):
             raise UsageError("nothing to record: give --dtc HOST:PORT --symbols ..., a config, or --sim")
         rec = Recorder(run_cfg, data_dir, status=_status_printer(quiet))
         watcher = asyncio.create_task(stop.wait())
@@ -745,6 +756,86 @@ def report(data_dir, date_, to, output, config_path, as_json, quiet):
                     "figures": rep.figures})
     else:
         click.echo(f"wrote {output} ({len(rep.figures)} figures, {len(rep.html):,} B)")
+
+# --- import: history from Sierra Chart's files ------------------------------------------------
+
+
+@cli.group("import")
+def import_() -> None:
+    """Import history into the log (the `import` stream, one segment per UTC day)."""
+
+
+def _sierra_import(kind, paths, data_dir, symbol, date_from, date_to, tick_size, as_json, quiet):
+    from mia.data.sierra.importer import import_files
+
+    if not paths:
+        raise UsageError(f"give at least one .{kind} file")
+    ticks = {symbol or "": tick_size} if tick_size else None
+    if ticks and not symbol:
+        from mia.data.sierra.symbols import symbol_of_file
+
+        ticks = {symbol_of_file(p): tick_size for p in paths}
+    with _Progress(f"importing {len(paths)} .{kind} file(s)", quiet) as progress:
+        summary = import_files(data_dir, paths, kind, symbol=symbol, date_from=date_from,
+                               date_to=date_to, tick_sizes=ticks, progress=progress)
+    for f in summary.files:
+        for d in f.damage:
+            click.echo(f"mia: warning: {f.path} at byte {d.offset}: {d.reason}"
+                       + (f" ({d.records:,} records left out)" if d.records else ""), err=True)
+    if as_json:
+        _echo_json(summary)
+        return
+    for f in summary.files:
+        days = f"{f.days[0]}..{f.days[-1]}" if len(f.days) > 1 else (f.days[0] if f.days else "-")
+        click.echo(f"{f.path}: {f.symbol} {f.records:,} records: {f.imported:,} imported "
+                   f"({f.events:,} events, days {days}), {f.already_present:,} already present, "
+                   f"{f.outside_dates:,} outside the dates, {f.damaged:,} damaged")
+
+
+def _sierra_import_options(fn):
+    for opt in reversed([
+        click.argument("paths", nargs=-1, type=click.Path(exists=True, dir_okay=False)),
+        data_dir_option,
+        click.option("--symbol", help="The symbol (default: from the file name)."),
+        click.option("--from", "date_from", metavar="YYYY-MM-DD", help="First UTC day to import."),
+        click.option("--to", "date_to", metavar="YYYY-MM-DD", help="Last UTC day to import (inclusive)."),
+        click.option("--tick-size", type=float, help="Tick size, for a root mia does not know."),
+        json_option,
+        quiet_option,
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+@import_.command("scid")
+@_sierra_import_options
+@handle_errors
+def import_scid(paths, data_dir, symbol, date_from, date_to, tick_size, as_json, quiet):
+    """Import Sierra Chart intraday files (.scid): trades, and quotes from tick records.
+
+    Re-importing a file adds only the records not imported before; damaged records are reported
+    with their byte offset and left out.
+
+    \b
+    Examples:
+      mia import scid C:/SierraChart/Data/ESZ6.scid --from 2026-11-02 --to 2026-11-27
+      mia import scid ESZ6.scid NQZ6.scid --json
+    """
+    _sierra_import("scid", paths, data_dir, symbol, date_from, date_to, tick_size, as_json, quiet)
+
+
+@import_.command("depth")
+@_sierra_import_options
+@handle_errors
+def import_depth(paths, data_dir, symbol, date_from, date_to, tick_size, as_json, quiet):
+    """Import Sierra Chart market depth files (.depth) as BookLevel events.
+
+    \b
+    Example:
+      mia import depth C:/SierraChart/Data/MarketDepthData/ESZ6.2026-11-27.depth
+    """
+    _sierra_import("depth", paths, data_dir, symbol, date_from, date_to, tick_size, as_json, quiet)
+
 
 def main() -> None:
     cli(prog_name="mia")

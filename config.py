@@ -3,6 +3,7 @@
     [log]        mia.engine.log        (fsync policy, frame sizes)
     [bus]        mia.engine.bus        (address, CURVE keys)
     [[dtc]]      mia.data.dtc          (one table per Sierra Chart instance)
+    [[sierra]]   mia.data.sierra       (Sierra Chart's own files, followed while recording)
     [polygon]    mia.data.polygon      (plan, underlyings, key)
     [orderflow]  mia.analytics.orderflow
     [gamma]      mia.analytics.gamma
@@ -24,6 +25,7 @@ from mia.analytics.monitor import MonitorConfig
 from mia.analytics.orderflow import OrderflowConfig
 from mia.data.dtc.config import DtcConfig
 from mia.data.polygon.config import PolygonConfig
+from mia.data.sierra.config import SierraConfig
 from mia.engine.bus import BusConfig
 from mia.engine.config import ConfigBase, convert, load_toml
 from mia.engine.log import LogConfig
@@ -44,6 +46,7 @@ class AnalyticsConfig(ConfigBase):
 class Config(ConfigBase):
     data_dir: str = ""  # empty: $MIA_DATA_DIR or ./mia-data
     dtc: list[DtcConfig] = []
+    sierra: list[SierraConfig] = []  # Sierra Chart data folders to follow (.scid, .depth)
     polygon: PolygonConfig = PolygonConfig()
     bus: BusConfig = BusConfig()
     log: LogConfig = LogConfig()
@@ -106,6 +109,10 @@ depth = 10
 host = "127.0.0.1"
 port = 11100
 symbols = ["NQZ6"]
+
+[[sierra]]                       # follow Sierra's own files (when DTC will not relay CME data)
+data_dir = "C:/SierraChart/Data"
+symbols = ["ESZ6", "NQZ6"]       # <data_dir>/<symbol>.scid and MarketDepthData/<symbol>.<date>.depth
 
 [polygon]
 underlyings = ["SPX", "NDX"]

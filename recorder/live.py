@@ -133,6 +133,27 @@ class Recorder:
                 client_name=cfg.client_name,
             )
             sources.append(client)
+        for scfg in self.config.sierra:
+            from mia.analytics.calendar import trade_date_start_ns
+            from mia.data.sierra.follower import SierraFollower
+
+            def cme_open(ts_ns: int) -> bool:  # Globex: 23 h from the trade date's 17:00 CT
+                return ts_ns - trade_date_start_ns(ts_ns) < 23 * 3_600_000_000_000
+
+            sources.append(SierraFollower(
+                scfg.data_dir,
+                scfg.symbols,
+                emit=self._emitter(f"sierra:{scfg.data_dir}"),
+                clock=self.clock,
+                registry=self.registry,
+                depth=scfg.depth,
+                poll_s=scfg.poll_s,
+                silence_s=scfg.silence_s,
+                rollover_grace_s=scfg.rollover_grace_s,
+                market_open=cme_open,
+                tick_sizes=scfg.tick_sizes,
+                point_values=scfg.point_values,
+            ))
         pcfg = self.config.polygon
         if pcfg.enabled and pcfg.underlyings:
             from mia.data.polygon.client import PolygonClient
