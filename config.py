@@ -8,6 +8,7 @@
     [orderflow]  mia.analytics.orderflow
     [gamma]      mia.analytics.gamma
     [monitor]    mia.analytics.monitor
+    [volatility] mia.analytics.volatility
 
 Precedence: command-line flags, then the config file, then environment variables for secrets
 (POLYGON_API_KEY, MIA_DTC_USERNAME, MIA_DTC_PASSWORD). Unknown keys are errors.
@@ -23,6 +24,7 @@ import msgspec
 from mia.analytics.gamma import GammaConfig
 from mia.analytics.monitor import MonitorConfig
 from mia.analytics.orderflow import OrderflowConfig
+from mia.analytics.volatility import VolatilityConfig
 from mia.data.dtc.config import DtcConfig
 from mia.data.polygon.config import PolygonConfig
 from mia.data.sierra.config import SierraConfig
@@ -41,6 +43,7 @@ class AnalyticsConfig(ConfigBase):
     orderflow: OrderflowConfig = OrderflowConfig()
     gamma: GammaConfig = GammaConfig()
     monitor: MonitorConfig = MonitorConfig()
+    volatility: VolatilityConfig = VolatilityConfig()
 
 
 class Config(ConfigBase):
@@ -53,12 +56,18 @@ class Config(ConfigBase):
     orderflow: OrderflowConfig = OrderflowConfig()
     gamma: GammaConfig = GammaConfig()
     monitor: MonitorConfig = MonitorConfig()
+    volatility: VolatilityConfig = VolatilityConfig()
     levels_file: str = ""  # Sierra Chart levels file to keep up to date while recording
     status_interval_s: float = 1.0
 
     @property
     def analytics(self) -> AnalyticsConfig:
-        return AnalyticsConfig(orderflow=self.orderflow, gamma=self.gamma, monitor=self.monitor)
+        vol = self.volatility  # the DTC name of the VIX index ([[dtc]] vix_symbol) is a VIX too
+        extra = [d.vix_symbol for d in self.dtc if d.vix_symbol and d.vix_symbol not in vol.vix_symbols]
+        if extra:
+            vol = msgspec.structs.replace(vol, vix_symbols=[*vol.vix_symbols, *extra])
+        return AnalyticsConfig(orderflow=self.orderflow, gamma=self.gamma, monitor=self.monitor,
+                               volatility=vol)
 
     def replace(self, **changes) -> "Config":
         return msgspec.structs.replace(self, **changes)

@@ -13,8 +13,9 @@ order. The fold owns
   summarises only the window;
 - the derived events of each batch, merged across reducers by `ts_recv` (stable).
 
-It joins `analytics` (pure reducers) with `data` (the Polygon chain parser the gamma reducer is
-handed), which is why it lives at the top of the package and not in either.
+It joins `analytics` (pure reducers) with `data` (the Polygon chain and indices parsers the gamma
+and volatility reducers are handed, the CFE calendar of VX expiries), which is why it lives at
+the top of the package and not in either.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import numpy as np
 from mia.analytics.gamma import GammaReducer
 from mia.analytics.monitor import MonitorReducer
 from mia.analytics.orderflow import InstrumentSummary, OrderflowReducer
+from mia.analytics.volatility import IvSurfaceReducer, TermStructureReducer
 from mia.config import AnalyticsConfig, Config
-from mia.data.polygon.models import chain_columns
+from mia.data.cfe import vx_expiry
+from mia.data.polygon.models import chain_columns, index_values
 from mia.engine.clock import previous_day
 from mia.engine.columns import ColumnBatch
 from mia.engine.errors import NoDataError
@@ -82,10 +85,16 @@ class Fold:
             config = config.analytics
         self.config: AnalyticsConfig = config or AnalyticsConfig()
         self.orderflow = OrderflowReducer(self.config.orderflow)
-        self.gamma = GammaReducer(chain_columns, self.config.gamma)
+        self.gamma = GammaReducer(chain_columns, self.config.gamma, index_values=index_values)
         self.monitor = MonitorReducer(self.config.monitor)
+        vol = self.config.volatility
+        self.term = TermStructureReducer(vol, index_values=index_values, vx_expiry=vx_expiry)
+        self.surface = IvSurfaceReducer(chain_columns, vol, rate=self.config.gamma.rate,
+                                        dividend_yield=self.config.gamma.dividend_yield,
+                                        index_values=index_values)
         # the order is part of the output: it breaks ts_recv ties between derived events
-        self.reducers = (self.orderflow, self.gamma, self.monitor)
+        # (new reducers go last, so the derived events of earlier ones keep their order)
+        self.reducers = (self.orderflow, self.gamma, self.monitor, self.term, self.surface)
         self.warmup_days: list[str] = []
         self.warmup_rows = 0
         self.rows = 0

@@ -18,6 +18,7 @@ Conventions (see docs/dealer-bias.md and reference/polygon_gamma.md part B):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import Final, Literal
@@ -369,12 +370,57 @@ def gamma_levels(result: GammaResult, *, ts_recv: int, stale: bool = False, stal
     )
 
 
+INDICES_PATH: Final = "/v3/snapshot/indices"  # Polygon's indices snapshot (index spot values)
+INDEX_SPOT_MAX_AGE_NS: Final = 5 * NS_PER_MIN  # an index value older than this at the chain's time is not used
+
+
+class IndexSpots:
+    """Index values from recorded indices snapshots (``/v3/snapshot/indices``), for chains.
+
+    `parse` is ``mia.data.polygon.models.index_values`` (None: indices snapshots are ignored).
+    A row's value counts for the plain underlying ("I:SPX" -> "SPX") from the response's
+    ts_recv; a chain whose time is at most INDEX_SPOT_MAX_AGE_NS after it gets that value as its
+    spot (the true index, rather than the chain's own or a parity spot). With no indices
+    snapshot in the log, chains are left as they are: the results are those of before.
+    """
+
+    def __init__(self, parse: Callable[[PolygonResponse], list] | None) -> None:
+        self._parse = parse
+        self._values: dict[str, tuple[float, int]] = {}
+
+    def on_response(self, ev: PolygonResponse) -> bool:
+        """Fold a response if it is an indices snapshot (True), else leave it (False)."""
+        if ev.path != INDICES_PATH:
+            return False
+        if ev.status != 200 or self._parse is None:
+            return True
+        try:
+            rows = self._parse(ev)
+        except MiaError:
+            return True
+        for row in rows:
+            if not row.error and math.isfinite(row.value) and row.value > 0:
+                self._values[row.ticker.removeprefix("I:")] = (float(row.value), int(ev.ts_recv))
+        return True
+
+    def spot(self, underlying: str, at_ns: int) -> float:
+        value, ts = self._values.get(underlying.removeprefix("I:"), (NAN, 0))
+        return value if 0 <= at_ns - ts <= INDEX_SPOT_MAX_AGE_NS else NAN
+
+    def apply(self, chain: ChainColumns) -> ChainColumns:
+        """The chain with the index's value as its spot, when a recent one is known."""
+        value = self.spot(chain.underlying, int(chain.ts_ns))
+        return dataclasses.replace(chain, spot=value) if math.isfinite(value) else chain
+
+
 class GammaReducer:
     """Pure fold: event rows in log order -> GammaLevels, one per complete chain snapshot.
 
     - Instrument rows map futures symbols to ids by root prefix (config.futures_roots: SPX -> ES);
       a later declaration with the same root replaces the earlier one.
     - Quote rows keep every instrument's last mid ((bid + ask) / 2, both finite).
+    - Indices snapshots (``/v3/snapshot/indices``) give the chains their true index spot
+      (``IndexSpots``); without one a chain's own spot is used, as before.
     - PolygonResponse pages are collected per (underlying, snapshot_id); the final page, with every
       page HTTP 200, calls ``parse_chain`` and emits GammaLevels (ts_recv of that row). A MiaError
       from parsing or computing skips that snapshot. A new snapshot of an underlying drops the
@@ -386,9 +432,11 @@ class GammaReducer:
     """
 
     def __init__(self, parse_chain: Callable[[list[PolygonResponse]], ChainColumns],
-                 config: GammaConfig = DEFAULT_CONFIG) -> None:
+                 config: GammaConfig = DEFAULT_CONFIG, *,
+                 index_values: Callable[[PolygonResponse], list] | None = None) -> None:
         self._parse_chain = parse_chain
         self._config = config
+        self._spots = IndexSpots(index_values)
         self._mids: dict[int, float] = {}
         self._futures: dict[str, tuple[int, str]] = {}  # root -> (instrument id, symbol)
         self._pending: dict[tuple[str, int], list[PolygonResponse]] = {}
@@ -449,6 +497,8 @@ class GammaReducer:
                 self._mids.pop(int(ev.instrument), None)  # an id re-declared is a new instrument
 
     def _on_page(self, ev: PolygonResponse) -> GammaLevels | None:
+        if self._spots.on_response(ev):  # an indices snapshot, not a chain page
+            return None
         key = (ev.underlying, int(ev.snapshot_id))
         for other in [k for k in self._pending if k[0] == ev.underlying and k != key]:
             del self._pending[other]
@@ -464,7 +514,7 @@ class GammaReducer:
         fut_id, fut_symbol = self._futures.get(root, (-1, ""))
         mid = self._mids.get(fut_id, NAN) if root else NAN
         try:
-            chain = self._parse_chain(pages)
+            chain = self._spots.apply(self._parse_chain(pages))
             result = compute_gamma(chain, self._config, mid)
         except MiaError:
             self.skipped += 1
