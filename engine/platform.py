@@ -49,8 +49,8 @@ IS_WINDOWS: Final = sys.platform == "win32"
 if not IS_WINDOWS:
     import fcntl
 
-# The byte a Windows lock covers: far past any segment's end (UCRT's _locking seeks 64-bit).
-WIN_LOCK_OFFSET: Final = 1 << 62
+# The byte a Windows lock covers, far past any segment's end (UCRT's _locking seeks 64-bit).
+WIN_LOCK_OFFSET: Final = 1 << 40  # 1 TiB: no segment grows that large
 WIN_PROBE_RETRIES: Final = 3  # a failed Windows lock is retried this often (another probe)
 WIN_PROBE_WAIT_S: Final = 0.01
 REPLACE_ATTEMPTS: Final = 8  # os.replace tries on Windows: ~2.5 s in all at most
