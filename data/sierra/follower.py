@@ -45,7 +45,7 @@ from mia.engine.instruments import InstrumentRegistry
 
 from . import depth as _depth
 from . import scid as _scid
-from .common import SierraFileError
+from .common import SC_EPOCH_US, SierraFileError
 from .symbols import instrument_for
 
 logger = logging.getLogger(__name__)
@@ -82,8 +82,10 @@ class _Tail:
     def fmt(self):
         return _scid if self.kind == "scid" else _depth
 
-    def open(self, now_ns: int) -> bool:
-        """Open the file when it exists; position at its end unless `from_start`."""
+    def open(self, now_ns: int, resume: tuple[int, int] | None = None) -> bool:
+        """Open the file when it exists; position at its end unless `from_start`, or after the
+        last record a previous run of today logged (`resume`: its ts_event and how many
+        records at that time were logged)."""
         try:
             f = open(self.path, "rb")  # read-only; Python opens shared (never locks)
         except FileNotFoundError:
@@ -99,6 +101,8 @@ class _Tail:
             start = 0
             if not self.from_start:
                 start = (st.st_size - fmt.HEADER_SIZE) // fmt.RECORD_SIZE
+                if resume is not None:
+                    start = resume_index(f, self.kind, start, *resume)
             after_end = True
             if self.kind == "depth" and start > 0:
                 f.seek(fmt.HEADER_SIZE + (start - 1) * fmt.RECORD_SIZE)
@@ -162,7 +166,9 @@ class SierraFollower:
                  market_open: Callable[[int], bool] | None = None,
                  tick_sizes: Mapping[str, float] | None = None,
                  point_values: Mapping[str, float] | None = None,
-                 date_of: Callable[[int], str] = utc_day) -> None:
+                 date_of: Callable[[int], str] = utc_day,
+                 log_root: str | os.PathLike | None = None,
+                 resume_max_s: float = 600.0) -> None:
         self.data_dir = Path(data_dir)
         self.symbols = list(symbols)
         self.source = f"sierra:{self.data_dir}"
@@ -175,6 +181,8 @@ class SierraFollower:
         self.grace_ns = int(rollover_grace_s * NS_PER_S)
         self.market_open = market_open
         self.date_of = date_of
+        self.log_root = log_root
+        self.resume_max_ns = int(resume_max_s * NS_PER_S)
         self.records = 0  # records turned into events
         self.damaged = 0
         self._stop = asyncio.Event()
@@ -221,8 +229,19 @@ class SierraFollower:
             for inst in self._instruments:
                 self._tails.append(_Tail(depth_path(self.data_dir, inst.symbol, self._depth_date),
                                          "depth", inst.instrument, from_start=False))
+        resume = (resume_points(self.log_root, utc_day(now), self.source)
+                  if self.log_root is not None else {})
         for tail in self._tails:
-            opened = tail.open(now)
+            point = resume.get((self._symbol_of(tail.iid), tail.kind))
+            if point is not None and tail.kind == "depth" and \
+                    self.date_of(point[0]) != self._depth_date:
+                point = None
+            if point is not None and now - point[0] > self.resume_max_ns:
+                self.emit(Gap(now, now, self.source, point[0], now,
+                              f"{tail.path.name}: the recorder was down (mia import fills it)",
+                              tail.iid))
+                point = None
+            opened = tail.open(now, point)
             where = (f"following {tail.path.name} from record {tail.reader.records}" if opened
                      else f"waiting for {tail.path.name}")
             status = FEED_SUBSCRIBED if opened else FEED_UNAVAILABLE
@@ -326,6 +345,75 @@ class SierraFollower:
                           tail.iid))
         else:
             tail.from_start = True
+
+
+def resume_index(f, kind: str, end: int, ts_ns: int, count: int) -> int:
+    """Index of the record after the `count`-th record at time `ts_ns` (records are in time
+    order): where a run that logged up to there continues. `end` when the file holds nothing
+    later."""
+    fmt = _scid if kind == "scid" else _depth
+    target = ts_ns // 1000 + SC_EPOCH_US
+
+    def dt_at(i: int) -> int:
+        f.seek(fmt.HEADER_SIZE + i * fmt.RECORD_SIZE)
+        return int(np.frombuffer(f.read(8), "<i8")[0])
+
+    lo, hi = 0, end
+    while lo < hi:  # first record at or after the target time
+        mid = (lo + hi) // 2
+        if dt_at(mid) < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    i = lo
+    while i < end and count > 0:
+        f.seek(fmt.HEADER_SIZE + i * fmt.RECORD_SIZE)
+        rec = np.frombuffer(f.read(fmt.RECORD_SIZE), fmt.RECORD_DTYPE)
+        if int(rec["dt"][0]) != target:
+            break
+        if kind == "scid" or int(rec["command"][0]) != _depth.NO_COMMAND:
+            count -= 1
+        i += 1
+    return i
+
+
+def resume_points(log_root: str | os.PathLike, date: str, source: str
+                  ) -> dict[tuple[str, str], tuple[int, int]]:
+    """What earlier runs of today logged from `source`: (symbol, "scid"|"depth") -> (the last
+    ts_event, how many events at that time). Trades count .scid records, book levels .depth
+    records (one event each)."""
+    from mia.engine.events import K_BOOK_LEVEL, K_INSTRUMENT, K_TRADE, BookLevel, Instrument, Trade
+    from mia.engine.log import EventLog
+
+    log = EventLog(log_root)
+    if date not in log.dates():
+        return {}
+    ids: dict[int, str] = {}
+    out: dict[tuple[str, str], tuple[int, int]] = {}
+    for b in log.read_batches(date, streams="live", kinds=[Instrument, Trade, BookLevel]):
+        inst = np.flatnonzero(b.kind == K_INSTRUMENT)
+        for i in inst.tolist():
+            ev = b.event(i)
+            if ev.source == source:
+                ids[ev.instrument] = ev.symbol
+            else:
+                ids.pop(ev.instrument, None)
+        for k, name in ((K_TRADE, "scid"), (K_BOOK_LEVEL, "depth")):
+            rows = b.kind == k
+            if not rows.any():
+                continue
+            for iid, sym in ids.items():
+                mask = rows & (b.instrument == iid)
+                if not mask.any():
+                    continue
+                ts = b.ts_event[mask]
+                last = int(ts[-1])
+                n = int((ts == last).sum())
+                prev = out.get((sym, name))
+                if prev is not None and prev[0] == last:
+                    n += prev[1]
+                out[(sym, name)] = (last, n)
+    return out
 
 
 __all__ = ["SierraFollower", "scid_path", "depth_path", "DEPTH_FOLDER"]
