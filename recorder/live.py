@@ -153,6 +153,7 @@ class Recorder:
                 market_open=cme_open,
                 tick_sizes=scfg.tick_sizes,
                 point_values=scfg.point_values,
+                log_root=self.data_dir,  # a restart continues where today's log ends
             ))
         pcfg = self.config.polygon
         if pcfg.enabled and pcfg.underlyings:
