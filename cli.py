@@ -236,19 +236,19 @@ def _split(text: str | None) -> list[str] | None:
 
 
 def _run_async(coro_fn):
-    """Run a coroutine with SIGINT/SIGTERM turned into a clean stop."""
+    """Run a coroutine with Ctrl+C, SIGTERM and (Windows) Ctrl+Break or console close turned
+    into a clean stop (`mia.engine.platform.install_stop_handler`)."""
     import asyncio
-    import signal
+
+    from mia.engine.platform import install_stop_handler
 
     async def main():
-        loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
-        return await coro_fn(stop)
+        remove = install_stop_handler(asyncio.get_running_loop(), stop.set)
+        try:
+            return await coro_fn(stop)
+        finally:
+            remove()
 
     return asyncio.run(main())
 
@@ -290,11 +290,13 @@ def _status_printer(quiet: bool):
 @click.option("--seed", type=int, default=0, show_default=True, help="Simulator seed (with --sim).")
 @click.option("--rate", type=float, default=2000.0, show_default=True, help="Simulator messages/s (with --sim).")
 @click.option("--on-alert", metavar="COMMAND", help="Run COMMAND with each alert as JSON on stdin.")
+@click.option("--exit-if-unreachable", "exit_if_unreachable", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Exit 1 if a DTC server is not up within SECONDS (default: wait for it).")
 @click.option("-q", "--quiet", is_flag=True, help="No status line.")
 @handle_errors
 def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underlyings, poll,
            no_dtc, no_polygon, publish, no_publish, levels_file, duration, sim, seed, rate,
-           on_alert, quiet, sierra_data):
+           on_alert, exit_if_unreachable, quiet, sierra_data):
     """Record DTC order flow and Polygon options chains into the log.
 
     \b
@@ -366,7 +368,8 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
             run_cfg = msgspec.structs.replace(run_cfg, polygon=msgspec.structs.replace(run_cfg.polygon, enabled=False))
         if not run_cfg.dtc and not run_cfg.sierra and not (run_cfg.polygon.enabled and run_cfg.polygon.underlyings):
             raise UsageError("nothing to record: give --dtc HOST:PORT --symbols ..., a config, or --sim")
-        rec = Recorder(run_cfg, data_dir, status=_status_printer(quiet))
+        rec = Recorder(run_cfg, data_dir, status=_status_printer(quiet),
+                       exit_if_unreachable_s=exit_if_unreachable)
         watcher = asyncio.create_task(stop.wait())
         watcher.add_done_callback(lambda _: rec.stop("signal"))
         try:

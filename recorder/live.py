@@ -24,7 +24,7 @@ from mia.config import Config
 from mia.data.dtc.config import dtc_credentials
 from mia.data.polygon.config import polygon_api_key
 from mia.engine.errors import ConnectionLostError
-from mia.engine.events import Event, Gap, Heartbeat, SourceError
+from mia.engine.events import FEED_DISCONNECTED, Event, FeedStatus, Gap, Heartbeat, SourceError
 from mia.engine.instruments import InstrumentRegistry
 from mia.engine.log import EventLog
 from mia.engine.pipeline import Pipeline
@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 DRAIN_INTERVAL_S = 0.005  # the timer task: heartbeats, frame timers, status
 MAX_DRAIN_EVENTS = 2048  # events one scheduled drain takes before letting the loop run
 HEARTBEAT_INTERVAL_S = 1.0
-FIRST_LOGON_TIMEOUT_S = 5.0
+FIRST_LOGON_TIMEOUT_S = 5.0  # the old fixed limit; now only what --exit-if-unreachable gives
+FIRST_LOGON_GRACE_S = 1.0  # a DTC server not logged on by then is shown and recorded as awaited
 
 
 @dataclass
@@ -70,11 +71,16 @@ class Recorder:
         *,
         clock: Clock | None = None,
         status: Callable[[str], None] | None = None,
+        exit_if_unreachable_s: float | None = None,
     ) -> None:
         self.config = config
         self.data_dir = data_dir
         self.clock = clock or SystemClock()
         self.status = status
+        # None: wait for a DTC server that is not up yet (Sierra Chart started after mia); a
+        # number: give up after that many seconds with one line (scripts)
+        self.exit_if_unreachable_s = exit_if_unreachable_s
+        self._waiting: dict[str, str] = {}  # source -> its "waiting for DTC ..." note
         self.registry = InstrumentRegistry()
         self.stats: dict[str, SourceStats] = {}
         self._queue: list[Event] = []
@@ -303,23 +309,57 @@ class Recorder:
         await asyncio.gather(drain, return_exceptions=True)
 
     async def _await_first_logon(self, sources, tasks) -> None:
-        """A DTC host that cannot be reached at start is a user mistake: fail with one line."""
+        """The first logon of each DTC source.
+
+        By default a DTC server that is not up yet (the recorder started before Sierra Chart) is
+        waited for: after FIRST_LOGON_GRACE_S a status line "waiting for DTC host:port ..." and a
+        FeedStatus(FEED_DISCONNECTED) with the reason are recorded, the client keeps retrying with
+        its capped, jittered backoff, and the run goes on (other sources record, --duration and
+        a stop apply). With `exit_if_unreachable_s` a server not logged on by then fails the run
+        with one line, as scripts expect.
+        """
+        limit = self.exit_if_unreachable_s
+        timeout = FIRST_LOGON_GRACE_S if limit is None else limit
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout  # one deadline for all sources: they connect at once
         for source, task in zip(sources, tasks):
             logged_on = getattr(source, "logged_on", None)
             if logged_on is None:
                 continue
             wait = asyncio.ensure_future(logged_on)
-            done, _ = await asyncio.wait({wait, task}, timeout=FIRST_LOGON_TIMEOUT_S,
+            done, _ = await asyncio.wait({wait, task}, timeout=max(0.0, deadline - loop.time()),
                                          return_when=asyncio.FIRST_COMPLETED)
             if wait in done and wait.exception() is None:
                 continue
-            wait.cancel()
             if task in done and task.exception() is not None:
+                wait.cancel()
                 raise task.exception()
-            raise ConnectionLostError(
-                f"cannot reach the DTC server at {source.source.removeprefix('dtc:')} "
-                f"within {FIRST_LOGON_TIMEOUT_S:.0f}s (is Sierra Chart's DTC server enabled?)"
-            )
+            where = source.source.removeprefix("dtc:")
+            if limit is not None:
+                wait.cancel()
+                raise ConnectionLostError(
+                    f"cannot reach the DTC server at {where} within {limit:g}s "
+                    f"(is Sierra Chart's DTC server enabled?)")
+            self._wait_for_logon(source, where, wait)
+
+    def _wait_for_logon(self, source, where: str, logged_on: asyncio.Future) -> None:
+        """Record and show that `source` waits for its server; clear the note at its logon."""
+        reason = getattr(source, "last_error", "") or "not logged on yet"
+        note = f"waiting for DTC {where} \u2026"
+        self._waiting[source.source] = note
+        now = self.clock.now_ns()
+        self._emitter(source.source)(FeedStatus(now, now, source.source, FEED_DISCONNECTED,
+                                                detail=f"waiting for the DTC server: {reason}"))
+        logger.warning("waiting for the DTC server host=%s reason=%s", where, reason)
+        if self.status is not None:
+            self.status(f"{note} (start Sierra Chart's DTC server; Ctrl+C stops)")
+
+        def done(fut: asyncio.Future) -> None:
+            self._waiting.pop(source.source, None)
+            if not fut.cancelled() and fut.exception() is None:
+                logger.info("dtc server up host=%s", where)
+
+        logged_on.add_done_callback(done)
 
     def _flush_queue(self, pipeline: Pipeline, limit: int | None = None) -> None:
         queue = self._queue
@@ -376,7 +416,7 @@ class Recorder:
             st.last_count = st.events
             parts.append(f"{name} {st.rate:,.0f}/s lag {st.lag_ns / 1e6:.1f}ms gaps {st.gaps}"
                          + (f" errors {st.errors}" if st.errors else ""))
-        line = " | ".join(parts) or "no sources"
+        line = " | ".join(list(self._waiting.values()) + parts) or "no sources"
         alerts = format_alerts(self._monitor.active_alerts()) if self._monitor is not None else ""
         if alerts:
             line += " | ALERTS: " + alerts

@@ -64,7 +64,7 @@ def test_unreachable_dtc_host(tmp_path):
     port = _free_port()  # nothing listens there
     line = _one_line_error(run(["record", "--data-dir", str(tmp_path), "--dtc", f"127.0.0.1:{port}",
                                 "--symbols", "ESZ6", "--no-polygon", "--no-publish",
-                                "--duration", "2s", "-q"]), 1)
+                                "--exit-if-unreachable", "1", "--duration", "2s", "-q"]), 1)
     assert f"127.0.0.1:{port}" in line
 
 

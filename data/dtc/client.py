@@ -249,6 +249,7 @@ class DtcClient:
         self.messages_received = 0
         self.events_emitted = 0
         self.reconnects = 0
+        self.last_error = ""  # why the last connect attempt or session failed
 
     def __repr__(self) -> str:
         return f"DtcClient({self.host}:{self.port}, symbols={self.symbols})"
@@ -308,6 +309,7 @@ class DtcClient:
                         raise
                     reason = f"connect failed: {exc.__class__.__name__}: {exc}" \
                         if session is None else str(exc)
+                    self.last_error = reason
                     failures += 1
                 finally:
                     if session is not None and session.transport is not None:
