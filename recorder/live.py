@@ -18,11 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mia.engine.clock import Clock, SystemClock, utc_day
+from mia.engine.clock import Clock, SystemClock, utc_datetime, utc_day
 from mia.engine.config import fingerprint
 from mia.config import Config
 from mia.data.dtc.config import dtc_credentials
 from mia.data.polygon.config import polygon_api_key
+from mia.data.polygon.models import NEW_YORK
 from mia.engine.errors import ConnectionLostError
 from mia.engine.events import FEED_DISCONNECTED, Event, FeedStatus, Gap, Heartbeat, SourceError
 from mia.engine.instruments import InstrumentRegistry
@@ -122,13 +123,23 @@ class Recorder:
         from mia.data.dtc.client import DtcClient
 
         sources = []
+        pcfg = self.config.polygon
+        backup = None  # the VIX backup switch: the first [[dtc]] with a vix_symbol, when Polygon polls I:VIX
+        today = utc_datetime(self.clock.now_ns()).astimezone(NEW_YORK).date()
         for cfg in self.config.dtc:
             user, password = dtc_credentials(cfg)
+            emit = self._emitter(f"dtc:{cfg.host}:{cfg.port}")
+            if (cfg.vix_symbol and backup is None and pcfg.enabled and pcfg.underlyings
+                    and "I:VIX" in pcfg.index_tickers):
+                from mia.data.vix_backup import VixBackup
+
+                backup = VixBackup(cfg.vix_symbol, after_s=cfg.vix_backup_after_s, emit=emit, clock=self.clock)
+                emit = backup.tap(emit)
             client = DtcClient(
                 cfg.host,
                 cfg.port,
-                cfg.symbols,
-                emit=self._emitter(f"dtc:{cfg.host}:{cfg.port}"),
+                cfg.all_symbols(today),
+                emit=emit,
                 clock=self.clock,
                 registry=self.registry,
                 encoding=cfg.encoding,
@@ -161,7 +172,6 @@ class Recorder:
                 point_values=scfg.point_values,
                 log_root=self.data_dir,  # a restart continues where today's log ends
             ))
-        pcfg = self.config.polygon
         if pcfg.enabled and pcfg.underlyings:
             from mia.data.polygon.client import PolygonClient
             from mia.data.polygon.poller import PolygonPoller
@@ -179,12 +189,17 @@ class Recorder:
                     client,
                     pcfg.underlyings,
                     interval_s=pcfg.poll_s,
-                    emit=self._emitter("polygon"),
+                    emit=backup.tap(self._emitter("polygon")) if backup is not None else self._emitter("polygon"),
                     clock=self.clock,
                     expiry_days=pcfg.expiry_days,
                     strike_window=pcfg.strike_window,
+                    snapshot_times=pcfg.snapshot_times,
+                    index_tickers=pcfg.index_tickers,
+                    indices_interval_s=pcfg.indices_poll_s,
                 )
             )
+        if backup is not None:
+            sources.append(backup)
         return sources
 
     # --- run ---------------------------------------------------------------------------------

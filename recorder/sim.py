@@ -17,6 +17,8 @@ from mia.data.polygon.server import SIM_API_KEY  # the simulator's own key, not 
 logger = logging.getLogger(__name__)
 
 SIM_SYMBOLS = ["ESZ6", "NQZ6", "VXZ6"]
+SIM_VIX_SYMBOL = "VIX"
+SIM_VX_MONTHS = 6
 
 
 class Simulators:
@@ -66,8 +68,9 @@ class Simulators:
         """`base` pointed at the simulators: one DTC connection, Polygon with the sim key."""
         import msgspec
 
+        # the VIX index and the front 6 VX futures (contango on the simulators' shared path)
         dtc = [DtcConfig(host=self.host, port=self.dtc.port, symbols=symbols or SIM_SYMBOLS,
-                         heartbeat_s=2.0)]
+                         heartbeat_s=2.0, vix_symbol=SIM_VIX_SYMBOL, vx_months=SIM_VX_MONTHS)]
         polygon = msgspec.structs.replace(
             base.polygon if base.polygon.enabled else PolygonConfig(),
             base_url=self.polygon.url, api_key=SIM_API_KEY, plan="business", poll_s=poll_s,

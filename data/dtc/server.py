@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import logging
 import math
 import random
@@ -33,7 +34,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Final
 
-from mia.data.market_path import price_at
+from mia.data.cfe import MONTH_CODES, vx_expiry
+from mia.data.market_path import price_at, vx_at
 from mia.engine.clock import NS_PER_DAY, NS_PER_MS, NS_PER_S, Clock, SystemClock
 from mia.engine.errors import ProtocolError
 
@@ -49,11 +51,32 @@ CONTRACTS: Final = {
     "ES": (0.25, 12.5, "E-mini S&P 500 Futures", 40),
     "NQ": (0.25, 5.0, "E-mini Nasdaq-100 Futures", 8),
     "VIX": (0.05, 50.0, "Cboe VIX Futures", 60),
+    "VIXIDX": (0.01, 1.0, "Cboe Volatility Index", 1),  # the index: a value, no real book
 }
+VIX_INDEX_SYMBOLS: Final = frozenset({"VIX", "$VIX", ".VIX", "VIX.XO", "^VIX"})
+
+
+def vx_contract_expiry_ns(symbol: str, t_ns: int) -> int | None:
+    """Final settlement (09:30 New York ~ 13:30/14:30 UTC; 14:00 UTC here) of "VXZ6"-style
+    symbols: the month code and year digit, the decade the one nearest on or after t_ns."""
+    s = symbol.upper()
+    if len(s) < 4 or not s.startswith("VX") or s[2] not in MONTH_CODES or not s[3].isdigit():
+        return None
+    month = MONTH_CODES.index(s[2]) + 1
+    year_now = 1970 + int(t_ns // (NS_PER_DAY * 36525 // 100))
+    year = year_now - year_now % 10 + int(s[3])
+    if year < year_now - 1:
+        year += 10
+    day = vx_expiry(year, month)
+    return (day - dt.date(1970, 1, 1)).days * NS_PER_DAY + 14 * 3600 * NS_PER_S
+
+
 
 
 def root_of(symbol: str) -> str | None:
     s = symbol.upper()
+    if s in VIX_INDEX_SYMBOLS:
+        return "VIXIDX"
     if s.startswith(("VX", "VIX")):
         return "VIX"
     if s.startswith("ES"):
@@ -73,6 +96,8 @@ class _Market:
         self.symbol, self.root, self.seed = symbol, root, seed
         self.tick, self.tick_value, self.description, self.depth_size = CONTRACTS[root]
         self.rng = random.Random(f"{seed}:{symbol}")
+        # VX futures price the VIX curve at their expiry (contango); everything else its path
+        self.expiry_ns = vx_contract_expiry_ns(symbol, t_ns) if root == "VIX" else None
         self.bids: list[Level] = []  # best first
         self.asks: list[Level] = []
         self.open = self.high = self.low = math.nan
@@ -81,6 +106,11 @@ class _Market:
         self.last = math.nan
         self._recentre(t_ns, [])
         self.open = self.high = self.low = self.last = self.mid()
+
+    def target(self, t_ns: int) -> float:
+        if self.expiry_ns is not None:
+            return vx_at(self.seed, self.expiry_ns, t_ns)
+        return price_at(self.seed, "VIX" if self.root == "VIXIDX" else self.root, t_ns)
 
     def q(self, price: float) -> float:
         return round(round(price / self.tick) * self.tick, 6)
@@ -93,7 +123,7 @@ class _Market:
 
     def _recentre(self, t_ns: int, changes: list) -> None:
         """Move the book onto the path's mid: drop levels outside, insert missing ones."""
-        target = price_at(self.seed, self.root, t_ns)
+        target = self.target(t_ns)
         best_bid = self.q(math.floor(target / self.tick) * self.tick)
         if self.bids and self.asks and self.bids[0][0] < target < self.asks[0][0] \
                 and len(self.bids) == BOOK_LEVELS and len(self.asks) == BOOK_LEVELS:
@@ -373,6 +403,7 @@ class DtcSimulator:
         self.credentials = credentials
         self.encodings = encodings
         self.reject_symbols: set[str] = set()
+        self.silent_symbols: set[str] = set()  # subscribed fine, but send nothing (a silent VIX feed)
         self.feed_available = True
         self.records: list[ConnectionRecord] = []
         self.sent_counts: dict[str, int] = {}
@@ -682,7 +713,7 @@ class DtcSimulator:
         for conn in list(self._connections):
             md_id = conn.md.get(m.symbol)
             depth_id = conn.depth.get(m.symbol)
-            if md_id is None and depth_id is None:
+            if (md_id is None and depth_id is None) or m.symbol in self.silent_symbols:
                 continue
             sent = 0
             rec = conn.record

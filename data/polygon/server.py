@@ -1,6 +1,7 @@
 """A Polygon (Massive) options-chain API simulator: a real HTTP server on loopback.
 
-It serves ``GET /v3/snapshot/options/I:SPX`` and ``I:NDX`` with the response schema of
+It serves ``GET /v3/snapshot/indices`` (I:SPX, I:NDX, I:VIX on the shared paths; a fault
+answers chosen rows NOT_ENTITLED) and ``GET /v3/snapshot/options/I:SPX`` and ``I:NDX`` with the response schema of
 reference/polygon_gamma.md A1: SPXW/NDXP dailies (PM-settled) and SPX/NDX third-Friday monthlies
 (AM-settled) from today to 45 days out, strikes around spot at listed increments, Black-Scholes
 greeks (r = q = 0, intraday time) on an IV surface with put skew and a term structure, open
@@ -25,7 +26,7 @@ import math
 import random
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -33,10 +34,10 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import numpy as np
 
-from mia.data.market_path import price_at
+from mia.data.market_path import atm_iv_at, price_at, vix_at
 from mia.engine.clock import NS_PER_DAY, NS_PER_HOUR, NS_PER_MIN, NS_PER_S, Clock, utc_datetime
 
-from .models import NEW_YORK, settlement_ns
+from .models import INDICES_PATH, NEW_YORK, settlement_ns
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class SimFaults:
     huge_body_bytes: int = 0  # pad every chain page with this many bytes of junk
     not_entitled: bool = False  # 403 NOT_AUTHORIZED, as on a plan without options snapshots
     retry_after_s: int | None = None  # force this Retry-After on 429s (None: computed)
+    index_not_entitled: set[str] = field(default_factory=set)  # indices rows answered NOT_ENTITLED ("I:VIX")
 
 
 @dataclass(frozen=True)
@@ -162,15 +164,26 @@ def black_scholes(spot: float, strike: np.ndarray, t_years: np.ndarray, iv: np.n
     return np.maximum(price, 0.0), delta, gamma, theta, vega
 
 
-def atm_iv(spec: IndexSpec, t_years: np.ndarray) -> np.ndarray:
-    """Term structure: short dates a little richer intraday, then a gentle upward slope."""
-    return spec.atm_iv * (0.92 + 0.10 * np.sqrt(np.minimum(t_years, 1.0) / 0.25)
-                          + 0.06 * np.exp(-t_years * 365.0 / 2.0))
+SPX_ATM_IV: Final = 0.15  # INDEXES' atm_iv is relative to this: NDX runs about 1.27x SPX's volatility
 
 
-def skewed_iv(spec: IndexSpec, spot: float, strike: np.ndarray, t_years: np.ndarray) -> np.ndarray:
-    """Put skew and smile in standardised moneyness ln(K/S) / (atm * sqrt(T))."""
-    base = atm_iv(spec, t_years)
+def atm_iv(spec: IndexSpec, t_years: np.ndarray, *, seed: int | None = None, now_ns: int = 0) -> np.ndarray:
+    """ATM IV by maturity. With a seed: the VIX curve of mia.data.market_path at now_ns (SPX ATM
+    tracks VIX, upward sloping while VIX is below its long-run mean, moving inversely with the
+    index), scaled per index, plus a little event premium in the shortest dates. Without: a
+    fixed upward term structure around spec.atm_iv."""
+    t = np.asarray(t_years, dtype=np.float64)
+    short = 0.04 * np.exp(-t * 365.0 / 2.0)  # 0DTE/1DTE richness intraday
+    if seed is None:
+        return spec.atm_iv * (0.92 + 0.10 * np.sqrt(np.minimum(t, 1.0) / 0.25) + 0.06 * np.exp(-t * 365.0 / 2.0))
+    return atm_iv_at(seed, now_ns, t) * (spec.atm_iv / SPX_ATM_IV) * (1.0 + short)
+
+
+def skewed_iv(spec: IndexSpec, spot: float, strike: np.ndarray, t_years: np.ndarray, *, seed: int | None = None,
+              now_ns: int = 0) -> np.ndarray:
+    """Put skew and smile in standardised moneyness ln(K/S) / (atm * sqrt(T)): puts below the
+    money richer than calls above it at every maturity, the smile flattening in moneyness."""
+    base = atm_iv(spec, t_years, seed=seed, now_ns=now_ns)
     m = np.log(strike / spot) / (base * np.sqrt(t_years))
     return np.clip(base * (1.0 - 0.11 * m + 0.018 * m * m), 0.04, 2.5)
 
@@ -236,7 +249,7 @@ def build_chain(seed: int, underlying: str, now_ns: int) -> _Chain:
             parts["ticker"].append(np.array([f"O:{root}{yymmdd}{cp}{int(round(k * 1000)):08d}" for k in ks], dtype=object))
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     strike, right, t = cat["strike"], cat["right"], cat["t"]
-    iv = skewed_iv(spec, spot, strike, t)
+    iv = skewed_iv(spec, spot, strike, t, seed=seed, now_ns=now_ns)
     price, delta, gamma, theta, vega = black_scholes(spot, strike, t, iv, right)
     key_strike = np.round(strike * 100).astype(np.int64)
     u0 = _unit(np.full(strike.shape, seed), key_strike, cat["ord"], right + 2, cat["am"].astype(np.int64))
@@ -509,6 +522,8 @@ class PolygonSimulator:
                 return 429, {"Retry-After": str(retry_after)}, self._json({"status": "ERROR", "request_id": rid, "error": (
                     "You've exceeded the maximum requests per minute, please wait or upgrade your "
                     "subscription to continue. https://massive.com/pricing")})
+        if path == INDICES_PATH:
+            return 200, {}, self._indices(params, now, rid)
         if not path.startswith(CHAIN_PATH):
             return 404, {}, self._json({"status": "NOT_FOUND", "request_id": rid, "message": "Not found"})
         with self._lock:
@@ -581,6 +596,45 @@ class PolygonSimulator:
         if self.faults.huge_body_bytes > 0:
             page["padding"] = "x" * self.faults.huge_body_bytes
         return self._json(page)
+
+    def index_value(self, ticker: str, now: int) -> float | None:
+        """I:SPX and I:NDX from the index paths, I:VIX from the VIX path; None: unknown ticker."""
+        name = ticker[2:] if ticker.startswith("I:") else None
+        if name == "VIX":
+            return vix_at(self.seed, now)
+        if name in INDEXES:
+            return price_at(self.seed, name, now)
+        return None
+
+    def _indices(self, params: dict[str, str], now: int, rid: str) -> bytes:
+        """`/v3/snapshot/indices`: the asked tickers (ticker.any_of, else all three), a per-row
+        NOT_FOUND or NOT_ENTITLED (faults.index_not_entitled) with HTTP 200, as the real API."""
+        asked = [t for t in params.get("ticker.any_of", "").split(",") if t] or ["I:NDX", "I:SPX", "I:VIX"]
+        today = utc_datetime(now).astimezone(NEW_YORK).date()
+        open_ns = int(dt.datetime.combine(today, dt.time(9, 30), NEW_YORK).timestamp()) * NS_PER_S
+        close_ns = int(dt.datetime.combine(today, dt.time(16, 0), NEW_YORK).timestamp()) * NS_PER_S
+        rows: list[dict[str, Any]] = []
+        for ticker in asked[:MAX_LIMIT]:
+            value = self.index_value(ticker, now)
+            if value is None:
+                rows.append({"ticker": ticker, "error": "NOT_FOUND", "message": "Ticker not found."})
+                continue
+            if ticker in self.faults.index_not_entitled:
+                rows.append({"ticker": ticker, "error": "NOT_ENTITLED",
+                             "message": "Not entitled to this ticker."})
+                continue
+            o = self.index_value(ticker, open_ns if now >= open_ns else now - NS_PER_DAY)
+            prev = self.index_value(ticker, close_ns - NS_PER_DAY)
+            hi, lo = max(o, value), min(o, value)
+            rows.append({
+                "value": _r(value, 2), "name": ticker[2:], "ticker": ticker, "type": "indices",
+                "market_status": "open" if open_ns <= now < close_ns else "closed",
+                "timeframe": "REAL-TIME", "last_updated": now - now % NS_PER_S,
+                "session": {"open": _r(o, 2), "high": _r(hi, 2), "low": _r(lo, 2), "close": _r(value, 2),
+                            "previous_close": _r(prev, 2), "change": _r(value - prev, 2),
+                            "change_percent": _r((value / prev - 1.0) * 100.0, 3)},
+            })
+        return self._json({"request_id": rid, "status": "OK", "results": rows})
 
     def _json(self, obj: dict[str, Any]) -> bytes:
         return msgspec.json.encode(obj)
