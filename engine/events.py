@@ -133,6 +133,10 @@ class RecordingStarted(Event, tag=K_RECORDING_STARTED):
     stream: str = "live"
     host: str = ""
     pid: int = 0
+    # the derived kinds the recording's code could emit (on derived segments): `--check`
+    # compares those only, so a reducer added later does not fail days recorded before it;
+    # empty on segments written before the field existed (then LEGACY_DERIVED_KINDS)
+    derived_kinds: list[int] = []
 
 
 class RecordingEnded(Event, tag=K_RECORDING_ENDED):
@@ -449,6 +453,8 @@ TYPE_OF_KIND: Final[dict[int, type[Event]]] = {k: t for t, k in KIND_OF.items()}
 KIND_NAMES: Final[dict[int, str]] = {k: t.__name__ for t, k in KIND_OF.items()}
 KIND_BY_NAME: Final[dict[str, int]] = {t.__name__: k for t, k in KIND_OF.items()}
 MARKET_KINDS: Final = frozenset({K_TRADE, K_QUOTE, K_BOOK_LEVEL, K_SESSION_STAT})
+# what every recording before RecordingStarted.derived_kinds could emit
+LEGACY_DERIVED_KINDS: Final = frozenset({K_GAMMA_LEVELS, K_ORDERFLOW_BAR, K_ALERT})
 DERIVED_KINDS: Final = frozenset({K_GAMMA_LEVELS, K_ORDERFLOW_BAR, K_ALERT, K_TERM_STRUCTURE, K_IV_SURFACE})
 
 

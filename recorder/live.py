@@ -25,7 +25,15 @@ from mia.data.dtc.config import dtc_credentials
 from mia.data.polygon.config import polygon_api_key
 from mia.data.polygon.models import NEW_YORK
 from mia.engine.errors import ConnectionLostError
-from mia.engine.events import FEED_DISCONNECTED, Event, FeedStatus, Gap, Heartbeat, SourceError
+from mia.engine.events import (
+    DERIVED_KINDS,
+    FEED_DISCONNECTED,
+    Event,
+    FeedStatus,
+    Gap,
+    Heartbeat,
+    SourceError,
+)
 from mia.engine.instruments import InstrumentRegistry
 from mia.engine.log import EventLog
 from mia.engine.pipeline import Pipeline
@@ -237,7 +245,8 @@ class Recorder:
             clock=self.clock,
         )
         writer = log.writer("live", sources=names, on_write=pipeline.on_input_written, **common)
-        derived = log.writer("derived", recording_id=writer.recording_id, sources=names, **common)
+        derived = log.writer("derived", recording_id=writer.recording_id, sources=names,
+                             derived_kinds=DERIVED_KINDS, **common)
         pipeline.input_writer = writer
         pipeline.derived_writer = derived
         pipeline.process_written()  # RecordingStarted reaches the reducers as it will in replay

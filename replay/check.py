@@ -21,7 +21,15 @@ from typing import Sequence
 
 import msgspec
 
-from mia.engine.events import DERIVED_KINDS, KIND_NAMES, Event, EventCodec, kind_of
+from mia.engine.events import (
+    DERIVED_KINDS,
+    KIND_NAMES,
+    LEGACY_DERIVED_KINDS,
+    Event,
+    EventCodec,
+    RecordingStarted,
+    kind_of,
+)
 from mia.engine.log import EventLog
 
 __all__ = ["CrashedRun", "CheckResult", "crashed_runs", "compare_derived", "check_derived"]
@@ -98,12 +106,23 @@ def compare_derived(recorded: Sequence[Event], recomputed: Sequence[Event]) -> s
     return None
 
 
+def recorded_kinds(log: EventLog, date: str) -> frozenset[int]:
+    """The derived kinds the day's recordings could emit (each derived segment's
+    RecordingStarted says; older segments could emit the legacy set), that this code knows."""
+    kinds: set[int] = set()
+    for _, ev in log.read(date, kinds=[RecordingStarted], streams=DERIVED_STREAMS):
+        kinds.update(ev.derived_kinds or LEGACY_DERIVED_KINDS)
+    return frozenset(kinds) & DERIVED_KINDS
+
+
 def check_derived(log: EventLog, date: str, recomputed: Sequence[Event], *,
                   start: int | None = None, end: int | None = None) -> CheckResult:
     """Compare the derived events recomputed over [start, end) with those logged live, leaving
     out the spans no run could have logged (after a crash, up to the next run)."""
+    kinds = recorded_kinds(log, date)
     recorded = [ev for _, ev in log.read(date, start=start, end=end, streams=DERIVED_STREAMS)
-                if kind_of(ev) in DERIVED_KINDS]
+                if kind_of(ev) in kinds]
+    recomputed = [ev for ev in recomputed if kind_of(ev) in kinds]
     runs = crashed_runs(log, date)
     if runs:
         def outside(ts: int) -> bool:
