@@ -14,7 +14,12 @@ from mia.data.polygon.models import INDICES_PATH
 from mia.data.vix_backup import VixBackup
 from mia.engine.clock import ManualClock
 from mia.engine.events import (
-    FALLBACK_NONE, FALLBACK_OTHER_SOURCE, Instrument, PolygonResponse, SourceError, Trade,
+    FALLBACK_NONE,
+    FALLBACK_OTHER_SOURCE,
+    Instrument,
+    PolygonResponse,
+    SourceError,
+    Trade,
 )
 from mia.engine.log import EventLog
 from mia.recorder.live import Recorder
