@@ -75,6 +75,8 @@ __all__ = [
     "IvSurfaceReducer",
     "compute_surface",
     "vx_contract",
+    "VolatilitySummary",
+    "volatility_summary",
 ]
 
 NAN = math.nan
@@ -194,7 +196,8 @@ class TermStructureReducer:
         for i in rows.tolist():
             k = int(kind[i])
             if k == K_TRADE or k == K_QUOTE:
-                self._on_market(batch, i, k)
+                if not self._on_market(batch, i, k):
+                    continue  # an instrument declared in this batch but not VIX/VX: not a tick
             elif k == K_INSTRUMENT:
                 self._on_instrument(batch.events_at(i))
             elif k == K_POLYGON_RESPONSE:
@@ -233,7 +236,8 @@ class TermStructureReducer:
         self._ids = np.asarray(sorted(ids), dtype=np.int32)
         self._dirty |= had
 
-    def _on_market(self, batch: ColumnBatch, i: int, k: int) -> None:
+    def _on_market(self, batch: ColumnBatch, i: int, k: int) -> bool:
+        """Fold a trade or quote row; False when its instrument is not VIX or a VX contract."""
         inst = int(batch.instrument[i])
         if inst == self._vix_id:
             if k == K_TRADE:
@@ -248,10 +252,10 @@ class TermStructureReducer:
             if not _same(v, self._dtc_vix):
                 self._dtc_vix = v
                 self._dirty = True
-            return
+            return True
         c = self._contracts.get(inst)
         if c is None:
-            return
+            return False
         before = c.price()
         if k == K_TRADE:
             p = float(batch.price[i])
@@ -261,6 +265,7 @@ class TermStructureReducer:
             c.bid, c.ask = float(batch.bid[i]), float(batch.ask[i])
         if not _same(before, c.price()):
             self._dirty = True
+        return True
 
     def _on_response(self, ev: PolygonResponse) -> None:
         if ev.path != INDICES_PATH or ev.status != 200 or self._index_values is None:
@@ -462,3 +467,62 @@ def _chain_spot(chain: ChainColumns) -> float:
         raise SurfaceError(f"{chain.underlying} snapshot {chain.snapshot_id}: no spot")
     return spot
 
+
+
+# --- summaries --------------------------------------------------------------------------------
+
+
+def _date_of(ns: int) -> str:
+    return utc_datetime(int(ns)).date().isoformat()
+
+
+def _yyyymmdd(n: int) -> str:
+    return f"{n // 10000:04d}-{n // 100 % 100:02d}-{n % 100:02d}"
+
+
+class VixSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The last TermStructure of a window: VIX spot, the VX curve [symbol, expiry, price],
+    VX2/VX1 - 1 and the 30-day constant maturity (NaN, JSON null, when unknown)."""
+
+    spot: float = NAN
+    vx: list[tuple[str, str, float]] = []
+    contango_1_2: float = NAN
+    cm30: float = NAN
+
+
+class IvSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The last IvSurface of an underlying: ATM IV, rr25 and bf25 by expiry date (YYYY-MM-DD)."""
+
+    atm: dict[str, float] = {}
+    rr25: dict[str, float] = {}
+    bf25: dict[str, float] = {}
+
+
+class VolatilitySummary(msgspec.Struct, frozen=True, kw_only=True):
+    """The `volatility` entry of `mia replay --json`."""
+
+    vix: VixSummary = VixSummary()
+    iv: dict[str, IvSummary] = {}
+
+
+def volatility_summary(events) -> VolatilitySummary:
+    """The last TermStructure and the last IvSurface per underlying of `events`, summarised."""
+    term: TermStructure | None = None
+    surfaces: dict[str, IvSurface] = {}
+    for ev in events:
+        if isinstance(ev, TermStructure):
+            term = ev
+        elif isinstance(ev, IvSurface):
+            surfaces[ev.underlying] = ev
+    vix = VixSummary()
+    if term is not None:
+        vix = VixSummary(spot=term.vix, vx=[(s, _yyyymmdd(e), p) for s, e, p in
+                                            zip(term.symbols, term.expiries, term.prices)],
+                         contango_1_2=term.contango, cm30=term.cm30)
+    iv = {}
+    for u in sorted(surfaces):
+        s = surfaces[u]
+        dates = [_date_of(e) for e in s.expiries]
+        iv[u] = IvSummary(atm=dict(zip(dates, s.atm_iv)), rr25=dict(zip(dates, s.rr25)),
+                          bf25=dict(zip(dates, s.bf25)))
+    return VolatilitySummary(vix=vix, iv=iv)

@@ -11,10 +11,20 @@ import msgspec
 import numpy as np
 
 from mia.analytics.orderflow import InstrumentSummary
+from mia.analytics.volatility import VolatilitySummary, volatility_summary
 from mia.config import AnalyticsConfig, Config
 from mia.engine.clock import NS_PER_S
 from mia.engine.errors import UsageError
-from mia.engine.events import K_BOOK_LEVEL, K_INSTRUMENT, K_QUOTE, K_TRADE, Event, GammaLevels
+from mia.engine.events import (
+    K_BOOK_LEVEL,
+    K_INSTRUMENT,
+    K_QUOTE,
+    K_TRADE,
+    Event,
+    GammaLevels,
+    IvSurface,
+    TermStructure,
+)
 from mia.engine.pipeline import Pipeline
 from mia.fold import LIVE_STREAMS, Fold
 from mia.replay.check import CrashedRun, check_derived
@@ -56,6 +66,7 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     events: int
     instruments: dict[str, InstrumentSummary] = {}
     gamma: dict[str, GammaSummary] = {}
+    volatility: VolatilitySummary = VolatilitySummary()
     check: str | None = None
     mismatch: str | None = None
     derived: int = 0
@@ -64,12 +75,13 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     crashed_runs: list[CrashedRun] = []  # with --check: runs verified in part
 
     def json(self) -> dict:
-        """The --json object: {"date", "events", "instruments", "gamma", "check", "crashed_runs"}
-        (an instrument's figures without its symbol: the symbol is its key)."""
+        """The --json object: {"date", "events", "instruments", "gamma", "volatility", "check",
+        "crashed_runs"} (an instrument's figures without its symbol: the symbol is its key)."""
         instruments = {sym: {f: getattr(s, f) for f in s.__struct_fields__ if f != "symbol"}
                        for sym, s in self.instruments.items()}
         return {"date": self.date, "events": self.events, "instruments": instruments,
-                "gamma": self.gamma, "check": self.check, "crashed_runs": self.crashed_runs}
+                "gamma": self.gamma, "volatility": self.volatility, "check": self.check,
+                "crashed_runs": self.crashed_runs}
 
 
 def _live_derived(day: Day, config, start: int | None, end: int | None) -> list[Event]:
@@ -180,6 +192,8 @@ def replay_day(
         if isinstance(ev, GammaLevels):
             last_gamma[ev.underlying] = ev
     result.gamma = {u: GammaSummary.of(g) for u, g in last_gamma.items()}
+    result.volatility = volatility_summary(
+        d for d in derived_in_window if isinstance(d, (TermStructure, IvSurface)))
     if check:
         recomputed = (derived_in_window if streams == LIVE_STREAMS
                       else _live_derived(day, config, start, end))

@@ -1,0 +1,31 @@
+"""The volatility reducers in the fold on a simulator day: `mia replay --check` stays ok and
+`--json` carries the `volatility` entry."""
+
+from __future__ import annotations
+
+from tests.test_e2e_record_replay import record, replay_json
+
+
+def test_sim_day_checks_ok_with_the_volatility_entry(tmp_path):
+    # Arrange: a few seconds from the simulators (ES, NQ, VIX and the VX curve over DTC; SPX/NDX chains)
+    result, _ = record(tmp_path, 3.0)
+    # Act
+    res, out = replay_json(tmp_path, result.date)
+    # Assert
+    assert res.exit_code == 0, res.output
+    assert out["check"] == "ok"
+    vol = out["volatility"]
+    assert set(vol) == {"vix", "iv"}
+    assert set(vol["vix"]) == {"spot", "vx", "contango_1_2", "cm30"}
+    vx = vol["vix"]["vx"]
+    assert vx and all(sym.startswith("VX") and price > 0 for sym, _, price in vx)
+    expiries = [expiry for _, expiry, _ in vx]
+    assert expiries == sorted(expiries) and all(len(e) == 10 and e[4] == "-" for e in expiries)
+    if len(vx) >= 2:
+        assert vol["vix"]["contango_1_2"] == vx[1][2] / vx[0][2] - 1
+    assert vol["vix"]["spot"] > 0  # the simulator's VIX index over DTC
+    assert vol["iv"] and set(vol["iv"]) <= {"SPX", "NDX"}  # the chains polled in those seconds
+    for u, s in vol["iv"].items():
+        assert set(s) == {"atm", "rr25", "bf25"}
+        atm = [v for v in s["atm"].values() if v is not None]
+        assert atm and all(0.01 < v < 3.0 for v in atm), (u, s["atm"])
