@@ -134,5 +134,5 @@ def test_vix_switches_to_polygon_and_back():
 def test_the_fixture_rule_agrees_with_the_cfe_calendar_on_ordinary_months():
     from mia.data.cfe import vx_expiry
 
-    for year, month in ((2026, 11), (2026, 12), (2027, 1), (2027, 2), (2027, 5)):
+    for year, month in ((2026, 11), (2026, 12), (2027, 1), (2027, 2), (2027, 3)):
         assert vx_expiry(year, month) == cfe_rule(year, month)
