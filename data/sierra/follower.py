@@ -206,11 +206,15 @@ class SierraFollower:
             except asyncio.TimeoutError:
                 pass
         self.poll()  # what was flushed before the stop is taken
-        for t in self._tails:
-            t.close()
+        self.close()
 
     async def stop(self) -> None:
         self._stop.set()
+
+    def close(self) -> None:
+        """Release the files (`run()` does it when it returns)."""
+        for t in self._tails:
+            t.close()
 
     # --- polling ------------------------------------------------------------------------------
 
@@ -248,7 +252,6 @@ class SierraFollower:
             self.emit(FeedStatus(now, now, self.source, status, tail.iid, where))
             if not opened:
                 tail.from_start = True  # appears later: everything in it is new
-                tail.silent_since_ns = now
 
     def poll(self) -> int:
         """One pass over every file; returns the events emitted."""
@@ -260,9 +263,9 @@ class SierraFollower:
             self._roll_depth(now)
         for tail in list(self._tails):
             if tail.f is None:
-                if tail.open(now):
-                    self._recovered(tail, now, f"{tail.path.name} appeared")
-                continue
+                if not tail.open(now):
+                    continue
+                self._recovered(tail, now, f"{tail.path.name} appeared")
             try:
                 if tail.replaced():
                     self._reopen(tail, now)
