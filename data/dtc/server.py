@@ -71,8 +71,6 @@ def vx_contract_expiry_ns(symbol: str, t_ns: int) -> int | None:
     return (day - dt.date(1970, 1, 1)).days * NS_PER_DAY + 14 * 3600 * NS_PER_S
 
 
-
-
 def root_of(symbol: str) -> str | None:
     s = symbol.upper()
     if s in VIX_INDEX_SYMBOLS:
@@ -330,6 +328,10 @@ class _HistoricalConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.sim._historical_connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.sim._historical_connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -419,6 +421,7 @@ class DtcSimulator:
         # historical port: every generated trade, (t_ns, price, size, AtBidOrAsk) per symbol
         self._historical_port = historical_port
         self._historical_server: asyncio.AbstractServer | None = None
+        self._historical_connections: set[_HistoricalConnection] = set()
         self.history_limit = history_limit
         self.history: dict[str, collections.deque] = {}
         self.historical_requests: list[dict] = []  # what was asked (tests)
@@ -452,7 +455,7 @@ class DtcSimulator:
                 await self._gen_task
             except asyncio.CancelledError:
                 pass
-        for conn in list(self._connections):
+        for conn in [*self._connections, *self._historical_connections]:
             if conn.transport is not None:
                 conn.transport.abort()
         for server in (self._server, self._historical_server):
