@@ -678,9 +678,10 @@ def levels(data_dir, date_, at, output, config_path, as_json, quiet):
 @data_dir_option
 @click.option("--date", "date_", required=True, metavar="YYYY-MM-DD", help="The UTC day.")
 @click.option("--kind", required=True,
-              type=click.Choice(["trades", "quotes", "book", "bars", "levels", "chains"]),
+              type=click.Choice(["trades", "quotes", "book", "bars", "levels", "chains", "term", "iv"]),
               help="What to export: trades, quotes, book (depth), bars (OrderflowBar), levels "
-                   "(GammaLevels), chains (one row per option contract per chain page).")
+                   "(GammaLevels), chains (one row per option contract per chain page), term "
+                   "(TermStructure: VIX and the VX curve), iv (IvSurface: ATM IV, 25-delta skew, smiles).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default=None,
               help="File format [from the -o suffix, else parquet].")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The file to write.")

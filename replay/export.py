@@ -5,7 +5,9 @@
     table = export_table(open_day("./mia-data", "2026-11-20"), "levels")   # a pyarrow.Table
 
 Kinds: trades (Trade), quotes (Quote), book (BookLevel), bars (OrderflowBar), levels
-(GammaLevels), chains (every contract of every Polygon chain page, one row each).
+(GammaLevels), chains (every contract of every Polygon chain page, one row each), term
+(TermStructure: VIX and the VX curve as list columns), iv (IvSurface: per-expiry lists and the
+flattened smiles; --symbols filters by underlying).
 
 Column types: times (ts_event, ts_recv, bar_start, chain_ts, ts) are timestamp[ns, UTC];
 `symbol` is the instrument's symbol as a string beside the integer `instrument`; sides are int8;
@@ -60,6 +62,8 @@ EXPORT_KINDS: dict[str, str] = {
     "bars": "OrderflowBar",
     "levels": "GammaLevels",
     "chains": "PolygonResponse",
+    "term": "TermStructure",
+    "iv": "IvSurface",
 }
 _EXPORT_NAME_OF = {v: k for k, v in EXPORT_KINDS.items()}
 FORMATS = ("parquet", "csv")
@@ -266,9 +270,9 @@ def export_table(day: Day, kind: str, *, symbols: Sequence[str] | None = None, s
         if symbols:
             raise UsageError("--symbols does not apply to chains (they are per underlying)")
         return _chain_table(day, start, end, tick)
-    if kind == "levels":
+    if kind in ("levels", "iv", "term"):  # per underlying (term: the one VIX curve), no instrument
         table = _object_table(day, k, None, start, end, tick)
-        if symbols:
+        if symbols and kind != "term":
             import pyarrow.compute as pc
 
             table = table.filter(pc.is_in(table["underlying"], value_set=_pa().array(list(symbols))))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from mia.engine.events import EventCodec
 from tests.test_e2e_record_replay import record, replay_json
 
 
@@ -29,3 +30,16 @@ def test_sim_day_checks_ok_with_the_volatility_entry(tmp_path):
         assert set(s) == {"atm", "rr25", "bf25"}
         atm = [v for v in s["atm"].values() if v is not None]
         assert atm and all(0.01 < v < 3.0 for v in atm), (u, s["atm"])
+    # export: one row per derived event, and the rows give the events back
+    from mia.engine.events import IvSurface, TermStructure
+    from mia.replay import open_day
+    from mia.replay.export import events_from_table, export_day, export_table
+
+    day = open_day(str(tmp_path), result.date)
+    for kind, cls in (("term", TermStructure), ("iv", IvSurface)):
+        logged = [ev for _, ev in day.log.read(result.date, kinds=[cls], streams=("derived",))]
+        table = export_table(day, kind)
+        assert table.num_rows == len(logged) > 0
+        assert EventCodec().encode_many(events_from_table(kind, table)) == EventCodec().encode_many(logged)
+        summary = export_day(str(tmp_path), result.date, kind, "csv", tmp_path / f"{kind}.csv")
+        assert summary.rows == len(logged)
