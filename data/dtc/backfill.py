@@ -189,6 +189,8 @@ async def backfill_day(root: str, date: str, *, historical: str | None = None,
     the instruments; `fetch_options` go to ``fetch_ticks`` (timeouts, attempts, credentials).
     """
     date = parse_date(date)
+    if historical is not None:
+        parse_hostport(historical)  # a bad address is a usage error before anything is read
     log = EventLog(root)
     if date not in log.dates():
         raise NoDataError(f"no data for {date} in {root}")
