@@ -88,7 +88,7 @@ def test_polygon_100mb_body_rejected_without_allocating(declared):
         server = await _hostile_http(declared, HUNDRED_MB)
         port = server.sockets[0].getsockname()[1]
         try:
-            async with PolygonClient(f"http://127.0.0.1:{port}", api_key="k", plan="business",
+            async with PolygonClient(f"http://127.0.0.1:{port}", api_key="k" * 32, plan="business",
                                      max_retries=0, max_body_bytes=cap, timeout_s=30) as client:
                 tracemalloc.start()
                 try:
