@@ -493,12 +493,14 @@ def backfill(data_dir, date_, historical, symbols, no_zlib, timeout, attempts, a
 
 @cli.command()
 @click.option("--dtc-port", type=int, default=11099, show_default=True)
+@click.option("--dtc-historical-port", type=int, default=11098, show_default=True,
+              help="The DTC simulator's historical data port (what `mia backfill` asks).")
 @click.option("--polygon-port", type=int, default=8765, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--rate", type=float, default=2000.0, show_default=True, help="DTC messages per second.")
 @click.option("--duration", help="Stop after this long (default: until Ctrl-C).")
 @handle_errors
-def sim(dtc_port, polygon_port, seed, rate, duration):
+def sim(dtc_port, dtc_historical_port, polygon_port, seed, rate, duration):
     """Serve the DTC exchange simulator and the Polygon API simulator on loopback.
 
     \b
@@ -513,8 +515,10 @@ def sim(dtc_port, polygon_port, seed, rate, duration):
     async def go(stop):
         import asyncio
 
-        async with Simulators(seed=seed, dtc_port=dtc_port, polygon_port=polygon_port, rate=rate) as sims:
-            click.echo(f"DTC simulator on 127.0.0.1:{sims.dtc.port}, Polygon simulator on "
+        async with Simulators(seed=seed, dtc_port=dtc_port, polygon_port=polygon_port, rate=rate,
+                              dtc_historical_port=dtc_historical_port) as sims:
+            click.echo(f"DTC simulator on 127.0.0.1:{sims.dtc.port} (historical data on "
+                       f"{sims.dtc_historical}), Polygon simulator on "
                        f"{sims.polygon.url} (API key {SIM_API_KEY!r}); Ctrl-C stops", err=True)
             try:
                 await asyncio.wait_for(stop.wait(), seconds)
