@@ -770,7 +770,13 @@ def report(data_dir, date_, to, output, config_path, as_json, quiet):
 
 @cli.group("import")
 def import_() -> None:
-    """Import history into the log (the `import` stream, one segment per UTC day)."""
+    """Import history into the log (the `import` stream, one segment per UTC day).
+
+    \b
+    Examples:
+      mia import scid C:/SierraChart/Data/ESZ6.scid --from 2026-11-02
+      mia import depth C:/SierraChart/Data/MarketDepthData/ESZ6.2026-11-27.depth
+    """
 
 
 def _sierra_import(kind, paths, data_dir, symbol, date_from, date_to, tick_size, as_json, quiet):
