@@ -198,3 +198,19 @@ def test_stop_handler_turns_sigint_and_sigterm_into_one_callback_and_can_be_remo
         assert signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None)
 
     asyncio.run(go())
+
+
+def test_windows_paths_pass_through_config_and_options_unchanged(tmp_path):
+    # TOML literal strings (single quotes) keep backslashes; basic strings would need \\
+    from mia.config import load_config
+
+    cfg_file = tmp_path / "mia.toml"
+    cfg_file.write_text("data_dir = 'D:\\mia-data'\n"
+                        "levels_file = 'C:\\SierraChart\\Data\\mia-levels.txt'\n"
+                        "[log]\nfsync = \"interval\"\n", encoding="utf-8")
+    cfg = load_config(cfg_file)
+    assert cfg.data_dir == "D:\\mia-data"
+    assert cfg.levels_file == "C:\\SierraChart\\Data\\mia-levels.txt"
+    import ntpath
+
+    assert ntpath.dirname(cfg.levels_file) == "C:\\SierraChart\\Data"  # where the temp file goes
