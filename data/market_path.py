@@ -14,6 +14,7 @@ structure slopes upward, as on most days.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -58,14 +59,14 @@ def _interp(seed: int, root: str, t_ns: int) -> float:
 def vix_at(seed: int, t_ns: int) -> float:
     """The VIX index: inverse to the S&P's move since the UTC day's start, with noise of its own."""
     day_start = int(t_ns) - int(t_ns) % (SECONDS_PER_DAY * NS_PER_S)
-    ret = np.log(_interp(seed, "ES", t_ns) / _interp(seed, "ES", day_start))
+    ret = math.log(_interp(seed, "ES", t_ns) / _interp(seed, "ES", day_start))
     own = _interp(seed, "VIX", t_ns) / BASES["VIX"][0]
-    return float(np.clip(BASES["VIX"][0] * own * np.exp(-VIX_BETA * ret), 9.0, 80.0))
+    return min(max(BASES["VIX"][0] * own * math.exp(-VIX_BETA * ret), 9.0), 80.0)
 
 
 def vix_expected(vix: float, tau_years: float) -> float:
     """The expected VIX `tau_years` ahead: the VX futures price for that expiry."""
-    return VIX_LONG_RUN + (vix - VIX_LONG_RUN) * float(np.exp(-VIX_REVERSION * max(tau_years, 0.0)))
+    return VIX_LONG_RUN + (vix - VIX_LONG_RUN) * math.exp(-VIX_REVERSION * max(tau_years, 0.0))
 
 
 def vx_at(seed: int, expiry_ns: int, t_ns: int) -> float:

@@ -64,13 +64,14 @@ class Simulators:
         await self.stop()
 
     def record_config(self, base: Config, *, symbols: list[str] | None = None,
-                      poll_s: float = 5.0) -> Config:
+                      poll_s: float = 5.0, volatility: bool = True) -> Config:
         """`base` pointed at the simulators: one DTC connection, Polygon with the sim key."""
         import msgspec
 
-        # the VIX index and the front 6 VX futures (contango on the simulators' shared path)
+        # volatility: the VIX index and the front 6 VX futures too (contango on the shared path)
+        vol = dict(vix_symbol=SIM_VIX_SYMBOL, vx_months=SIM_VX_MONTHS) if volatility else {}
         dtc = [DtcConfig(host=self.host, port=self.dtc.port, symbols=symbols or SIM_SYMBOLS,
-                         heartbeat_s=2.0, vix_symbol=SIM_VIX_SYMBOL, vx_months=SIM_VX_MONTHS)]
+                         heartbeat_s=2.0, **vol)]
         polygon = msgspec.structs.replace(
             base.polygon if base.polygon.enabled else PolygonConfig(),
             base_url=self.polygon.url, api_key=SIM_API_KEY, plan="business", poll_s=poll_s,

@@ -85,7 +85,7 @@ def test_silent_dtc_vix_switches_to_polygon_and_replay_checks(tmp_path):
     async def go():
         async with Simulators(seed=4, rate=1500.0) as sims:
             sims.dtc.silent_symbols.add("VIX")
-            cfg = sims.record_config(base, poll_s=30.0)
+            cfg = sims.record_config(base, poll_s=30.0, volatility=True)
             cfg = cfg.replace(dtc=[msgspec.structs.replace(cfg.dtc[0], vix_backup_after_s=1.0)],
                               polygon=msgspec.structs.replace(cfg.polygon, indices_poll_s=0.3, underlyings=["SPX"]))
             rec = Recorder(cfg, str(tmp_path), status=None)

@@ -51,7 +51,7 @@ CONTRACTS: Final = {
     "ES": (0.25, 12.5, "E-mini S&P 500 Futures", 40),
     "NQ": (0.25, 5.0, "E-mini Nasdaq-100 Futures", 8),
     "VIX": (0.05, 50.0, "Cboe VIX Futures", 60),
-    "VIXIDX": (0.01, 1.0, "Cboe Volatility Index", 1),  # the index: a value, no real book
+    "VIXIDX": (0.01, 1.0, "Cboe Volatility Index", 25),  # the index: a value, no real book
 }
 VIX_INDEX_SYMBOLS: Final = frozenset({"VIX", "$VIX", ".VIX", "VIX.XO", "^VIX"})
 
