@@ -196,28 +196,32 @@ class ScidConverter:
             bids, asks = bid.tolist(), ask.tolist()
         nan = math.nan
         if ts_recv is None:
-            if not quote_at:
-                return [Trade(t, t, iid, p, s, d) for t, p, s, d in zip(ts, price, size, side)]
-            out: list[Event] = []
-            qi = 0
-            nq = len(quote_at)
-            nxt = quote_at[0]
-            for i in range(n):
-                t = ts[i]
-                if i == nxt:
-                    out.append(Quote(t, t, iid, bids[i], nan, asks[i], nan))
-                    qi += 1
-                    nxt = quote_at[qi] if qi < nq else -1
-                out.append(Trade(t, t, iid, price[i], size[i], side[i]))
-            return out
-        out = []
-        q = set(quote_at)
-        for i in range(n):
-            t = ts[i]
-            if i in q:
-                out.append(Quote(t, ts_recv, iid, bids[i], nan, asks[i], nan))
-            out.append(Trade(t, ts_recv, iid, price[i], size[i], side[i]))
-        return out
+            trades = [Trade(t, t, iid, p, s, d) for t, p, s, d in zip(ts, price, size, side)]
+            quotes = [Quote(ts[i], ts[i], iid, bids[i], nan, asks[i], nan) for i in quote_at]
+        else:
+            r = ts_recv
+            trades = [Trade(t, r, iid, p, s, d) for t, p, s, d in zip(ts, price, size, side)]
+            quotes = [Quote(ts[i], r, iid, bids[i], nan, asks[i], nan) for i in quote_at]
+        if not quotes:
+            return trades
+        return _interleave(trades, quotes, np.asarray(quote_at, dtype=np.int64))
+
+
+def _interleave(trades: list, quotes: list, quote_at: np.ndarray) -> list:
+    """Each quote just before the trade of its record, without a Python loop per row."""
+    n, nq = len(trades), len(quotes)
+    before = np.zeros(n, dtype=np.int64)
+    before[quote_at] = 1
+    trade_pos = np.arange(n) + np.cumsum(before)  # quotes at or before record i
+    quote_pos = trade_pos[quote_at] - 1
+    out = np.empty(n + nq, dtype=object)
+    tmp = np.empty(n, dtype=object)
+    tmp[:] = trades
+    out[trade_pos] = tmp
+    tmp = np.empty(nq, dtype=object)
+    tmp[:] = quotes
+    out[quote_pos] = tmp
+    return out.tolist()
 
 
 def encode_records(recs: np.ndarray) -> bytes:
