@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 STREAM: Final = "backfill"
 PAD_NS: Final = 5 * NS_PER_S  # when a gap has no live trade on one side: widen it this much
+MAX_CONCURRENT_REQUESTS: Final = 4  # historical connections open at once
 WINDOW_PREFIX: Final = "window "
 SOURCE_PREFIX: Final = "dtc-historical:"
 _SIDE: Final = {p.AT_ASK: 1, p.AT_BID: -1}  # AT_ASK: the buyer aggressed
@@ -220,9 +221,13 @@ async def backfill_day(root: str, date: str, *, historical: str | None = None,
         for a, b in _dark_intervals(spans, live.get(iid), day_lo, day_hi, pad_ns):
             jobs.append((inst, where, a, b))
 
+    limit = asyncio.Semaphore(MAX_CONCURRENT_REQUESTS)
+
     async def one(inst: Instrument, where: str, a: int, b: int) -> list[HistoricalTick]:
         host, port = parse_hostport(where)
-        return await fetch(host, port, inst.symbol, a, b + 1, use_zlib=use_zlib, **fetch_options)
+        async with limit:
+            return await fetch(host, port, inst.symbol, a, b + 1, use_zlib=use_zlib,
+                               **fetch_options)
 
     fetched = await asyncio.gather(*(one(*job) for job in jobs))  # all or nothing
 

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from typing import Final
 
 import msgspec
@@ -59,6 +60,7 @@ REJECT_REASONS: Final = {
 CONNECT_TIMEOUT_S: Final = 5.0
 IDLE_TIMEOUT_S: Final = 15.0  # nothing received for this long: the attempt failed
 TOTAL_TIMEOUT_S: Final = 120.0  # one attempt, whole download
+SERVER_RETRY_CAP_S: Final = 60.0  # a reject's RetryTimeInSeconds is honoured up to this
 HEARTBEAT_S: Final = 30  # the logon's interval; the server may expect ours while it prepares data
 
 
@@ -257,27 +259,33 @@ class HistoricalTickRequest:
 
 async def _fetch_once(host: str, port: int, req: HistoricalTickRequest, *,
                       connect_timeout_s: float, idle_timeout_s: float) -> list[HistoricalTick]:
+    """One connection: logon, request, answer. Heartbeats on the logon's timer until the
+    answer is compressed; silence longer than ``idle_timeout_s`` fails the attempt."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), connect_timeout_s)
     ticks: list[HistoricalTick] = []
     loop = asyncio.get_running_loop()
     try:
         writer.write(req.initiate())
         await writer.drain()
-        next_beat = loop.time() + req._heartbeat_s
+        last_rx = next_beat = loop.time()
+        next_beat += req._heartbeat_s
         while not req.done:
-            wait = min(idle_timeout_s, max(0.0, next_beat - loop.time()) or 0.001)
+            now = loop.time()
+            if now - last_rx >= idle_timeout_s:
+                raise asyncio.TimeoutError(f"nothing received for {idle_timeout_s:.1f}s "
+                                           f"(waiting for the {req.state})")
+            if now >= next_beat:
+                writer.write(req.heartbeat(int(time.time())))
+                next_beat = now + req._heartbeat_s
+            wait = max(0.001, min(last_rx + idle_timeout_s, next_beat) - now)
             try:
                 data = await asyncio.wait_for(reader.read(65536), wait)
             except asyncio.TimeoutError:
-                if loop.time() >= next_beat:
-                    writer.write(req.heartbeat(int(loop.time())))
-                    next_beat = loop.time() + req._heartbeat_s
-                    continue
-                raise asyncio.TimeoutError(f"nothing received for {idle_timeout_s:.1f}s "
-                                           f"(waiting for the {req.state})") from None
+                continue
             if not data:
                 raise ConnectionLostError(f"dtc historical {req.where}: {req.symbol}: connection "
                                           f"closed while waiting for the {req.state}")
+            last_rx = loop.time()
             ticks.extend(req.receive_data(data))
             out = req.data_to_send()
             if out:
@@ -338,7 +346,7 @@ async def fetch_ticks(host: str, port: int, symbol: str, start_ns: int, end_ns: 
         if attempt >= attempts:
             break
         backoff = min(backoff_max_s, backoff_initial_s * 2 ** (attempt - 1))
-        delay = min(max(delay, rng.uniform(backoff / 2, backoff)), max(backoff_max_s, delay))
+        delay = max(rng.uniform(backoff / 2, backoff), min(delay, SERVER_RETRY_CAP_S))
         logger.info("dtc historical retry host=%s symbol=%s attempt=%d in=%.2fs reason=%s", where,
                     symbol, attempt, delay, last)
         await asyncio.sleep(delay)
