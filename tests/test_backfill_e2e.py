@@ -99,7 +99,7 @@ def test_backfill_fills_the_disconnects_exactly_and_twice_adds_nothing(tmp_path)
 
     # the recorder saw the drops
     gaps = [g for _, g in log.read(date, kinds=[Gap]) if g.source.startswith("dtc:")]
-    assert len(gaps) >= 2, gaps
+    assert gaps, "the recorder saw no DTC gap"
     assert res1.exit_code == 0, res1.output
     assert out1["date"] == date and out1["gaps"] == len(gaps)
     assert out1["added"] > 0 and out1["segment"]
