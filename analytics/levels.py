@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 import msgspec
 
 from ..engine.errors import MiaError
-from ..engine.events import GammaLevels, OrderflowBar
+from ..engine.events import GammaLevels, OrderflowBar, TermStructure
 from ..engine.files import write_atomically
 from ..engine.jsonenc import to_json
 from .orderflow import InstrumentSummary
@@ -40,6 +40,8 @@ PINK = 0xFF80FF
 LIGHT_GREEN = 0x80FF80
 DARK_GREEN = 0x008000
 TEAL_GREY = 0x60A060
+LIGHT_PURPLE = 0xE0A0E0
+ORCHID = 0xC060C0
 
 
 class LevelsFormatError(MiaError):
@@ -108,9 +110,19 @@ def _gamma_levels(underlying: str, g: GammaLevels, date: str) -> list[Level]:
     return out
 
 
+def _term_levels(term: TermStructure, date: str) -> list[Level]:
+    out: list[Level] = []
+    if math.isfinite(term.vix):
+        label = "VIX" + (f" ({term.vix_source})" if term.vix_source == "polygon" else "")
+        out.append(Level(label, term.vix, term.vix, LIGHT_PURPLE, 2, "volatility:VIX", date))
+    if math.isfinite(term.cm30):
+        out.append(Level("VX 30d", term.cm30, term.cm30, ORCHID, 2, "volatility:VX", date))
+    return out
+
+
 def build_levels(gamma: Mapping[str, GammaLevels],
                  orderflow: Mapping[str, InstrumentSummary | OrderflowBar] | None = None, *,
-                 date: str) -> list[Level]:
+                 date: str, term: TermStructure | None = None) -> list[Level]:
     """The levels to draw for one trading date.
 
     Gamma (per underlying): spot, zero gamma, call wall, put wall, max pain and pins. When a
@@ -120,11 +132,15 @@ def build_levels(gamma: Mapping[str, GammaLevels],
     Order flow (per symbol, an `InstrumentSummary` of `OrderflowReducer.summary()` or an
     OrderflowBar): POC, value area (a band), VWAP, and with a bar its 1 and 2 standard-deviation
     bands (``vwap_sd``).
+    Volatility (a TermStructure): the VIX (labelled ``VIX (polygon)`` on the backup source) and
+    the 30-day constant-maturity VX (``VX 30d``), for a VIX or VX chart.
     NaN levels are left out.
     """
     out: list[Level] = []
     for underlying in sorted(gamma):
         out += _gamma_levels(underlying, gamma[underlying], date)
+    if term is not None:
+        out += _term_levels(term, date)
     for symbol in sorted(orderflow or {}):
         of = (orderflow or {})[symbol]
         source = f"orderflow:{symbol}"

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..engine.clock import utc_datetime
 from ..engine.errors import MiaError
-from ..engine.events import GammaLevels, OrderflowBar
+from ..engine.events import GammaLevels, IvSurface, OrderflowBar, TermStructure
 from ..engine.jsonenc import to_json
 from .gamma import GammaResult
 
@@ -41,6 +41,8 @@ __all__ = [
     "PriceFigure",
     "ProfileFigure",
     "Report",
+    "SmileFigure",
+    "VxCurveFigure",
     "build_report",
     "vwap_bands",
 ]
@@ -143,7 +145,31 @@ class LevelsFigure(Figure):
     last_dealer_bias: float
 
 
-FigureValues = Union[PriceFigure, ProfileFigure, GexFigure, GammaProfileFigure, LevelsFigure]
+class VxCurveFigure(Figure):
+    """``vx-curve``: each VX contract's price, the VIX and the 30-day constant maturity through
+    the day, and the last curve against days to expiry."""
+
+    points: int
+    contracts: list[str]
+    last_vix: float
+    last_cm30: float
+    last_contango: float
+
+
+class SmileFigure(Figure):
+    """``smile-U``: each expiry's smile (IV by strike) of the last IvSurface, and the ATM term
+    structure (ATM IV by days to expiry)."""
+
+    underlying: str
+    ts: int
+    expiries: int
+    smile_points: int
+    atm_iv: list[float] = []
+    stale: bool = False
+
+
+FigureValues = Union[PriceFigure, ProfileFigure, GexFigure, GammaProfileFigure, LevelsFigure,
+                     VxCurveFigure, SmileFigure]
 
 
 class Report(msgspec.Struct, frozen=True):
@@ -341,6 +367,67 @@ def _history_figure(plt, underlying: str, history: Sequence[GammaLevels]) -> tup
     return _png(plt, fig), values
 
 
+def _vx_curve_figure(plt, history: Sequence[TermStructure]) -> tuple[str, VxCurveFigure]:
+    last = history[-1]
+    contracts: list[str] = []
+    for ts in history:
+        contracts += [s for s in ts.symbols if s not in contracts]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    t = _times(np.array([ts.ts_recv for ts in history], dtype=np.int64))
+    for sym in contracts:
+        ys = np.array([ts.prices[ts.symbols.index(sym)] if sym in ts.symbols else NAN for ts in history])
+        ax1.step(t, ys, where="post", lw=1.0, label=sym)
+    ax1.step(t, np.array([ts.vix for ts in history]), where="post", color="#222222", lw=1.6, label="VIX")
+    ax1.step(t, np.array([ts.cm30 for ts in history]), where="post", color="#c000c0", lw=1.6, ls="--",
+             label="30-day CM")
+    ax1.set_title("VIX and the VX futures through the day")
+    ax1.set_xlabel("UTC")
+    ax1.legend(loc="upper left", fontsize=7, ncol=2)
+    ax2.plot(last.days, last.prices, marker="o", color="#1f4e9c", label="VX curve")
+    for d, p, sym in zip(last.days, last.prices, last.symbols):
+        ax2.annotate(sym, (d, p), fontsize=7, xytext=(2, 4), textcoords="offset points")
+    if math.isfinite(last.vix):
+        ax2.axhline(last.vix, color="#222222", lw=1.0, label=f"VIX {last.vix:g}")
+    if math.isfinite(last.cm30):
+        ax2.scatter([30.0], [last.cm30], color="#c000c0", zorder=3, label=f"30-day CM {last.cm30:.2f}")
+    ax2.set_title(f"last curve ({_utc(last.ts_recv)} UTC)")
+    ax2.set_xlabel("days to settlement")
+    ax2.legend(loc="lower right", fontsize=7)
+    fig.autofmt_xdate()
+    values = VxCurveFigure(points=len(history), contracts=contracts, last_vix=last.vix, last_cm30=last.cm30,
+                           last_contango=last.contango)
+    return _png(plt, fig), values
+
+
+def _smile_figure(plt, s: IvSurface) -> tuple[str, SmileFigure]:
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    start = 0
+    days = (np.asarray(s.expiries, dtype=np.int64) - s.chain_ts) / 86_400e9
+    for j, n in enumerate(s.smile_count):
+        ks = s.smile_strikes[start:start + n]
+        ivs = s.smile_iv[start:start + n]
+        start += n
+        if n:
+            ax1.plot(ks, np.asarray(ivs) * 100, lw=1.0, label=f"{utc_datetime(s.expiries[j]):%Y-%m-%d}")
+    ax1.axvline(s.spot, color="#222222", lw=0.8, ls=":", label=f"spot {s.spot:g}")
+    ax1.set_title(f"{s.underlying}: smile by expiry (IV %, out-of-the-money side)" + (" (stale)" if s.stale else ""))
+    ax1.set_xlabel("strike")
+    if s.expiries:
+        ax1.legend(loc="upper right", fontsize=6, ncol=2)
+    atm = np.asarray(s.atm_iv, dtype=np.float64)
+    ax2.plot(days, atm * 100, marker="o", color="#1f4e9c", label="ATM IV")
+    ax2.plot(days, np.asarray(s.rr25) * 100, marker=".", color="#a000a0", label="25d risk reversal")
+    ax2.plot(days, np.asarray(s.bf25) * 100, marker=".", color="#00a000", label="25d butterfly")
+    ax2.axhline(0, color="#999999", lw=0.6)
+    ax2.set_xscale("symlog", linthresh=1.0)
+    ax2.set_title("ATM term structure and 25-delta skew (vol points)")
+    ax2.set_xlabel("days to expiry")
+    ax2.legend(loc="upper right", fontsize=7)
+    values = SmileFigure(underlying=s.underlying, ts=s.ts_event, expiries=len(s.expiries),
+                         smile_points=len(s.smile_iv), atm_iv=[float(x) for x in s.atm_iv], stale=s.stale)
+    return _png(plt, fig), values
+
+
 # --- page ---------------------------------------------------------------------------------------
 
 
@@ -389,15 +476,19 @@ def _history_table(history: Sequence[GammaLevels]) -> str:
 
 def build_report(date: str, flows: Sequence[FlowInput], gammas: Sequence[GammaInput],
                  history: Sequence[GammaLevels], *, subtitle: str = "",
-                 progress: Callable[[int, int], None] | None = None) -> Report:
+                 progress: Callable[[int, int], None] | None = None,
+                 term_history: Sequence[TermStructure] = (),
+                 surfaces: Sequence[IvSurface] = ()) -> Report:
     """The HTML page and, per figure id, the values that figure draws.
 
     Figure ids: ``price-SYM``, ``profile-SYM`` per futures symbol; ``gex-U``, ``gamma-profile-U``,
     ``levels-U`` per underlying. The gamma figures mark the values of ``GammaInput.levels``.
+    Volatility: ``vx-curve`` from `term_history` (the day's TermStructure events) and ``smile-U``
+    per IvSurface of `surfaces` (the last of each underlying).
     """
     plt = _pyplot()
     underlyings = sorted({g.underlying for g in history} | {gi.levels.underlying for gi in gammas})
-    total = 2 * len(flows) + 2 * len(gammas) + len(underlyings)
+    total = 2 * len(flows) + 2 * len(gammas) + len(underlyings) + bool(term_history) + len(surfaces)
     done = 0
     figures: dict[str, FigureValues] = {}
     parts: list[str] = []
@@ -453,6 +544,24 @@ def build_report(date: str, flows: Sequence[FlowInput], gammas: Sequence[GammaIn
         step()
     if history:
         parts.append(_history_table(history))
+    if term_history or surfaces:
+        parts.append("<h2>Volatility</h2>")
+    if term_history:
+        png, vals = _vx_curve_figure(plt, term_history)
+        figures["vx-curve"] = vals
+        parts.append(_figure_html("vx-curve", png, vals,
+                                  f"VX curve: {vals.points} updates; last VIX {_fmt(vals.last_vix)}, "
+                                  f"30-day CM {_fmt(vals.last_cm30)}, VX2/VX1 - 1 "
+                                  f"{_fmt(vals.last_contango * 100)}%"))
+        step()
+    for surface in surfaces:
+        u = surface.underlying
+        png, vals = _smile_figure(plt, surface)
+        figures[f"smile-{u}"] = vals
+        parts.append(_figure_html(f"smile-{u}", png, vals,
+                                  f"{u} at {_utc(surface.ts_event)} UTC: {vals.expiries} expiries, "
+                                  f"{vals.smile_points} smile points"))
+        step()
     if not parts:
         parts.append("<p>No trades and no options chains in this window.</p>")
     title = f"mia report {html.escape(date)}"

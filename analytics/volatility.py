@@ -491,7 +491,8 @@ class VixSummary(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class IvSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """The last IvSurface of an underlying: ATM IV, rr25 and bf25 by expiry date (YYYY-MM-DD)."""
+    """The last IvSurface of an underlying: ATM IV, rr25 and bf25 by expiry date (YYYY-MM-DD,
+    UTC; an AM- and a PM-settled expiry of one date share the key: the later, PM one, stays)."""
 
     atm: dict[str, float] = {}
     rr25: dict[str, float] = {}

@@ -22,7 +22,7 @@ import numpy as np
 from mia.analytics.orderflow import InstrumentSummary
 from mia.config import AnalyticsConfig, Config
 from mia.engine.clock import parse_date, window_ns
-from mia.engine.events import K_TRADE, GammaLevels, OrderflowBar
+from mia.engine.events import K_TRADE, GammaLevels, IvSurface, OrderflowBar, TermStructure
 from mia.fold import Fold
 from mia.replay.day import Day, time_span
 
@@ -55,6 +55,8 @@ class ReplayState:
     fold: Fold
     gamma_history: list[GammaLevels] = field(default_factory=list)
     bars: list[OrderflowBar] = field(default_factory=list)
+    term_history: list[TermStructure] = field(default_factory=list)
+    surfaces: dict[str, IvSurface] = field(default_factory=dict)  # the last per underlying
     trades: dict[str, TradeSeries] = field(default_factory=dict)
     symbols: dict[int, str] = field(default_factory=dict)
 
@@ -88,6 +90,10 @@ def replay_state(root: str, date: str, *, end: int | None = None,
                 state.gamma_history.append(ev)
             elif isinstance(ev, OrderflowBar):
                 state.bars.append(ev)
+            elif isinstance(ev, TermStructure):
+                state.term_history.append(ev)
+            elif isinstance(ev, IvSurface):
+                state.surfaces[ev.underlying] = ev
         if collect_trades:
             rows = np.flatnonzero(batch.kind == K_TRADE)
             if rows.size:
@@ -124,7 +130,7 @@ def levels_at(root: str, date: str, at: str | int | None = None, *, config: Conf
     date = parse_date(date)
     end = at if isinstance(at, int) else window_ns(date, None, at)[1]
     state = replay_state(root, date, end=end, config=config, progress=progress)
-    return build_levels(state.gamma_last, state.orderflow_summary(), date=date)
+    return build_levels(state.gamma_last, state.orderflow_summary(), date=date, term=state.fold.term.last())
 
 
 def report_day(root: str, date: str, *, end: int | None = None, config: Config | AnalyticsConfig | None = None,
@@ -151,7 +157,8 @@ def report_day(root: str, date: str, *, end: int | None = None, config: Config |
     subtitle = (f"{state.events:,} events replayed through the standard fold; "
                 f"{len(state.gamma_history)} GammaLevels, {len(state.bars)} OrderflowBars")
     return build_report(state.date, flows, gammas, state.gamma_history, subtitle=subtitle,
-                        progress=figure_progress)
+                        progress=figure_progress, term_history=state.term_history,
+                        surfaces=[state.surfaces[u] for u in sorted(state.surfaces)])
 
 
 def health_of_day(root: str, date: str, *, config: Config | AnalyticsConfig | None = None):

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+from mia.engine.clock import utc_day
 from mia.engine.events import EventCodec
 from tests.test_e2e_record_replay import record, replay_json
 
 
 def test_sim_day_checks_ok_with_the_volatility_entry(tmp_path):
     # Arrange: a few seconds from the simulators (ES, NQ, VIX and the VX curve over DTC; SPX/NDX chains)
-    result, _ = record(tmp_path, 3.0)
+    result, _ = record(tmp_path, 4.0, poll_s=0.5)
     # Act
     res, out = replay_json(tmp_path, result.date)
     # Assert
@@ -43,3 +44,24 @@ def test_sim_day_checks_ok_with_the_volatility_entry(tmp_path):
         assert EventCodec().encode_many(events_from_table(kind, table)) == EventCodec().encode_many(logged)
         summary = export_day(str(tmp_path), result.date, kind, "csv", tmp_path / f"{kind}.csv")
         assert summary.rows == len(logged)
+    # report: the VX curve through the day and each underlying's smiles; levels: VIX and VX 30d
+    from mia.replay.outputs import levels_at, report_day
+
+    report = report_day(str(tmp_path), result.date)
+    curve = report.figures["vx-curve"]
+    assert curve.points == len([ev for _, ev in day.log.read(result.date, kinds=[TermStructure],
+                                                              streams=("derived",))])
+    assert curve.last_cm30 == out["volatility"]["vix"]["cm30"] or out["volatility"]["vix"]["cm30"] is None
+    for u in out["volatility"]["iv"]:
+        smile = report.figures[f"smile-{u}"]
+        surface = [ev for _, ev in day.log.read(result.date, kinds=[IvSurface], streams=("derived",))
+                   if ev.underlying == u][-1]
+        assert smile.smile_points == len(surface.smile_iv) > 0 and smile.expiries == len(surface.expiries)
+        # keyed by date: an AM- and a PM-settled expiry of one date share a key (the PM one stays)
+        assert len(out["volatility"]["iv"][u]["atm"]) == len({utc_day(e) for e in surface.expiries})
+    assert 'id="vx-curve"' in report.html
+    labels = {lv.label: lv.value for lv in levels_at(str(tmp_path), result.date)}
+    vix = [v for label, v in labels.items() if label in ("VIX", "VIX (polygon)")]
+    assert vix == [out["volatility"]["vix"]["spot"]]
+    if out["volatility"]["vix"]["cm30"] is not None:
+        assert labels["VX 30d"] == out["volatility"]["vix"]["cm30"]
