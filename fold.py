@@ -184,7 +184,9 @@ class Fold:
         The recorder calls this before any source connects: on a cold cache the first batch
         would otherwise stall the event loop (and the DTC heartbeats) for seconds."""
         from mia.analytics._gamma_synth import synthetic_chain
+        from mia.analytics._vol_kernels import curve_figures
         from mia.analytics.gamma import compute_gamma
+        from mia.analytics.volatility import compute_surface
         from mia.engine.events import (
             BATCH_BEGIN,
             BATCH_END,
@@ -210,4 +212,7 @@ class Fold:
             RecordingEnded(t + 62 * 10**9, t + 62 * 10**9, "warm-up", "stopped"),
         ]
         fold.on_batch(ColumnBatch.from_events(rows, np.arange(len(rows))))
-        compute_gamma(synthetic_chain(200, seed=0), fold.config.gamma)
+        chain = synthetic_chain(200, seed=0)
+        compute_gamma(chain, fold.config.gamma)
+        compute_surface(chain, chain.spot, fold.config.volatility)  # IV inversion, smiles
+        curve_figures(np.array([10.0, 40.0]), np.array([15.0, 16.0]), 14.0, 30.0)
