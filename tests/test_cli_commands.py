@@ -3,15 +3,15 @@
 import socket
 
 import pytest
-from click.testing import CliRunner
+from helpers import assert_one_line_error, cli_run, free_port
 
 from mia.cli import cli
 
 COMMANDS = sorted(cli.commands)
 
 
-def run(args, **kw):
-    return CliRunner().invoke(cli, args, catch_exceptions=False, **kw)
+def run(args):
+    return cli_run(*args, catch_exceptions=False)
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -27,44 +27,31 @@ def test_expected_commands_exist():
         assert name in cli.commands
 
 
-def _one_line_error(result, code):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("mia: error:"), result.output
-    return lines[0]
-
-
 def test_bad_date(tmp_path):
-    line = _one_line_error(run(["replay", "--data-dir", str(tmp_path), "--date", "2026-13-45"]), 2)
+    line = assert_one_line_error(run(["replay", "--data-dir", tmp_path, "--date", "2026-13-45"]), 2)
     assert "2026-13-45" in line
 
 
 def test_day_with_no_data(tmp_path):
     (tmp_path / "data").mkdir()
-    line = _one_line_error(run(["replay", "--data-dir", str(tmp_path / "data"), "--date", "2026-01-02"]), 2)
+    line = assert_one_line_error(
+        run(["replay", "--data-dir", tmp_path / "data", "--date", "2026-01-02"]), 2)
     assert "2026-01-02" in line
 
 
 def test_unknown_config_key(tmp_path):
     cfg = tmp_path / "mia.toml"
     cfg.write_text("[polygon]\nunderlying = ['SPX']\n")
-    line = _one_line_error(run(["record", "--data-dir", str(tmp_path / "d"), "--config", str(cfg),
-                                "--no-dtc", "--duration", "1s"]), 2)
+    line = assert_one_line_error(run(["record", "--data-dir", tmp_path / "d", "--config", cfg,
+                                      "--no-dtc", "--duration", "1s"]), 2)
     assert "underlying" in line
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_dtc_host(tmp_path):
-    port = _free_port()  # nothing listens there
-    line = _one_line_error(run(["record", "--data-dir", str(tmp_path), "--dtc", f"127.0.0.1:{port}",
-                                "--symbols", "ESZ6", "--no-polygon", "--no-publish",
-                                "--exit-if-unreachable", "1", "--duration", "2s", "-q"]), 1)
+    port = free_port()  # nothing listens there
+    line = assert_one_line_error(run(["record", "--data-dir", tmp_path, "--dtc", f"127.0.0.1:{port}",
+                                      "--symbols", "ESZ6", "--no-polygon", "--no-publish",
+                                      "--exit-if-unreachable", "1", "--duration", "2s", "-q"]), 1)
     assert f"127.0.0.1:{port}" in line
 
 
@@ -73,11 +60,13 @@ def test_bus_port_in_use(tmp_path):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        line = _one_line_error(run(["record", "--data-dir", str(tmp_path), "--sim", "--no-polygon",
-                                    "--publish", f"tcp://127.0.0.1:{port}", "--duration", "1s", "-q"]), 1)
+        line = assert_one_line_error(run(["record", "--data-dir", tmp_path, "--sim", "--no-polygon",
+                                          "--publish", f"tcp://127.0.0.1:{port}",
+                                          "--duration", "1s", "-q"]), 1)
     assert str(port) in line
 
 
 def test_bad_duration_and_bad_address(tmp_path):
-    _one_line_error(run(["record", "--data-dir", str(tmp_path), "--sim", "--duration", "soon"]), 2)
-    _one_line_error(run(["record", "--data-dir", str(tmp_path), "--dtc", "nowhere", "--symbols", "ES"]), 2)
+    assert_one_line_error(run(["record", "--data-dir", tmp_path, "--sim", "--duration", "soon"]), 2)
+    assert_one_line_error(run(["record", "--data-dir", tmp_path, "--dtc", "nowhere",
+                               "--symbols", "ES"]), 2)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from click.testing import CliRunner
+from helpers import assert_one_line_error, cli_run
 
-from mia.cli import cli
-from mia.engine.clock import NS_PER_DAY, ManualClock, utc_day as day_of
+from mia.engine.clock import NS_PER_DAY, ManualClock
+from mia.engine.clock import utc_day as day_of
 from mia.engine.events import Instrument, Trade
 from mia.engine.log import EventLog
 
@@ -24,16 +25,7 @@ def _day(root, n=50):
 
 
 def _run(*args):
-    return CliRunner().invoke(cli, list(args))
-
-
-def _one_error_line(result, code):
-    assert result.exit_code == code, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit)
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("mia: error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
+    return cli_run(*args)
 
 
 def test_inspect_json_counts(tmp_path):
@@ -76,6 +68,29 @@ def test_verify_ok_then_torn_then_repaired(tmp_path):
     assert state["days"][0]["segments"][0]["state"] == "crashed"
 
 
+def test_verify_repairs_a_torn_tail_of_a_recorded_day(sim_day_copy):
+    # Arrange: a copy of the simulators' day, its live segment torn mid-frame
+    root, date = sim_day_copy
+    (seg,) = Path(root, date).glob("*-live.mseg")
+    ok = _run("verify", "--data-dir", root, "--date", date, "--json")
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["ok"] is True, ok.output
+    whole = [seq for seq, _ in EventLog(root).read(date, streams=["live"])]
+    with open(seg, "r+b") as f:
+        f.truncate(seg.stat().st_size - 7)
+    # Act
+    damaged = _run("verify", "--data-dir", root, "--date", date, "--json")
+    repaired = _run("verify", "--data-dir", root, "--date", date, "--repair")
+    # Assert: reported, truncated to the last whole frame, which is all that is lost
+    assert damaged.exit_code == 1
+    (torn,) = json.loads(damaged.stdout)["days"][0]["torn_tails"]
+    assert torn["path"] == str(seg)
+    assert repaired.exit_code == 0 and "truncated" in repaired.output, repaired.output
+    assert seg.stat().st_size == torn["offset"]
+    assert _run("verify", "--data-dir", root, "--date", date).exit_code == 0
+    kept = [seq for seq, _ in EventLog(root).read(date, streams=["live"], strict=True)]
+    assert 0 < len(kept) < len(whole) and kept == whole[:len(kept)]
+
+
 def test_verify_reports_corrupt_frame_with_offset(tmp_path):
     path = _day(tmp_path)
     data = bytearray(path.read_bytes())
@@ -87,40 +102,40 @@ def test_verify_reports_corrupt_frame_with_offset(tmp_path):
 
 
 def test_missing_data_dir(tmp_path):
-    line = _one_error_line(_run("inspect", "--data-dir", str(tmp_path / "nope")), 2)
+    line = assert_one_line_error(_run("inspect", "--data-dir", str(tmp_path / "nope")), 2)
     assert "does not exist" in line
-    _one_error_line(_run("verify", "--data-dir", str(tmp_path / "nope")), 2)
+    assert_one_line_error(_run("verify", "--data-dir", str(tmp_path / "nope")), 2)
 
 
 def test_bad_date_string(tmp_path):
     _day(tmp_path)
-    line = _one_error_line(_run("inspect", "--data-dir", str(tmp_path), "--date", "yesterday"), 2)
+    line = assert_one_line_error(_run("inspect", "--data-dir", str(tmp_path), "--date", "yesterday"), 2)
     assert "yesterday" in line
-    _one_error_line(_run("verify", "--data-dir", str(tmp_path), "--date", "2023-02-30"), 2)
+    assert_one_line_error(_run("verify", "--data-dir", str(tmp_path), "--date", "2023-02-30"), 2)
 
 
 def test_missing_and_empty_day(tmp_path):
     _day(tmp_path)
-    line = _one_error_line(_run("inspect", "--data-dir", str(tmp_path), "--date", "2020-01-01"),
+    line = assert_one_line_error(_run("inspect", "--data-dir", str(tmp_path), "--date", "2020-01-01"),
                            2)
     assert "2020-01-01" in line
     (tmp_path / "2020-01-02").mkdir()
-    _one_error_line(_run("verify", "--data-dir", str(tmp_path), "--date", "2020-01-02"), 2)
+    assert_one_line_error(_run("verify", "--data-dir", str(tmp_path), "--date", "2020-01-02"), 2)
     empty = tmp_path / "empty"
     empty.mkdir()
-    _one_error_line(_run("inspect", "--data-dir", str(empty)), 2)
+    assert_one_line_error(_run("inspect", "--data-dir", str(empty)), 2)
 
 
 def test_not_a_mia_log_and_newer_version(tmp_path):
     path = _day(tmp_path)
     good = path.read_bytes()
     path.write_bytes(b"PK\x03\x04 this is a zip file, not a log")
-    line = _one_error_line(_run("inspect", "--data-dir", str(tmp_path)), 1)
+    line = assert_one_line_error(_run("inspect", "--data-dir", str(tmp_path)), 1)
     assert str(path) in line and "not a mia log" in line
     newer = bytearray(good)
     newer[8] = 7  # format version
     path.write_bytes(bytes(newer))
-    line = _one_error_line(_run("verify", "--data-dir", str(tmp_path)), 1)
+    line = assert_one_line_error(_run("verify", "--data-dir", str(tmp_path)), 1)
     assert "newer" in line and str(path) in line
 
 

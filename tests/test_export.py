@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import msgspec
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import assert_one_line_error, cli_run
 
 pa = pytest.importorskip("pyarrow")
 import pyarrow.csv as pcsv  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from mia.cli import cli  # noqa: E402
-from mia.data.polygon.models import parse_page  # noqa: E402
+from mia.data.polygon.models import is_indices_response, parse_page  # noqa: E402
 from mia.engine.events import EventCodec, GammaLevels, PolygonResponse  # noqa: E402
-from mia.engine.log import EventLog  # noqa: E402
 from mia.replay import open_day  # noqa: E402
 from mia.replay.export import (  # noqa: E402
     EXPORT_KINDS,
@@ -31,24 +28,15 @@ from mia.replay.export import (  # noqa: E402
 EVENT_KINDS = ["trades", "quotes", "book", "bars", "levels"]
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("export-day")
-    subprocess.run([sys.executable, "-m", "mia.cli", "record", "--sim", "--duration", "6s", "--no-publish",
-                    "--data-dir", str(root), "-q"], check=True, timeout=120, capture_output=True)
-    dates = EventLog(root).dates()
-    return str(root), dates[-1]
-
-
 def _encoded(events):
     codec = EventCodec()
     return [codec.encode(e) for e in events]
 
 
 @pytest.mark.parametrize("kind", EVENT_KINDS)
-def test_parquet_round_trips_every_field(recorded, tmp_path, kind):
+def test_parquet_round_trips_every_field(sim_day, tmp_path, kind):
     # Arrange
-    root, date = recorded
+    root, date = sim_day
     out = tmp_path / f"{kind}.parquet"
     expected = list(open_day(root, date).events(kinds=[EXPORT_KINDS[kind]]))
     # Act
@@ -61,8 +49,8 @@ def test_parquet_round_trips_every_field(recorded, tmp_path, kind):
     assert table.schema.field("ts_recv").type == pa.timestamp("ns", tz="UTC")
 
 
-def test_parquet_types_and_symbols(recorded, tmp_path):
-    root, date = recorded
+def test_parquet_types_and_symbols(sim_day, tmp_path):
+    root, date = sim_day
     out = tmp_path / "t.parquet"
     export_day(root, date, "trades", "parquet", out)
     table = pq.read_table(out)
@@ -81,8 +69,8 @@ def test_parquet_types_and_symbols(recorded, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["trades", "levels"])
-def test_csv_round_trips(recorded, tmp_path, kind):
-    root, date = recorded
+def test_csv_round_trips(sim_day, tmp_path, kind):
+    root, date = sim_day
     out = tmp_path / f"{kind}.csv"
     export_day(root, date, kind, "csv", out)
     schema = event_schema(kind)
@@ -97,12 +85,13 @@ def test_csv_round_trips(recorded, tmp_path, kind):
             table = table.set_column(idx, f.name, pa.array([json.loads(v) for v in table[f.name].to_pylist()],
                                                            type=f.type))
     expected = list(open_day(root, date).events(kinds=[EXPORT_KINDS[kind]]))
+    assert table.num_rows == len(expected) > 0
     assert _encoded(events_from_table(kind, table)) == _encoded(expected)
 
 
-def test_counts_equal_inspect_json(recorded, tmp_path):
-    root, date = recorded
-    res = CliRunner().invoke(cli, ["inspect", "--date", date, "--data-dir", root, "--json"])
+def test_counts_equal_inspect_json(sim_day, tmp_path):
+    root, date = sim_day
+    res = cli_run("inspect", "--date", date, "--data-dir", root, "--json")
     assert res.exit_code == 0, res.output
     counts: dict[str, int] = {}
     for seg in json.loads(res.stdout)["days"][0]["segments"]:
@@ -110,18 +99,19 @@ def test_counts_equal_inspect_json(recorded, tmp_path):
             counts[k] = counts.get(k, 0) + v
     for kind in EVENT_KINDS:
         out = tmp_path / f"{kind}.parquet"
-        res = CliRunner().invoke(cli, ["export", "--date", date, "--data-dir", root, "--kind", kind,
-                                       "-o", str(out), "--json"])
+        res = cli_run("export", "--date", date, "--data-dir", root, "--kind", kind, "-o", out, "--json")
         assert res.exit_code == 0, res.output
         summary = json.loads(res.stdout)
-        assert summary["rows"] == counts[EXPORT_KINDS[kind]] == pq.read_metadata(out).num_rows
+        assert summary["rows"] == counts[EXPORT_KINDS[kind]] == pq.read_metadata(out).num_rows > 0
 
 
-def test_chains_one_row_per_contract_per_page(recorded, tmp_path):
-    # Arrange: the definition: every contract of every HTTP 200 page of the day
-    root, date = recorded
+def test_chains_one_row_per_contract_per_page(sim_day, tmp_path):
+    # Arrange: the definition: every contract of every HTTP 200 options-chain page of the day
+    # (the day also holds indices snapshots, /v3/snapshot/indices: no contracts there)
+    root, date = sim_day
     day = open_day(root, date)
-    pages = [ev for ev in day.events(kinds=[PolygonResponse]) if ev.status == 200]
+    pages = [ev for ev in day.events(kinds=[PolygonResponse])
+             if ev.status == 200 and not is_indices_response(ev)]
     expected = sum(len(parse_page(p.body).results or []) for p in pages)
     # Act
     out = tmp_path / "chains.parquet"
@@ -143,10 +133,11 @@ def test_chains_one_row_per_contract_per_page(recorded, tmp_path):
     assert row["details_strike_price"] == first.details.strike_price
     assert row["greeks_gamma"] == (first.greeks.gamma if first.greeks else None)
     assert row["underlying"] == pages[0].underlying
+    assert table["details_strike_price"].null_count == 0  # every row is an option contract
 
 
-def test_symbols_and_window_filter(recorded, tmp_path):
-    root, date = recorded
+def test_symbols_and_window_filter(sim_day, tmp_path):
+    root, date = sim_day
     day = open_day(root, date)
     sym = sorted(set(day.symbols().values()))[0]
     ts = day.columns("Trade")["ts_recv"]
@@ -160,30 +151,30 @@ def test_symbols_and_window_filter(recorded, tmp_path):
     assert np.array_equal(table["seq"].to_numpy(), cols["seq"])
 
 
-def test_cli_errors_are_one_line(recorded, tmp_path):
-    root, date = recorded
-    res = CliRunner().invoke(cli, ["export", "--date", date, "--data-dir", root, "--kind", "trades",
-                                   "--symbols", "NOPE", "-o", str(tmp_path / "x.parquet")])
-    assert res.exit_code == 2
-    assert res.stderr.count("\n") == 1 and "NOPE" in res.stderr
-    res = CliRunner().invoke(cli, ["export", "--date", "1999-01-01", "--data-dir", root, "--kind", "trades",
-                                   "-o", str(tmp_path / "x.parquet")])
-    assert res.exit_code == 2 and "no data" in res.stderr
-
-
-def test_missing_pyarrow_is_a_clear_message(recorded, tmp_path, monkeypatch):
-    root, date = recorded
-    monkeypatch.setitem(sys.modules, "pyarrow", None)
-    with pytest.raises(MissingExtraError, match=r"pip install 'mia\[export\]'"):
-        export_day(root, date, "trades", "parquet", tmp_path / "x.parquet")
-    res = CliRunner().invoke(cli, ["export", "--date", date, "--data-dir", root, "--kind", "trades",
-                                   "-o", str(tmp_path / "x.parquet")])
-    assert res.exit_code == 1 and "mia[export]" in res.stderr
+def test_cli_errors_are_one_line(sim_day, tmp_path):
+    root, date = sim_day
+    res = cli_run("export", "--date", date, "--data-dir", root, "--kind", "trades",
+                  "--symbols", "NOPE", "-o", tmp_path / "x.parquet")
+    assert "NOPE" in assert_one_line_error(res, 2)
+    res = cli_run("export", "--date", "1999-01-01", "--data-dir", root, "--kind", "trades",
+                  "-o", tmp_path / "x.parquet")
+    assert "no data" in assert_one_line_error(res, 2)
     assert not (tmp_path / "x.parquet").exists()
 
 
-def test_polars_and_duckdb_read_the_parquet(recorded, tmp_path):
-    root, date = recorded
+def test_missing_pyarrow_is_a_clear_message(sim_day, tmp_path, monkeypatch):
+    root, date = sim_day
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'mia\[export\]'"):
+        export_day(root, date, "trades", "parquet", tmp_path / "x.parquet")
+    res = cli_run("export", "--date", date, "--data-dir", root, "--kind", "trades",
+                  "-o", tmp_path / "x.parquet")
+    assert "mia[export]" in assert_one_line_error(res, 1)
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_polars_and_duckdb_read_the_parquet(sim_day, tmp_path):
+    root, date = sim_day
     out = tmp_path / "t.parquet"
     export_day(root, date, "trades", "parquet", out)
     n = pq.read_metadata(out).num_rows

@@ -7,42 +7,27 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
+from helpers import assert_one_line_error, cli_run, recorded_gamma
 
 from mia.analytics.levels import build_levels, format_levels_file, parse_levels_file
-from mia.cli import cli
-from mia.engine.events import GammaLevels
+from mia.engine.events import GammaLevels, TermStructure
 from mia.engine.log import EventLog
 from mia.replay import replay_day
 from mia.replay.outputs import levels_at
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("levels-day")
-    subprocess.run([sys.executable, "-m", "mia.cli", "record", "--sim", "--duration", "6s", "--no-publish",
-                    "--data-dir", str(root), "-q"], check=True, timeout=120, capture_output=True)
-    return str(root), EventLog(root).dates()[-1]
-
-
-def _recorded_gamma(root, date, before: int | None = None) -> dict[str, GammaLevels]:
-    out = {}
-    for _, g in EventLog(root).read(date, kinds=[GammaLevels], streams=["derived"]):
-        if before is None or g.ts_recv < before:
-            out[g.underlying] = g
-    return out
-
-
 def _run(*args):
-    return CliRunner().invoke(cli, ["levels", *args])
+    return cli_run("levels", *args)
 
 
-def test_stdout_is_the_levels_file_of_the_recorded_day(recorded):
+def test_stdout_is_the_levels_file_of_the_recorded_day(sim_day):
     # Arrange: the file built independently from what was recorded live and `mia replay`'s summary
-    root, date = recorded
-    gamma = _recorded_gamma(root, date)
+    root, date = sim_day
+    gamma = recorded_gamma(root, date)
     flows = replay_day(root, date).instruments
-    expected = format_levels_file(build_levels(gamma, flows, date=date))
+    terms = [t for _, t in EventLog(root).read(date, kinds=[TermStructure], streams=["derived"])]
+    assert gamma and flows and terms
+    expected = format_levels_file(build_levels(gamma, flows, date=date, term=terms[-1]))
     # Act
     res = _run("--date", date, "--data-dir", root)
     # Assert
@@ -50,29 +35,30 @@ def test_stdout_is_the_levels_file_of_the_recorded_day(recorded):
     assert res.stdout_bytes == expected.encode()  # CRLF kept (CliRunner.stdout folds it)
     labels = [lv.label for lv in parse_levels_file(res.stdout)]
     assert any("Zero Gamma" in lb for lb in labels) and any("POC" in lb for lb in labels)
+    assert any(lb.startswith("VIX") for lb in labels)
 
 
-def test_at_a_moment_uses_the_levels_known_then(recorded):
-    root, date = recorded
+def test_at_a_moment_uses_the_levels_known_then(sim_day):
+    root, date = sim_day
     history = [g for _, g in EventLog(root).read(date, kinds=[GammaLevels], streams=["derived"])]
     cut = history[-1].ts_recv
     got = levels_at(root, date, cut)
-    gamma_then = _recorded_gamma(root, date, before=cut)
-    gamma_now = _recorded_gamma(root, date)
+    gamma_then = recorded_gamma(root, date, before=cut)
+    gamma_now = recorded_gamma(root, date)
     gamma_lines = [lv for lv in got if lv.source.startswith("gamma:")]
-    assert gamma_lines == [lv for lv in build_levels(gamma_then, None, date=date)]
+    assert gamma_lines and gamma_lines == [lv for lv in build_levels(gamma_then, None, date=date)]
     assert gamma_then != gamma_now  # the moment matters
 
 
-def test_at_before_the_recording_has_only_the_header(recorded):
-    root, date = recorded
+def test_at_before_the_recording_has_only_the_header(sim_day):
+    root, date = sim_day
     res = _run("--date", date, "--data-dir", root, "--at", "00:00")
     assert res.exit_code == 0, res.output
     assert res.stdout.splitlines() == ["Date, Label, Color, Width, Value, Value2"]
 
 
-def test_output_file_and_json_agree(recorded, tmp_path):
-    root, date = recorded
+def test_output_file_and_json_agree(sim_day, tmp_path):
+    root, date = sim_day
     out = tmp_path / "mia-levels.txt"
     res = _run("--date", date, "--data-dir", root, "-o", str(out))
     assert res.exit_code == 0, res.output
@@ -81,7 +67,7 @@ def test_output_file_and_json_agree(recorded, tmp_path):
     res = _run("--date", date, "--data-dir", root, "--json")
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)["levels"]
-    assert [(r["label"], r["value"], r["date"]) for r in rows] == \
+    assert rows and [(r["label"], r["value"], r["date"]) for r in rows] == \
         [(lv.label, lv.value, lv.date) for lv in file_levels]
     assert out.read_bytes().startswith(b"Date, Label, Color, Width, Value, Value2\r\n")
     assert [p.name for p in tmp_path.iterdir()] == ["mia-levels.txt"]  # no temporary left behind
@@ -92,14 +78,14 @@ def test_output_file_and_json_agree(recorded, tmp_path):
     (["--date", "2026-13-40"], "bad date"),
     (["--date", "1999-01-01"], "no data"),
 ])
-def test_usage_errors_are_one_line_exit_2(recorded, args, needle):
-    root, date = recorded
+def test_usage_errors_are_one_line_exit_2(sim_day, args, needle):
+    root, date = sim_day
     base = ["--date", date, "--data-dir", root]
     if "--date" in args:
         base = ["--data-dir", root]
     res = _run(*base, *args)
-    assert res.exit_code == 2, res.output
-    assert needle in res.stderr and res.stderr.count("\n") == 1
+    assert needle in assert_one_line_error(res, 2)
+    assert res.stdout == ""
 
 
 def _stderr_on_a_terminal(args: list[str]) -> tuple[int, str, str]:
@@ -127,8 +113,8 @@ def _stderr_on_a_terminal(args: list[str]) -> tuple[int, str, str]:
         os.close(master)
 
 
-def test_progress_bar_only_on_a_terminal_and_not_with_quiet(recorded):
-    root, date = recorded
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(sim_day):
+    root, date = sim_day
     code, out, term = _stderr_on_a_terminal(["levels", "--date", date, "--data-dir", root])
     assert code == 0 and out.startswith("Date, Label")
     assert f"replay {date}" in term and "%" in term

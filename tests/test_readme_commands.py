@@ -6,18 +6,14 @@ that need a real Sierra Chart or Polygon, and commands that run until stopped.""
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from helpers import cli_run, last_json_line
 
 from mia.cli import cli
-from mia.engine.log import EventLog
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 README_DATE = "2026-11-20"
@@ -60,14 +56,6 @@ def test_readme_has_runnable_examples_of_each_research_command():
     assert all(skip_reason(c) for c in readme_commands() if shlex.split(c)[1] in ("sim", "tail", "demo"))
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
-    root = tmp_path_factory.mktemp("readme-day")
-    subprocess.run([sys.executable, "-m", "mia.cli", "record", "--sim", "--duration", "6s", "--no-publish",
-                    "--data-dir", str(root), "-q"], check=True, timeout=120, capture_output=True)
-    return str(root), EventLog(root).dates()[-1]
-
-
 def localize(cmd: str, root: str, date: str, out_dir: Path) -> list[str]:
     words = shlex.split(cmd.replace(README_DATE, date))[1:]
     for i, w in enumerate(words):
@@ -77,13 +65,15 @@ def localize(cmd: str, root: str, date: str, out_dir: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("cmd", [c for c in readme_commands() if skip_reason(c) is None])
-def test_readme_command_runs(recorded, tmp_path, cmd):
-    root, date = recorded
+def test_readme_command_runs(sim_day, tmp_path, cmd):
+    root, date = sim_day
     args = localize(cmd, root, date, tmp_path)
-    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    res = cli_run(*args, catch_exceptions=False)
     assert res.exit_code == 0, f"{cmd!r} -> exit {res.exit_code}: {res.stdout[-500:]} {res.stderr[-500:]}"
     if "--json" in args:
-        json.loads(res.stdout.strip().splitlines()[-1])
+        out = last_json_line(res.stdout)
+        if args[0] == "replay":
+            assert out["date"] == date and out["check"] is None
     if "-o" in args:
         target = Path(args[args.index("-o") + 1])
         assert target.exists() and target.stat().st_size > 0
@@ -94,7 +84,7 @@ def test_readme_command_runs(recorded, tmp_path, cmd):
 
 @pytest.mark.parametrize("name", sorted(cli.commands))
 def test_every_command_has_help_with_an_example(name):
-    res = CliRunner().invoke(cli, [name, "--help"])
+    res = cli_run(name, "--help")
     assert res.exit_code == 0
     assert "Example" in res.stdout, f"mia {name} --help shows no example"
 
