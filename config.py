@@ -125,7 +125,7 @@ symbols = ["ESZ6", "NQZ6"]       # <data_dir>/<symbol>.scid and MarketDepthData/
 
 [polygon]
 underlyings = ["SPX", "NDX"]
-plan = "starter"                 # free/starter: 5 calls a minute
+plan = "starter"                 # free: 5 calls a minute; paid plans: unlimited (mia caps them)
 # api_key: prefer POLYGON_API_KEY in the environment
 
 [bus]

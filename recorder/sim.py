@@ -21,6 +21,9 @@ SIM_VIX_SYMBOL = "VIX"
 SIM_VX_MONTHS = 6
 
 
+SIM_CALLS_PER_MINUTE = 6000.0  # Polygon's own ceiling for paid plans (100 a second)
+
+
 class Simulators:
     """Start with `await sims.start()`, stop with `await sims.stop()`, or `async with`."""
 
@@ -74,6 +77,8 @@ class Simulators:
                          heartbeat_s=2.0, **vol)]
         polygon = msgspec.structs.replace(
             base.polygon if base.polygon.enabled else PolygonConfig(),
+            # the simulator is on loopback: no reason to keep capacity free for other programs
             base_url=self.polygon.url, api_key=SIM_API_KEY, plan="business", poll_s=poll_s,
+            calls_per_minute=SIM_CALLS_PER_MINUTE,
             expiry_days=min(base.polygon.expiry_days, 30), strike_window=min(base.polygon.strike_window, 0.06))
         return msgspec.structs.replace(base, dtc=dtc, polygon=polygon)

@@ -73,6 +73,7 @@ def test_the_live_path_encodes_each_event_once_and_reuses_the_bytes(tmp_path, mo
     def counting_init(self):
         init(self)
         self._encoder = CountingEncoder(self._encoder)
+        self.encode_fast = self._encoder.encode  # the hot-path encoder, counted too
 
     monkeypatch.setattr(EventCodec, "__init__", counting_init)
     handed: list[tuple] = []
