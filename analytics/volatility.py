@@ -29,7 +29,7 @@ IV surface (``IvSurfaceReducer``), one event per chain snapshot and underlying:
   the smile (out-of-the-money side), ATM IV (smile at the forward, linear in strike), the
   ``wing_delta`` call and put IVs (linear in delta), rr25 = call25 - put25, bf25 =
   (call25 + put25) / 2 - ATM. The smile keeps the points whose OTM option has |delta| >=
-  ``smile_min_delta``.
+  ``smile_min_delta``, at most ``smile_max_points`` of them per expiry (evenly thinned).
 - A SourceError falling back to the previous chain re-emits the last surface with stale=True
   (as the gamma reducer does with its levels).
 Row by row in log order, so the output does not depend on where batches are cut.
@@ -100,14 +100,15 @@ class VolatilityConfig(ConfigBase):
     forward_strikes: int = 3  # put-call parity at this many strikes nearest spot
     wing_delta: float = 0.25
     smile_min_delta: float = 0.05  # smile points whose OTM option has |delta| below this are left out
+    smile_max_points: int = 50  # per expiry; more are thinned evenly across the band (ends kept)
 
     def __post_init__(self) -> None:
         if self.min_interval_s < 0 or self.cm_days <= 0:
             raise ConfigError("volatility: min_interval_s >= 0 and cm_days > 0")
         if self.forward_strikes < 1 or not 0.0 < self.wing_delta < 0.5:
             raise ConfigError("volatility: forward_strikes >= 1 and 0 < wing_delta < 0.5")
-        if not 0.0 <= self.smile_min_delta < 0.5:
-            raise ConfigError("volatility: 0 <= smile_min_delta < 0.5")
+        if not 0.0 <= self.smile_min_delta < 0.5 or self.smile_max_points < 2:
+            raise ConfigError("volatility: 0 <= smile_min_delta < 0.5 and smile_max_points >= 2")
 
 
 DEFAULT_CONFIG: Final = VolatilityConfig()
@@ -331,6 +332,13 @@ def _same_curve(a: TermStructure, b: TermStructure) -> bool:
 # --- IV surface -------------------------------------------------------------------------------
 
 
+def _thin(idx: np.ndarray, most: int) -> np.ndarray:
+    """At most `most` of the positions `idx`, evenly spread, the first and last kept."""
+    if idx.size <= most:
+        return idx
+    return idx[np.unique(np.round(np.linspace(0.0, idx.size - 1.0, most)).astype(np.int64))]
+
+
 def compute_surface(chain: ChainColumns, spot: float, config: VolatilityConfig = DEFAULT_CONFIG,
                     *, rate: float = 0.0, dividend_yield: float = 0.0, ts_recv: int | None = None,
                     stale: bool = False, staleness_ns: int = 0) -> IvSurface:
@@ -371,9 +379,10 @@ def compute_surface(chain: ChainColumns, spot: float, config: VolatilityConfig =
         out["call25_iv"].append(float(c25))
         out["rr25"].append(float(c25 - p25))
         out["bf25"].append(float(0.5 * (c25 + p25) - atm))
-        out["smile_count"].append(int(keep.sum()))
-        out["smile_strikes"].extend(ks[keep].tolist())
-        out["smile_iv"].extend(smile[keep].tolist())
+        kept = _thin(np.flatnonzero(keep), int(config.smile_max_points))
+        out["smile_count"].append(int(kept.size))
+        out["smile_strikes"].extend(ks[kept].tolist())
+        out["smile_iv"].extend(smile[kept].tolist())
     return IvSurface(
         ts_event=int(chain.ts_ns), ts_recv=int(chain.ts_ns if ts_recv is None else ts_recv),
         underlying=chain.underlying, spot=float(spot), snapshot_id=int(chain.snapshot_id),

@@ -103,10 +103,15 @@ def test_surface_matches_an_independent_computation(with_iv):
         start += n
         t = days * NS_PER_DAY / NS_PER_YEAR
         fwd = SPOT * math.exp((R - Q) * t)
-        assert n > 10 and ks == sorted(ks)
+        assert 10 < n <= VolatilityConfig().smile_max_points and ks == sorted(ks)
         assert ivs == pytest.approx([smile(k, fwd, t) for k in ks], abs=1e-6)
         assert min(ks) < fwd < max(ks)
     assert start == len(s.smile_iv) == len(s.smile_strikes)
+    # a tighter cap thins evenly, keeping both ends of each expiry's band
+    thin = compute_surface(chain, SPOT, VolatilityConfig(smile_max_points=5), rate=R, dividend_yield=Q)
+    assert thin.smile_count == [5, 5]
+    assert thin.smile_strikes[0] == s.smile_strikes[0] and thin.smile_strikes[4] == s.smile_strikes[s.smile_count[0] - 1]
+    assert thin.atm_iv == s.atm_iv
 
 
 def test_implied_vol_round_trips_vollib_prices():
