@@ -3,14 +3,66 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+
+import msgspec
+from click.testing import CliRunner
+
+from mia.cli import cli
+from mia.config import Config
 from mia.engine.clock import utc_day
-from mia.engine.events import EventCodec
-from tests.test_e2e_record_replay import record, replay_json
+from mia.engine.events import EventCodec, IvSurface, TermStructure
+from mia.engine.log import EventLog
+from mia.recorder.live import Recorder
+from mia.recorder.sim import Simulators
+
+BOUND_S = 90.0  # the most the recording may take on a loaded machine
+
+
+def record_until_volatility(root):
+    """Record from fresh simulators until the derived stream holds a TermStructure with two VX
+    contracts and an IvSurface (bounded), then stop cleanly."""
+
+    def ready() -> bool:
+        log = EventLog(root)
+        got = [ev for d in log.dates()
+               for _, ev in log.read(d, kinds=[TermStructure, IvSurface], streams=["derived"])]
+        return (any(isinstance(e, IvSurface) for e in got)
+                and any(isinstance(e, TermStructure) and len(e.symbols) >= 2 for e in got))
+
+    async def go():
+        async with Simulators(seed=3, rate=2000.0) as sims:
+            base = Config()
+            base = msgspec.structs.replace(base, bus=msgspec.structs.replace(base.bus, enabled=False))
+            rec = Recorder(sims.record_config(base, poll_s=0.5), str(root))
+            run = asyncio.create_task(rec.run())
+            deadline = time.monotonic() + BOUND_S
+            loop = asyncio.get_running_loop()
+            try:
+                await asyncio.sleep(2.0)
+                while not await loop.run_in_executor(None, ready):
+                    assert not run.done(), "the recorder stopped on its own"
+                    assert time.monotonic() < deadline, "no volatility events in time"
+                    await asyncio.sleep(0.5)
+            finally:
+                rec.stop()
+            return await run
+
+    return asyncio.run(go())
+
+
+def replay_json(root, date):
+    res = CliRunner().invoke(cli, ["replay", "--data-dir", str(root), "--date", date, "--check", "--json", "-q"])
+    lines = res.stdout.strip().splitlines()
+    return res, json.loads(lines[-1]) if lines else None
 
 
 def test_sim_day_checks_ok_with_the_volatility_entry(tmp_path):
-    # Arrange: a few seconds from the simulators (ES, NQ, VIX and the VX curve over DTC; SPX/NDX chains)
-    result, _ = record(tmp_path, 4.0, poll_s=0.5)
+    # Arrange: the simulators' ES, NQ, VIX and VX curve over DTC and SPX/NDX chains, recorded
+    # until the fold has emitted both volatility kinds
+    result = record_until_volatility(tmp_path)
     # Act
     res, out = replay_json(tmp_path, result.date)
     # Assert
@@ -32,7 +84,6 @@ def test_sim_day_checks_ok_with_the_volatility_entry(tmp_path):
         atm = [v for v in s["atm"].values() if v is not None]
         assert atm and all(0.01 < v < 3.0 for v in atm), (u, s["atm"])
     # export: one row per derived event, and the rows give the events back
-    from mia.engine.events import IvSurface, TermStructure
     from mia.replay import open_day
     from mia.replay.export import events_from_table, export_day, export_table
 
