@@ -27,12 +27,11 @@ from typing import Callable, Final, Iterable, Literal, Mapping
 import msgspec
 import numpy as np
 
-from mia.engine.clock import NS_PER_DAY, ManualClock, day_bounds, parse_date, utc_day
+from mia.engine.clock import NS_PER_DAY, day_bounds, parse_date, utc_day
 from mia.engine.errors import UsageError
-from mia.engine.events import Instrument, RecordingStarted
 from mia.engine.log import EventLog
-from mia.engine.log.format import Frame, open_segment
 
+from ..history import IMPORT_STREAM, DayIds, ImportWriter, covered_ranges, subtract_ranges
 from . import depth as _depth
 from . import scid as _scid
 from .common import SC_EPOCH_US, SierraFileError
@@ -41,7 +40,6 @@ from .symbols import instrument_for, symbol_of_file
 logger = logging.getLogger(__name__)
 
 Kind = Literal["scid", "depth"]
-IMPORT_STREAM: Final = "import"
 CHUNK_RECORDS: Final = 1 << 18
 MAX_DAMAGE_REPORTS: Final = 20
 _US_PER_DAY: Final = 86_400_000_000
@@ -108,65 +106,7 @@ def provenance(kind: str, fid: str, first: int, last: int, symbol: str, name: st
 
 def imported_ranges(log: EventLog, day: str, fid: str) -> list[tuple[int, int]]:
     """Record ranges [first, last] of file `fid` that import segments of `day` already hold."""
-    if not (log.root / day).is_dir():
-        return []
-    out = []
-    for info in log.segments(day):
-        if info.stream != IMPORT_STREAM:
-            continue
-        with open_segment(info.path) as seg:
-            for item in seg.scan():
-                if not isinstance(item, Frame):
-                    break
-                frame = item if item.payload is not None else seg.load(item)
-                if frame is None:
-                    break
-                events = seg.decoder().events(frame)
-                if events and isinstance(events[0], RecordingStarted):
-                    for src in events[0].sources:
-                        m = _PROVENANCE.match(src)
-                        if m and m.group("id") == fid:
-                            out.append((int(m.group("a")), int(m.group("b"))))
-                break
-    return sorted(out)
-
-
-def _subtract(a: int, b: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """[a, b] minus the covered ranges, as sorted inclusive ranges."""
-    out = []
-    cur = a
-    for ca, cb in sorted(covered):
-        if cb < cur or ca > b:
-            continue
-        if ca > cur:
-            out.append((cur, ca - 1))
-        cur = max(cur, cb + 1)
-        if cur > b:
-            break
-    if cur <= b:
-        out.append((cur, b))
-    return out
-
-
-class _DayIds:
-    """Instrument ids per day, seeded from the day's declarations (every stream)."""
-
-    def __init__(self, log: EventLog) -> None:
-        self.log = log
-        self.days: dict[str, dict[str, int]] = {}
-
-    def id_for(self, day: str, symbol: str) -> int:
-        ids = self.days.get(day)
-        if ids is None:
-            ids = {}
-            if (self.log.root / day).is_dir():
-                for _, ev in self.log.read(day, kinds=[Instrument]):
-                    ids.setdefault(ev.symbol, ev.instrument)
-            self.days[day] = ids
-        found = ids.get(symbol)
-        if found is None:
-            found = ids[symbol] = max(ids.values(), default=0) + 1
-        return found
+    return covered_ranges(log, day, fid, _PROVENANCE)
 
 
 def _runs(f, fmt: _Format, n: int, report: FileImport, chunk: int
@@ -228,7 +168,7 @@ def import_files(data_dir: str | os.PathLike, paths: Iterable[str | os.PathLike]
     lo_n = day_bounds(lo_day)[0] // NS_PER_DAY if lo_day else None
     hi_n = day_bounds(hi_day)[0] // NS_PER_DAY if hi_day else None
     log = EventLog(data_dir)
-    ids = _DayIds(log)
+    ids = DayIds(log)
     paths = [Path(p) for p in paths]
     if not paths:
         raise UsageError("no files to import")
@@ -262,7 +202,7 @@ def import_files(data_dir: str | os.PathLike, paths: Iterable[str | os.PathLike]
                     continue
                 day = utc_day(daynum * NS_PER_DAY)
                 covered = imported_ranges(log, day, fid)
-                todo = _subtract(first, last, covered)
+                todo = subtract_ranges(first, last, covered)
                 report.already_present += (last - first + 1) - sum(b - a + 1 for a, b in todo)
                 done += (last - first + 1) - sum(b - a + 1 for a, b in todo)
                 for a, b in todo:
@@ -298,7 +238,6 @@ def _write_range(log: EventLog, f, fmt: _Format, path: Path, fid: str, sym: str,
     f.seek(fmt.header_size + first * fmt.record_size)
     first_rec = np.frombuffer(f.read(fmt.record_size), fmt.dtype)
     t0 = int(_scid_ns(first_rec["dt"][0]))
-    clock = ManualClock(t0)
     src = provenance(fmt.kind, fid, first, last, sym, path.name)
     inst = instrument_for(sym, iid, t0, f"sierra-import:{fmt.kind}", tick_sizes=tick_sizes,
                           point_values=point_values)
@@ -311,26 +250,15 @@ def _write_range(log: EventLog, f, fmt: _Format, path: Path, fid: str, sym: str,
             prev = np.frombuffer(f.read(fmt.record_size), fmt.dtype)
             after_end = bool(prev["flags"][0] & _depth.FLAG_END_OF_BATCH)
         conv = _depth.DepthConverter(iid, after_end=after_end)
-    events = 0
-    writer = log.writer(IMPORT_STREAM, sources=[src], clock=clock, fsync=fsync,
-                        frame_max_events=frame_max_events, frame_max_ms=3_600_000.0)
-    try:
+    with ImportWriter(log, [src], t0, frame_max_events=frame_max_events, fsync=fsync) as writer:
         writer.append(inst)
         for lo in range(first, last + 1, chunk):
             hi = min(last + 1, lo + chunk)
             f.seek(fmt.header_size + lo * fmt.record_size)
             recs = np.frombuffer(f.read((hi - lo) * fmt.record_size), fmt.dtype)
-            evs = conv.events(recs)
-            if evs:
-                clock.set(evs[-1].ts_recv)
-                writer.append_many(evs)
-                events += len(evs)
+            writer.append_many(conv.events(recs))
             progress(hi - first)
-        writer.close("stopped")
-    except BaseException:
-        writer.close("error")
-        raise
-    return events, writer.path.name
+    return writer.events, writer.name
 
 
 def _progress_from(progress, base: int, total: int) -> Callable[[int], None]:
