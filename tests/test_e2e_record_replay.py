@@ -1,21 +1,29 @@
 """End to end: the simulators -> `Recorder` -> the log -> `mia replay --check`.
 
-Each test records a few seconds from the embedded simulators (real DTC and HTTP servers on
-loopback), then proves that replaying the log reproduces every derived event bit for bit, faults
-and fallbacks included.
+Each test records from the embedded simulators (real DTC and HTTP servers on loopback) until
+the day holds what it is about (conditions with bounded deadlines, not fixed durations: on a
+loaded machine everything takes longer), then proves that replaying the log reproduces every
+derived event bit for bit, faults and fallbacks included.
 """
 
 import asyncio
-import json
+import time
 
 import msgspec
-import pytest
-from click.testing import CliRunner
+from helpers import OffsetClock, cli_run, last_json_line, mia_cmd, wait_until
 
-from mia.cli import cli
 from mia.config import Config
-from mia.engine.events import DERIVED_KINDS, FeedStatus, Gap, GammaLevels, SourceError, Trade, kind_of
+from mia.engine.events import (
+    DERIVED_KINDS,
+    FeedStatus,
+    GammaLevels,
+    Gap,
+    SourceError,
+    Trade,
+    kind_of,
+)
 from mia.engine.log import EventLog
+from mia.fold import Fold
 from mia.recorder.live import Recorder
 from mia.recorder.sim import Simulators
 from mia.replay import open_day, replay_day
@@ -24,6 +32,8 @@ SUMMARY_FIELDS = {"trades", "volume", "buy_volume", "sell_volume", "cum_delta", 
                   "va_low", "va_high", "high", "low", "last"}
 GAMMA_FIELDS = {"ts", "spot", "zero_gamma", "call_wall", "put_wall", "max_pain", "total_gex",
                 "pcr_oi", "pcr_volume", "dealer_bias", "stale"}
+UNDERLYINGS = ("SPX", "NDX")
+BOUND_S = 120.0  # the most any recording below may take on a loaded machine
 
 
 def base_config() -> Config:
@@ -31,33 +41,67 @@ def base_config() -> Config:
     return msgspec.structs.replace(cfg, bus=msgspec.structs.replace(cfg.bus, enabled=False))
 
 
-def record(data_dir, seconds, *, during=None, clock=None, rate=2000.0, poll_s=1.0, base=None):
-    """Record `seconds` from fresh simulators; `during(sims)` runs alongside (faults).
+async def until(check, what: str, timeout_s: float = BOUND_S, poll_s: float = 0.05):
+    """Await `check()` (sync or async) until it is truthy; fail with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout_s:g}s waiting for {what}"
+        await asyncio.sleep(poll_s)
 
-    Returns (RecordResult, Simulators) — the simulators are stopped but keep what they sent.
-    """
+
+async def logged(root, kinds, stream: str = "derived") -> list:
+    """The events of `kinds` the recorder has written so far to `stream`, every day (read in
+    a worker thread: the recorder runs on this event loop)."""
+
+    def read():
+        log = EventLog(root)
+        return [ev for d in log.dates() for _, ev in log.read(d, kinds=kinds, streams=[stream])]
+
+    return await asyncio.get_running_loop().run_in_executor(None, read)
+
+
+def fresh_gamma_of_every_underlying(root):
+    async def check():
+        levels = await logged(root, [GammaLevels])
+        return {g.underlying for g in levels if not g.stale} >= set(UNDERLYINGS)
+    return check
+
+
+def record(data_dir, until_done, *, clock=None, rate=2000.0, poll_s=1.0, base=None):
+    """Record from fresh simulators until the coroutine `until_done(sims, rec)` returns (it
+    waits for what the test needs in the log and may inject faults meanwhile), then stop
+    cleanly. Returns (RecordResult, Simulators): the simulators are stopped but keep what they
+    sent."""
 
     async def go():
         async with Simulators(seed=3, rate=rate, clock=clock) as sims:
             cfg = sims.record_config(base or base_config(), poll_s=poll_s)
             rec = Recorder(cfg, str(data_dir), clock=clock)
-            side = asyncio.create_task(during(sims)) if during else None
+            run = asyncio.create_task(rec.run())
+            waiter = asyncio.create_task(until_done(sims, rec))
             try:
-                result = await asyncio.wait_for(rec.run(seconds), seconds + 30)
+                await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                if run.done():  # it should run until stopped
+                    raise AssertionError(f"the recorder stopped on its own: {run.result()}")
+                waiter.result()  # the waiter's own failure (a timeout) first
             finally:
-                if side is not None:
-                    side.cancel()
-                    await asyncio.gather(side, return_exceptions=True)
+                waiter.cancel()
+                rec.stop()
+                result = await asyncio.wait_for(run, 60)
             return result, sims
 
     return asyncio.run(go())
 
 
 def replay_json(data_dir, date, *extra):
-    res = CliRunner().invoke(cli, ["replay", "--data-dir", str(data_dir), "--date", date,
-                                   "--check", "--json", "-q", *extra])
-    lines = res.stdout.strip().splitlines()
-    return res, json.loads(lines[-1]) if lines else None
+    res = cli_run("replay", "--data-dir", data_dir, "--date", date, "--check", "--json", "-q",
+                  *extra)
+    return res, last_json_line(res.stdout) if res.stdout.strip() else None
 
 
 def assert_prefix_of_sent(recorded: dict, sent: dict, *, in_flight: int = 40) -> None:
@@ -82,7 +126,11 @@ def trades_by_symbol(root, dates) -> dict:
 
 
 def test_sim_record_then_replay_check_passes_with_the_documented_summary(tmp_path):
-    result, sims = record(tmp_path, 4.0)
+    async def four_seconds_and_fresh_gamma(sims, rec):
+        await asyncio.sleep(4.0)  # the recording's minimum length, not a wait for anything
+        await until(fresh_gamma_of_every_underlying(tmp_path), "fresh GammaLevels of each index")
+
+    result, sims = record(tmp_path, four_seconds_and_fresh_gamma)
     assert result.events > 1000 and result.derived > 0
     # receive lag against a loopback server is well under a second; whole-second DTC times
     # (BidAsk 108) must not count as lag
@@ -98,35 +146,58 @@ def test_sim_record_then_replay_check_passes_with_the_documented_summary(tmp_pat
     for sym in ("ESZ6", "NQZ6"):
         s = out["instruments"][sym]
         assert set(s) == SUMMARY_FIELDS
-        assert s["trades"] > 0 and s["volume"] == s["buy_volume"] + s["sell_volume"] or \
-            s["volume"] >= s["buy_volume"] + s["sell_volume"]
         assert s["low"] <= s["vwap"] <= s["high"]
-    # the log holds what the simulator sent on the recorder's connection; the summary counts it
+    # the log holds what the simulator sent on the recorder's connection; the summary counts it:
+    # every trade and its volume; at least the sides DTC flagged (the rest are inferred)
     recorded = trades_by_symbol(tmp_path, [result.date])
     assert_prefix_of_sent(recorded, sims.dtc.records[0].trades)
     for sym in ("ESZ6", "NQZ6", "VXZ6"):
-        assert out["instruments"][sym]["trades"] == len(recorded[sym])
-    for u in ("SPX", "NDX"):
+        s, rows = out["instruments"][sym], recorded[sym]
+        assert s["trades"] == len(rows) > 0, sym
+        assert s["volume"] == sum(size for _, size, _ in rows), sym
+        assert s["buy_volume"] >= sum(size for _, size, side in rows if side > 0), sym
+        assert s["sell_volume"] >= sum(size for _, size, side in rows if side < 0), sym
+        assert s["buy_volume"] + s["sell_volume"] <= s["volume"], sym
+        assert s["cum_delta"] == s["buy_volume"] - s["sell_volume"], sym
+    for u in UNDERLYINGS:
         g = out["gamma"][u]
         assert set(g) == GAMMA_FIELDS
         assert g["spot"] > 0 and g["stale"] is False
 
 
 def test_faults_are_recorded_and_replay_reproduces_the_fallbacks(tmp_path):
-    async def faults(sims):
-        await asyncio.sleep(1.5)
+    async def faults(sims, rec):
+        def dtc_stats():
+            return next(st for name, st in rec.stats.items() if name.startswith("dtc:"))
+
+        async def drop_links_and_await_reconnect():
+            links = len(sims.dtc.records)
+            sims.dtc.drop_links()
+            await until(lambda: len(sims.dtc.records) > links, "the DTC client to reconnect")
+
+        # recording for real: a fresh chain of each index, DTC traffic
+        await until(fresh_gamma_of_every_underlying(tmp_path), "fresh GammaLevels of each index")
+        await until(lambda: any(n.startswith("dtc:") for n in rec.stats), "the DTC source")
+        errors = rec.stats["polygon"].errors
         sims.polygon.faults.error_status = 400  # not retried: the poll fails, a fallback is taken
         sims.polygon.faults.error_count = 2
-        sims.dtc.drop_links()
-        await asyncio.sleep(1.5)
+        await drop_links_and_await_reconnect()
+        await until(lambda: sims.polygon.faults.error_count == 0
+                    and rec.stats["polygon"].errors > errors, "the 400s, recorded")
+
+        async def stale_gamma():
+            return any(g.stale for g in await logged(tmp_path, [GammaLevels]))
+        await until(stale_gamma, "a stale GammaLevels (the fallback)")
         sims.polygon.faults.malformed_count = 2
-        await asyncio.sleep(1.0)
+        await until(lambda: sims.polygon.faults.malformed_count == 0, "two malformed pages served")
         sims.polygon.faults.error_status = 503  # a 5xx burst the client retries through
         sims.polygon.faults.error_count = 1
-        await asyncio.sleep(1.5)
-        sims.dtc.drop_links()
+        await until(lambda: sims.polygon.faults.error_count == 0, "the 503 served")
+        await drop_links_and_await_reconnect()
+        after = dtc_stats().events
+        await until(lambda: dtc_stats().events > after + 500, "DTC traffic after the last drop")
 
-    result, sims = record(tmp_path, 8.0, during=faults)
+    result, sims = record(tmp_path, faults)
     day = open_day(tmp_path, result.date)
     events = list(day.events(kinds=["Gap", "FeedStatus", "SourceError", "GammaLevels"]))
     gaps = [e for e in events if isinstance(e, Gap)]
@@ -150,33 +221,31 @@ def test_faults_are_recorded_and_replay_reproduces_the_fallbacks(tmp_path):
     assert sum(isinstance(e, GammaLevels) and e.stale for e in recorded) == sum(g.stale for g in gamma)
 
 
-class OffsetClock:
-    """The wall clock shifted so that it starts at a chosen instant (here: just before midnight)."""
-
-    def __init__(self, start_ns: int) -> None:
-        import time
-
-        self._offset = start_ns - time.time_ns()
-
-    def now_ns(self) -> int:
-        import time
-
-        return time.time_ns() + self._offset
-
-
 def test_utc_midnight_rollover_loses_nothing_and_both_days_check(tmp_path):
     import datetime as dt
 
     midnight = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     midnight += dt.timedelta(days=1)
-    clock = OffsetClock(int(midnight.timestamp()) * 1_000_000_000 - 2_000_000_000)
-    result, sims = record(tmp_path, 5.0, clock=clock)
-    log = EventLog(tmp_path)
     day1 = (midnight - dt.timedelta(days=1)).date().isoformat()
     day2 = midnight.date().isoformat()
+    Fold.compile(base_config())  # the kernels now: compiling must not eat the 2 s before midnight
+    # 2 s before midnight from the moment the simulators or the recorder first read the time
+    clock = OffsetClock(int(midnight.timestamp()) * 1_000_000_000 - 2_000_000_000,
+                        from_first_use=True)
+
+    async def past_midnight_with_trades(sims, rec):
+        async def trades_on_day2():
+            return any(ev.ts_recv >= int(midnight.timestamp()) * 1_000_000_000
+                       for ev in await logged(tmp_path, [Trade], "live"))
+        await until(trades_on_day2, "trades recorded after midnight", poll_s=0.25)
+        await asyncio.sleep(1.0)  # and a second of the new day (a length, not a wait)
+
+    result, sims = record(tmp_path, past_midnight_with_trades, clock=clock)
+    log = EventLog(tmp_path)
     assert log.dates() == [day1, day2]
     # every trade the simulator sent is in the log exactly once, in order, across the two days
     assert_prefix_of_sent(trades_by_symbol(tmp_path, [day1, day2]), sims.dtc.records[0].trades)
+    assert len(list(open_day(tmp_path, day1).events(kinds=[Trade]))) > 0
     assert len(list(open_day(tmp_path, day2).events(kinds=[Trade]))) > 0
     ends = [ev for _, ev in log.read(day1, kinds=["RecordingEnded"])]
     assert ends and all(e.reason == "rollover" for e in ends)
@@ -195,65 +264,70 @@ class ThreadedSimulators:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.sims = Simulators(seed=5, **kw)
-        asyncio.run_coroutine_threadsafe(self.sims.start(), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self.sims.start(), self.loop).result(60)
 
     def call(self, fn):
         async def run():
             return fn()
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(60)
 
     def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.sims.stop(), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self.sims.stop(), self.loop).result(60)
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        self.thread.join(60)
         self.loop.close()
 
 
 def record_cmd(data_dir, sims, *extra):
-    import sys
-
-    return [sys.executable, "-m", "mia.cli", "record", "--data-dir", str(data_dir), "-q",
-            "--dtc", f"127.0.0.1:{sims.dtc.port}", "--symbols", "ESZ6,NQZ6",
-            "--polygon-url", sims.polygon.url, "--poll", "1", "--no-publish", *extra]
+    return mia_cmd("record", "--data-dir", str(data_dir), "-q",
+                   "--dtc", f"127.0.0.1:{sims.dtc.port}", "--symbols", "ESZ6,NQZ6",
+                   "--polygon-url", sims.polygon.url, "--poll", "1", "--no-publish", *extra)
 
 
 def test_sigkill_loses_at_most_the_open_frame_and_the_day_still_replays(tmp_path):
     import os
     import signal
     import subprocess
-    import time
 
     from mia.recorder.sim import SIM_API_KEY
 
     env = dict(os.environ, POLYGON_API_KEY=SIM_API_KEY)
     ts = ThreadedSimulators(rate=2000.0)
+
+    def sent_trades() -> int:
+        return ts.call(lambda: sum(len(r) for r in ts.sims.dtc.records[0].trades.values())
+                       if ts.sims.dtc.records else 0)
+
+    def live_bytes(proc) -> int:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        return sum(p.stat().st_size for p in tmp_path.glob("*/*-live.mseg"))
+
     try:
-        proc = subprocess.Popen(record_cmd(tmp_path, ts.sims), env=env, cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # recording for real: frames reach the disk
-            segs = list(tmp_path.glob("*/*-live.mseg"))
-            if segs and segs[0].stat().st_size > 20_000:
-                break
-            assert proc.poll() is None, proc.stderr.read().decode()
-            time.sleep(0.05)
-        time.sleep(1.5)
-        t_kill = time.monotonic()
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        proc.stderr.close()
+        with open(tmp_path / "recorder.stderr", "w+b") as err:
+            proc = subprocess.Popen(record_cmd(tmp_path, ts.sims), env=env, cwd=tmp_path,
+                                    stdout=subprocess.DEVNULL, stderr=err)
+            try:
+                # recording for real: frames reach the disk; then kill it mid-stream, once it
+                # has written as much again, measuring the simulator's trade rate meanwhile
+                wait_until(lambda: live_bytes(proc) > 20_000, BOUND_S, "the first frames")
+                t0, sent0 = time.monotonic(), sent_trades()
+                wait_until(lambda: live_bytes(proc) > 60_000, BOUND_S, "more frames")
+                proc.send_signal(signal.SIGKILL)
+                t_kill, sent_kill = time.monotonic(), sent_trades()
+            finally:
+                proc.kill()
+                proc.wait(60)
         first = ts.call(lambda: ts.sims.dtc.records[0])
         date = EventLog(tmp_path).dates()[0]
         recorded = trades_by_symbol(tmp_path, [date])
-        rows_sent = {s: len(r) for s, r in first.trades.items()}
         # at most the open frame (100 ms) and what was in flight: bound it by half a second
         # of the simulator's own trade rate on that connection
-        elapsed = t_kill - deadline + 30
-        bound = max(25, int(max(rows_sent.values()) / elapsed * 0.5))
+        rate = (sent_kill - sent0) / (t_kill - t0)
+        bound = max(25, int(rate * 0.5))
         assert_prefix_of_sent(recorded, first.trades, in_flight=bound)
         # the next run starts a new segment beside the crashed one and warms up from it
         done = subprocess.run(record_cmd(tmp_path, ts.sims, "--duration", "2s"), env=env,
-                              cwd=tmp_path, capture_output=True, timeout=60)
+                              cwd=tmp_path, capture_output=True, timeout=BOUND_S + 60)
         assert done.returncode == 0, done.stderr.decode()
     finally:
         ts.close()
@@ -264,55 +338,69 @@ def test_sigkill_loses_at_most_the_open_frame_and_the_day_still_replays(tmp_path
     assert rep.check == "ok", rep.mismatch
     assert len(rep.crashed_runs) == 1
     crash = rep.crashed_runs[0]
-    assert crash["state"] in ("crashed", "torn") and crash["next_start"] > crash["verified_until"]
+    assert crash.state in ("crashed", "torn") and crash.next_start > crash.verified_until
     assert rep.events == sum(s.events for s in log.inspect(date) if s.info.stream == "live")
     res, out = replay_json(tmp_path, date)
     assert res.exit_code == 0 and out["check"] == "ok"
-    assert out["crashed_runs"][0]["recording_id"] == crash["recording_id"]
+    assert out["crashed_runs"][0]["recording_id"] == crash.recording_id
 
 
 def test_a_bus_subscriber_joining_mid_recording_gets_every_event_in_order(tmp_path):
     import threading
-    import time
 
     from mia.engine.bus import Subscriber
-    from mia.engine.events import EventCodec, RecordingEnded
+    from mia.engine.events import EventCodec
 
     cfg = Config()
     base = msgspec.structs.replace(cfg, bus=msgspec.structs.replace(
         cfg.bus, enabled=True, address="tcp://127.0.0.1:0"))
     got: list = []
     failures: list = []
+    subscribed = threading.Event()
+    ended = threading.Event()
+    last_logged: dict[str, int] = {}  # stream -> the last seq the bus must deliver (once ended)
 
     def listen(addr):
         try:
             with Subscriber(addr) as sub:
-                deadline = time.monotonic() + 30
-                ended = False
-                while time.monotonic() < deadline:
-                    msg = sub.recv(timeout_s=0.5)
-                    if msg is None:
-                        if ended:  # the derived events of the end marker came and went
-                            return
-                        continue
-                    got.append(msg)
-                    ended = ended or (msg.stream == "live" and isinstance(msg.event, RecordingEnded))
+                subscribed.set()
+                last: dict[str, int] = {}
+                deadline = time.monotonic() + BOUND_S
+                while not (ended.is_set()
+                           and all(last.get(s, -1) >= q for s, q in last_logged.items())):
+                    assert time.monotonic() < deadline, f"bus stopped at {last}, log at {last_logged}"
+                    msg = sub.recv(timeout_s=0.1)
+                    if msg is not None:
+                        got.append(msg)
+                        last[msg.stream] = msg.seq
         except Exception as exc:  # surfaced by the test below
             failures.append(exc)
 
     async def go():
+        loop = asyncio.get_running_loop()
         async with Simulators(seed=9, rate=2000.0) as sims:
             rec = Recorder(sims.record_config(base, poll_s=1.0), str(tmp_path))
-            run = asyncio.create_task(rec.run(4.0))
-            for _ in range(200):
-                if rec.publisher is not None:
-                    break
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(1.0)  # join a recording in progress
-            thread = threading.Thread(target=listen, args=(rec.publisher.addr,))
-            thread.start()
-            result = await run
-            await asyncio.get_running_loop().run_in_executor(None, thread.join, 15)
+            run = asyncio.create_task(rec.run())
+            try:
+                # join a recording in progress: once a thousand events went out
+                await until(lambda: rec.publisher is not None
+                            and sum(st.events for st in rec.stats.values()) > 1000,
+                            "a thousand events published")
+                thread = threading.Thread(target=listen, args=(rec.publisher.addr,))
+                thread.start()
+                assert await loop.run_in_executor(None, subscribed.wait, BOUND_S)
+                await asyncio.sleep(2.0)  # two seconds of recording with it connected (a length)
+            finally:
+                rec.stop()
+                result = await asyncio.wait_for(run, 60)
+            # everything logged (but the derived writer's own bracketing rows) must come
+            log = EventLog(tmp_path)
+            for stream in ("live", "derived"):
+                last_logged[stream] = max(seq for seq, ev in log.read(result.date, streams=[stream])
+                                          if stream == "live" or kind_of(ev) in DERIVED_KINDS)
+            ended.set()
+            await loop.run_in_executor(None, thread.join, BOUND_S + 10)
+            assert not thread.is_alive()
             return result
 
     result = asyncio.run(go())
@@ -324,8 +412,8 @@ def test_a_bus_subscriber_joining_mid_recording_gets_every_event_in_order(tmp_pa
         assert mine, stream
         first = mine[0].seq
         # the derived writer's own bracketing rows are in its segment, not on the bus
-        logged = [(seq, ev) for seq, ev in log.read(result.date, streams=[stream]) if seq >= first
-                  and (stream == "live" or kind_of(ev) in DERIVED_KINDS)]
-        assert [m.seq for m in mine] == [seq for seq, _ in logged], stream
-        assert all(codec.encode(m.event) == codec.encode(ev) for m, (_, ev) in zip(mine, logged))
+        on_disk = [(seq, ev) for seq, ev in log.read(result.date, streams=[stream]) if seq >= first
+                   and (stream == "live" or kind_of(ev) in DERIVED_KINDS)]
+        assert [m.seq for m in mine] == [seq for seq, _ in on_disk], stream
+        assert all(codec.encode(m.event) == codec.encode(ev) for m, (_, ev) in zip(mine, on_disk))
     assert got[0].seq > 0  # it really joined late
