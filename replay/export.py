@@ -231,7 +231,7 @@ def _object_table(day: Day, k: int, ids, start, end, tick):
 
 
 def _chain_table(day: Day, start, end, tick):
-    from mia.data.polygon.models import parse_page
+    from mia.data.polygon.models import is_indices_response, parse_page
 
     pa = _pa()
     schema = chain_schema()
@@ -239,7 +239,7 @@ def _chain_table(day: Day, start, end, tick):
     cols: dict[str, list] = {f.name: [] for f in schema}
     for _, ev in day.log.read(day.date, start=start, end=end, kinds=[PolygonResponse]):
         tick(ev.ts_recv)
-        if ev.status != 200:
+        if ev.status != 200 or is_indices_response(ev):  # index values, not contracts
             continue
         page = parse_page(ev.body)
         for c in page.results or ():
