@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import assert_one_line_error, cli_run
+from helpers import assert_one_line_error, cli_run, write_events
 
-from mia.engine.clock import NS_PER_DAY, ManualClock
+from mia.engine.clock import NS_PER_DAY
 from mia.engine.clock import utc_day as day_of
 from mia.engine.events import Instrument, Trade
 from mia.engine.log import EventLog
@@ -17,11 +17,9 @@ DATE = day_of(DAY0)
 
 
 def _day(root, n=50):
-    with EventLog(root).writer(clock=ManualClock(DAY0), frame_max_events=16) as w:
-        w.append(Instrument(DAY0, DAY0, 1, "ESZ3", "dtc"))
-        for i in range(n):
-            w.append(Trade(DAY0 + i, DAY0 + i, 1, float(i), 1.0, 1))
-        return w.path
+    events = [Instrument(DAY0, DAY0, 1, "ESZ3", "dtc")]
+    events += [Trade(DAY0 + i, DAY0 + i, 1, float(i), 1.0, 1) for i in range(n)]
+    return write_events(root, events, frame_max_events=16)
 
 
 def _run(*args):

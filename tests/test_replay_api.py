@@ -1,12 +1,12 @@
 """The researcher's API: open_day(root, date) -> iterate, filter, columns, to_pandas, run."""
 
+import msgspec
 import numpy as np
 import pytest
+from helpers import write_events
 
-from mia.engine.clock import ManualClock
 from mia.engine.errors import NoDataError, UsageError
 from mia.engine.events import Instrument, Quote, SourceError, Trade
-from mia.engine.log import EventLog
 from mia.replay import open_day
 
 NS = 1_000_000_000
@@ -30,16 +30,11 @@ def day_events(tmp_path_factory):
         if k == 300:
             events.append(SourceError(ts, ts + 2, "polygon", "HTTP 503", "using chain from 14:00"))
     half = len(events) // 2
-    clock = ManualClock(T0)
-    log = EventLog(root)
-    for part in (events[:half], events[half:]):
-        with log.writer("live", clock=clock) as w:
-            if part is not events[:half]:  # a new segment declares its instruments again
-                for ev in events[:2]:
-                    w.append(Instrument(part[0].ts_recv, part[0].ts_recv, *[getattr(ev, f) for f in ev.__struct_fields__[2:]]))
-            for ev in part:
-                clock.set(ev.ts_recv)
-                w.append(ev)
+    write_events(root, events[:half])
+    # a new segment declares its instruments again
+    t = events[half].ts_recv
+    again = [msgspec.structs.replace(ev, ts_event=t, ts_recv=t) for ev in events[:2]]
+    write_events(root, again + events[half:])
     return root, events
 
 
