@@ -5,7 +5,7 @@ from __future__ import annotations
 from mia.analytics.levels import build_levels, write_levels_file
 from mia.analytics.orderflow import OrderflowReducer
 from mia.engine.clock import utc_day
-from mia.engine.events import Event, GammaLevels, OrderflowBar
+from mia.engine.events import Event, GammaLevels, OrderflowBar, TermStructure
 
 
 class LevelsSink:
@@ -15,6 +15,7 @@ class LevelsSink:
         self.path = path
         self.orderflow = orderflow
         self.gamma: dict[str, GammaLevels] = {}
+        self.term: TermStructure | None = None
         self.writes = 0
 
     def __call__(self, derived: list[Event]) -> None:
@@ -24,6 +25,9 @@ class LevelsSink:
             if isinstance(ev, GammaLevels):
                 self.gamma[ev.underlying] = ev
                 touched = True
+            elif isinstance(ev, TermStructure):
+                self.term = ev
+                touched = True
             elif isinstance(ev, OrderflowBar):
                 touched = True
             last_ts = max(last_ts, ev.ts_event)
@@ -32,5 +36,6 @@ class LevelsSink:
         flows = None
         if self.orderflow is not None:
             flows = {s.symbol or str(inst): s for inst, s in self.orderflow.summary().items()}
-        write_levels_file(self.path, build_levels(self.gamma, flows, date=utc_day(last_ts)))
+        write_levels_file(self.path, build_levels(self.gamma, flows, date=utc_day(last_ts),
+                                                  term=self.term))
         self.writes += 1
