@@ -23,6 +23,7 @@ from ..clock import Clock, SystemClock, parse_date
 from ..columns import ColumnBatch
 from ..errors import LogFormatError, NoDataError, UsageError
 from ..events import Event
+from ..storage import RemotePath, local_only, local_or_remote
 from . import checks, reader
 from .checks import SegmentStats, TornTail, VerifyReport
 from .format import (
@@ -50,10 +51,14 @@ _WALL_CLOCK = SystemClock()
 
 
 class EventLog:
-    """The event log under one root directory: per-day folders of segments."""
+    """The event log under one root directory: per-day folders of segments.
 
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
+    `root` is a local directory or, for reading, any fsspec URL (``s3://bucket/prefix``): then
+    `root` is a `RemotePath` and segments are read by range requests (engine/log/remote.py).
+    """
+
+    def __init__(self, root: str | os.PathLike | RemotePath) -> None:
+        self.root: Path | RemotePath = local_or_remote(root)
 
     def __repr__(self) -> str:
         return f"EventLog({str(self.root)!r})"
@@ -110,7 +115,8 @@ class EventLog:
         `on_write(seq, event, encoded)` sees every row written, with the bytes the frame holds;
         `derived_kinds` (derived streams) names the kinds the writing code can emit.
         """
-        return LogWriter(self.root, stream, recording_id=recording_id, sources=sources,
+        return LogWriter(local_only(self.root, "recording"), stream, recording_id=recording_id,
+                         sources=sources,
                          config_fingerprint=config_fingerprint, fsync=fsync,
                          fsync_interval_s=fsync_interval_s, frame_max_events=frame_max_events,
                          frame_max_ms=frame_max_ms, clock=clock, on_write=on_write,
@@ -175,6 +181,8 @@ class EventLog:
     def verify(self, date: str | dt.date, repair: bool = False) -> VerifyReport:
         """Check every frame of the day (CRC, decompression, decoding); optionally truncate
         torn tails of segments nobody is writing."""
+        if repair:
+            local_only(self.root, "verify --repair")
         return checks.verify(self.segments(date), repair)
 
     def day_summary(self, date: str | dt.date) -> checks.DaySummary:

@@ -28,6 +28,7 @@ from .. import platform as plat
 from ..columns import ColumnBatch
 from ..errors import LogFormatError
 from ..events import SCHEMA_VERSION, UPCASTS, Event, EventCodec
+from ..storage import RemotePath
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ crc32 = zlib.crc32
 class SegmentInfo:
     """One segment file, from its name and header (cheap: no frame is read)."""
 
-    path: Path
+    path: Path  # or a RemotePath (engine.storage) when the log is read from a URL
     date: str
     stream: str
     recording_id: str
@@ -94,6 +95,8 @@ def parse_segment_name(path: Path) -> tuple[int, str, str] | None:
 
 def writer_alive(path: Path) -> bool:
     """True when a writer holds the segment's lock (it is being written)."""
+    if isinstance(path, RemotePath):
+        return False  # object storage holds closed segments only (`mia push`)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -309,6 +312,15 @@ class SegmentFile:
 
 @contextmanager
 def open_segment(path: Path) -> Iterator[SegmentFile]:
+    if isinstance(path, RemotePath):
+        from .remote import open_remote
+
+        seg = open_remote(path)
+        try:
+            yield seg
+        finally:
+            seg.close()
+        return
     with open(path, "rb") as f:
         yield SegmentFile(f, path)
 

@@ -1,0 +1,201 @@
+"""Where a log root lives: a local directory (a `pathlib.Path`, the recording path, no fsspec)
+or, for reading, any fsspec URL such as ``s3://bucket/prefix`` (a `RemotePath`).
+
+`RemotePath` is the small part of `Path` the log's readers use (``/``, ``name``, ``iterdir``,
+``is_dir``, ``is_file``, ``glob``) plus `open_read()`, a seekable file whose reads are HTTP range
+requests through fsspec's read-ahead cache: walking frame headers and skipping frames costs no
+download of what is skipped past the cache block.
+
+S3 and S3-compatible stores (MinIO, Ceph, moto): credentials come from the standard AWS
+environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, ...), the
+endpoint from AWS_ENDPOINT_URL or ``[storage] endpoint_url`` in mia.toml (`configure`).
+fsspec and s3fs are optional (``pip install 'mia[s3]'``); they are imported on first use only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import posixpath
+import re
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+from .config import ConfigBase
+from .errors import UsageError
+
+ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+# fsspec read-ahead block: a cache miss fetches what was asked plus this much. Big enough that
+# a run of wanted frames is few requests, small enough that a seek by time wastes little.
+READ_BLOCK = 1 << 20
+
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class StorageConfig(ConfigBase):
+    """The ``[storage]`` table: object storage the log is read from and pushed to."""
+
+    endpoint_url: str = ""  # S3-compatible endpoint (MinIO, Ceph); AWS_ENDPOINT_URL wins
+
+
+_configured = StorageConfig()
+
+
+def configure(config: StorageConfig) -> None:
+    """Set the ``[storage]`` table URLs are opened with (the CLI calls this from mia.toml)."""
+    global _configured
+    _configured = config
+
+
+def is_url(root: str | os.PathLike) -> bool:
+    """True for a URL other than file:// (which is a local path)."""
+    s = os.fspath(root) if not isinstance(root, RemotePath) else str(root)
+    return bool(_URL_RE.match(s)) and not s.startswith("file://")
+
+
+def local_or_remote(root: str | os.PathLike | RemotePath) -> Path | RemotePath:
+    """A local `Path` for a path (or file:// URL), a `RemotePath` for any other URL."""
+    if isinstance(root, RemotePath):
+        return root
+    s = os.fspath(root)
+    if s.startswith("file://"):
+        return Path(s[len("file://"):])
+    if is_url(s):
+        return RemotePath.from_url(s)
+    return Path(s)
+
+
+def storage_options(protocol: str) -> dict[str, Any]:
+    """fsspec options for `protocol`: for S3, the endpoint of an S3-compatible store."""
+    if protocol in ("s3", "s3a"):
+        endpoint = os.environ.get(ENDPOINT_ENV) or _configured.endpoint_url
+        if endpoint:
+            return {"client_kwargs": {"endpoint_url": endpoint}}
+    return {}
+
+
+def filesystem(url: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path inside it) of a URL; a clear error when fsspec is missing."""
+    try:
+        import fsspec
+    except ImportError:
+        raise UsageError(f"reading {url} needs fsspec and its backend: "
+                         f"pip install 'mia[s3]'") from None
+    protocol = url.split("://", 1)[0].lower()
+    try:
+        fs, path = fsspec.url_to_fs(url, **storage_options(protocol))
+    except ImportError as exc:
+        raise UsageError(f"reading {url} needs a backend fsspec lacks: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"cannot open {url}: {exc}") from None
+    return fs, path.rstrip("/")
+
+
+class RemotePath:
+    """A file or folder under an fsspec filesystem, shaped like the part of `Path` the log
+    readers use. Listings carry type and size, so walking a day costs one request."""
+
+    __slots__ = ("fs", "path", "_info")
+
+    def __init__(self, fs: Any, path: str, info: dict | None = None) -> None:
+        self.fs = fs
+        self.path = path
+        self._info = info
+
+    @classmethod
+    def from_url(cls, url: str) -> RemotePath:
+        fs, path = filesystem(url)
+        return cls(fs, path)
+
+    def __str__(self) -> str:
+        return self.fs.unstrip_protocol(self.path)
+
+    def __repr__(self) -> str:
+        return f"RemotePath({str(self)!r})"
+
+    def __fspath__(self) -> str:  # so str-taking code paths fail loudly rather than go local
+        raise TypeError(f"{self} is not a local path")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemotePath) and str(other) == str(self)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __lt__(self, other: RemotePath) -> bool:
+        return self.path < other.path
+
+    def __truediv__(self, name: str) -> RemotePath:
+        return RemotePath(self.fs, f"{self.path}/{name}")
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+    @property
+    def suffix(self) -> str:
+        return posixpath.splitext(self.name)[1]
+
+    @property
+    def stem(self) -> str:
+        return posixpath.splitext(self.name)[0]
+
+    def _stat(self) -> dict | None:
+        if self._info is None:
+            try:
+                self._info = self.fs.info(self.path)
+            except (FileNotFoundError, OSError):
+                return None
+        return self._info
+
+    def is_dir(self) -> bool:
+        if self._info is not None:
+            return self._info.get("type") == "directory"
+        try:
+            return bool(self.fs.isdir(self.path))
+        except OSError:
+            return False
+
+    def is_file(self) -> bool:
+        st = self._stat()
+        return st is not None and st.get("type") == "file"
+
+    def exists(self) -> bool:
+        return self.is_dir() or self.is_file()
+
+    def size(self) -> int:
+        st = self._stat()
+        if st is None:
+            raise FileNotFoundError(str(self))
+        return int(st.get("size") or 0)
+
+    def iterdir(self) -> Iterator[RemotePath]:
+        try:
+            entries = self.fs.ls(self.path, detail=True)
+        except FileNotFoundError:
+            return
+        for e in entries:
+            path = e["name"].rstrip("/")
+            if path == self.path:
+                continue
+            yield RemotePath(self.fs, path, e)
+
+    def glob(self, pattern: str) -> Iterator[RemotePath]:
+        for p in self.iterdir():
+            if fnmatch.fnmatchcase(p.name, pattern):
+                yield p
+
+    def open_read(self, block_size: int = READ_BLOCK) -> BinaryIO:
+        """A seekable binary file read by range requests (fsspec read-ahead cache)."""
+        return self.fs.open(self.path, "rb", block_size=block_size, cache_type="readahead")
+
+    def read_bytes(self) -> bytes:
+        return self.fs.cat_file(self.path)
+
+
+def local_only(root: Path | RemotePath, what: str) -> Path:
+    """`root` when it is local, else UsageError: writing and repair are local only."""
+    if isinstance(root, RemotePath):
+        raise UsageError(f"{what} needs a local data directory, not {root}: recording stays "
+                         f"local (upload closed days with `mia push`)")
+    return root
