@@ -1,6 +1,7 @@
 """`mia.toml`, composed: each table is owned by what it configures and gathered here, at the top.
 
     [log]        mia.engine.log        (fsync policy, frame sizes)
+    [storage]    mia.engine.storage    (S3-compatible endpoint for s3:// data dirs)
     [bus]        mia.engine.bus        (address, CURVE keys)
     [[dtc]]      mia.data.dtc          (one table per Sierra Chart instance)
     [[sierra]]   mia.data.sierra       (Sierra Chart's own files, followed while recording)
@@ -31,6 +32,7 @@ from mia.data.sierra.config import SierraConfig
 from mia.engine.bus import BusConfig
 from mia.engine.config import ConfigBase, convert, load_toml
 from mia.engine.log import LogConfig
+from mia.engine.storage import StorageConfig
 
 DEFAULT_CONFIG_FILE = "mia.toml"
 DATA_DIR_ENV = "MIA_DATA_DIR"
@@ -53,6 +55,7 @@ class Config(ConfigBase):
     polygon: PolygonConfig = PolygonConfig()
     bus: BusConfig = BusConfig()
     log: LogConfig = LogConfig()
+    storage: StorageConfig = StorageConfig()
     orderflow: OrderflowConfig = OrderflowConfig()
     gamma: GammaConfig = GammaConfig()
     monitor: MonitorConfig = MonitorConfig()
@@ -106,6 +109,9 @@ levels_file = "C:/SierraChart/Data/mia-levels.txt"
 [log]
 fsync = "interval"               # always | interval | never
 fsync_interval_s = 1.0
+
+[storage]                        # reading s3:// data dirs and `mia push` (S3-compatible stores)
+endpoint_url = ""                # e.g. "http://127.0.0.1:9000" (MinIO); AWS_ENDPOINT_URL wins
 
 [[dtc]]                          # one block per Sierra Chart instance
 host = "127.0.0.1"
