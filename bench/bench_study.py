@@ -1,0 +1,172 @@
+"""Study benchmark: `mia study` over 20 generated ES-like days on Dask, 2 workers vs 1, and its
+per-day overhead against a plain loop of `replay_day`.
+
+Days: ES-like market events (15% trades, 25% quotes, 60% depth, ~2.3 ms apart) from 14:00 UTC
+on consecutive dates, with an SPX chain snapshot (pages from the Polygon simulator) every
+`chain_every_s` of event time, written with the log writer. Measured in this process:
+
+- peer: a plain loop of `replay_day` over the days (one process, numba cache warm);
+- `study_table(kind="summary")` with 1 and with 2 local workers (each includes starting and
+  stopping the cluster: what `mia study` costs a user). Ratios: 2 vs 1 workers (target >= 1.7x
+  on 2 cores) and (1 worker - loop) / days, the per-day overhead of Dask.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mia.engine.clock import ManualClock
+from mia.engine.events import BookLevel, Instrument, PolygonResponse, Quote, Trade
+from mia.engine.log import EventLog
+
+NS = 1_000_000_000
+FIRST_DAY = dt.date(2026, 11, 2)
+TARGET_SPEEDUP = 1.7
+
+
+def chain_pages(expiry_days: int = 30, strike_window: float = 0.06) -> list:
+    """One SPX chain snapshot as the poller records it, fetched from the Polygon simulator."""
+    from mia.data.polygon.client import PolygonClient
+    from mia.data.polygon.server import PolygonSimulator
+    from mia.recorder.sim import SIM_API_KEY
+
+    pages: list = []
+
+    async def go():
+        sim = PolygonSimulator("127.0.0.1", 0, seed=1, api_key=SIM_API_KEY)
+        sim.start()
+        try:
+            client = PolygonClient(sim.url, api_key=SIM_API_KEY, plan="business")
+            await client.fetch_chain("SPX", on_page=pages.append, expiry_days=expiry_days,
+                                     strike_window=strike_window)
+            await client.aclose()
+        finally:
+            sim.stop()
+
+    asyncio.run(go())
+    return pages
+
+
+def day_start_ns(date: dt.date) -> int:
+    """14:00 UTC of `date`, in ns."""
+    t = dt.datetime(date.year, date.month, date.day, 14, tzinfo=dt.timezone.utc)
+    return int(t.timestamp()) * NS
+
+
+def write_day(root: str | Path, date: dt.date, n: int, pages: list, *, seed: int = 1,
+              chain_every_s: float = 60.0) -> str:
+    """One ES-like day of `n` market events from 14:00 UTC of `date`; returns "YYYY-MM-DD"."""
+    rng = np.random.default_rng(seed)
+    start = day_start_ns(date)
+    clock = ManualClock(start)
+    ts = (start + np.cumsum(rng.integers(100_000, 4_500_000, size=n))).tolist()
+    kind = rng.choice(3, size=n, p=[0.15, 0.25, 0.60]).tolist()
+    mids = (24_000 + np.cumsum(rng.choice([-1, 0, 0, 0, 0, 0, 1], size=n))).tolist()
+    sizes = rng.integers(1, 40, size=n).tolist()
+    sides = rng.choice([-1, 1], size=n).tolist()
+    levels = rng.integers(0, 10, size=n).tolist()
+    tick = 0.25
+    next_chain = start
+    snapshot = 0
+    with EventLog(root).writer("live", clock=clock, sources=["bench"]) as w:
+        append = w.append
+        append(Instrument(start, start, 1, "ESZ6", "dtc:bench", "CME", tick, 50.0))
+        for k, tt, mm, s, sd, lv in zip(kind, ts, mids, sizes, sides, levels):
+            if pages and tt >= next_chain:
+                snapshot += 1
+                for pg in pages:
+                    append(PolygonResponse(tt, tt, "SPX", pg.path, pg.query, pg.status,
+                                           pg.request_id, pg.elapsed_ns, pg.body, snapshot,
+                                           pg.page, pg.final))
+                next_chain += int(chain_every_s * NS)
+            clock.set(tt)
+            if k == 0:
+                append(Trade(tt - 300, tt, 1, (mm + (sd > 0)) * tick, float(s), sd))
+            elif k == 1:
+                append(Quote(tt - 300, tt, 1, mm * tick, float(s), (mm + 1) * tick, float(s + 3)))
+            else:
+                px = (mm - lv if sd > 0 else mm + 1 + lv) * tick
+                append(BookLevel(tt - 300, tt, 1, sd, px, float(s), 1, lv, s // 3 + 1, 0))
+    return date.isoformat()
+
+
+def write_days(root: str | Path, days: int, n: int, pages: list, *, first: dt.date = FIRST_DAY,
+               chain_every_s: float = 60.0) -> list[str]:
+    """`days` consecutive generated days (seed = day number): their dates."""
+    return [write_day(root, first + dt.timedelta(days=i), n, pages, seed=i + 1,
+                      chain_every_s=chain_every_s) for i in range(days)]
+
+
+def bench(days: int, n: int, chain_every_s: float) -> dict:
+    from mia.replay import replay_day
+    from mia.replay.study import study_table
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_study_"))
+    try:
+        pages = chain_pages(expiry_days=7, strike_window=0.04)
+        dates = write_days(tmp, days, n, pages, chain_every_s=chain_every_s)
+        size = sum(s.size for d in dates for s in EventLog(tmp).segments(d))
+        replay_day(str(tmp), dates[0])  # numba cache and page cache warm for everyone
+        t0 = time.perf_counter()
+        events = sum(replay_day(str(tmp), d).events for d in dates)
+        loop_s = time.perf_counter() - t0
+        out = {"days": days, "n": n, "events": events, "bytes": size, "pages": len(pages),
+               "loop_s": loop_s}
+        tables = {}
+        for workers in (1, 2):
+            t0 = time.perf_counter()
+            table, failures, _ = study_table(str(tmp), dates[0], dates[-1], "summary",
+                                             workers=workers)
+            out[f"w{workers}_s"] = time.perf_counter() - t0
+            assert not failures, failures
+            tables[workers] = table
+        out["same"] = tables[1].equals(tables[2])
+        return out
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(quick: bool) -> str:
+    r = bench(20, 50_000 if quick else 400_000, 300.0)
+    speedup = r["w1_s"] / r["w2_s"]
+    overhead_ms = (r["w1_s"] - r["loop_s"]) / r["days"] * 1e3
+    cores = os.cpu_count()
+    verdict = "met" if speedup >= TARGET_SPEEDUP else "MISSED"
+    lines = [
+        "## Study: many days on Dask distributed",
+        "",
+        f"`study_table(kind=\"summary\")` over {r['days']} generated ES-like days of {r['n']:,} "
+        f"market events each ({r['events']:,} events, {r['bytes'] / 1e6:,.1f} MB on disk; an SPX "
+        f"chain snapshot of {r['pages']} pages every 5 min of event time), on a LocalCluster "
+        f"(processes, one thread each; start and stop included), vs a plain loop of `replay_day` "
+        f"in one process. {cores} cores.",
+        "",
+        "| run | seconds | days/s | events/s |",
+        "|---|---:|---:|---:|",
+        f"| peer: loop of replay_day | {r['loop_s']:.2f} | {r['days'] / r['loop_s']:.2f} | "
+        f"{r['events'] / r['loop_s']:,.0f} |",
+        f"| study, 1 worker | {r['w1_s']:.2f} | {r['days'] / r['w1_s']:.2f} | "
+        f"{r['events'] / r['w1_s']:,.0f} |",
+        f"| study, 2 workers | {r['w2_s']:.2f} | {r['days'] / r['w2_s']:.2f} | "
+        f"{r['events'] / r['w2_s']:,.0f} |",
+        "",
+        f"2 workers / 1 worker: {speedup:.2f}x (target >= {TARGET_SPEEDUP}x on 2 cores: "
+        f"{verdict}). 1 worker / loop: {r['w1_s'] / r['loop_s']:.2f}x, an overhead of "
+        f"{overhead_ms:+,.0f} ms per day (cluster start and stop spread over the days). "
+        f"Tables identical with 1 and 2 workers: {r['same']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(run("--quick" in sys.argv))
