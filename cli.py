@@ -39,6 +39,19 @@ def _load_cfg(config_path):
     return load_config(config_path, find=True)
 
 
+def _data_dir_url(ctx, param, value):
+    """A URL --data-dir (s3://bucket/prefix) is read through fsspec, with mia.toml's [storage]."""
+    if value and "://" in str(value) and not str(value).startswith("file://"):
+        from mia.engine.storage import configure
+
+        try:
+            configure(_load_cfg(None).storage)
+        except MiaError as exc:
+            click.echo(f"mia: error: {exc}", err=True)
+            sys.exit(2)
+    return value
+
+
 def data_dir_option(fn):
     """--data-dir, shared by every command that touches the log."""
     return click.option(
@@ -46,7 +59,8 @@ def data_dir_option(fn):
         type=click.Path(file_okay=False),
         default=_default_data_dir,
         show_default="$MIA_DATA_DIR or ./mia-data",
-        help="Root of the event log.",
+        callback=_data_dir_url,
+        help="Root of the event log (reading commands also take a URL: s3://bucket/prefix).",
     )(fn)
 
 
@@ -849,6 +863,84 @@ def import_depth(paths, data_dir, symbol, date_from, date_to, tick_size, as_json
       mia import depth C:/SierraChart/Data/MarketDepthData/ESZ6.2026-11-27.depth
     """
     _sierra_import("depth", paths, data_dir, symbol, date_from, date_to, tick_size, as_json, quiet)
+
+
+@import_.command("dbn")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@data_dir_option
+@click.option("--from", "date_from", metavar="YYYY-MM-DD", help="First UTC day to import.")
+@click.option("--to", "date_to", metavar="YYYY-MM-DD", help="Last UTC day to import (inclusive).")
+@json_option
+@quiet_option
+@handle_errors
+def import_dbn(paths, data_dir, date_from, date_to, as_json, quiet):
+    """Import Databento DBN files (.dbn, .dbn.zst): definition, trades, mbp-1, tbbo, mbp-10, mbo.
+
+    Definitions become Instruments, trades Trades, MBP-1/TBBO Trades and Quotes, MBP-10 and MBO
+    the 10-level book (BookLevel); one segment per UTC day of the records' ts_recv. Re-importing
+    a file adds nothing; another schema (ohlcv-1m, statistics, ...) is an error (exit 2).
+
+    \b
+    Examples:
+      mia import dbn glbx-mdp3-20261124.mbo.dbn.zst
+      mia import dbn es-definition.dbn.zst es-trades.dbn.zst --json
+    """
+    from mia.data.databento.importer import import_files
+
+    if not paths:
+        raise UsageError("give at least one .dbn or .dbn.zst file")
+    with _Progress(f"importing {len(paths)} DBN file(s)", quiet) as progress:
+        summary = import_files(data_dir, paths, date_from=date_from, date_to=date_to,
+                               progress=progress)
+    for f in summary.files:
+        if f.torn_bytes:
+            click.echo(f"mia: warning: {f.path}: torn tail, {f.torn_bytes:,} bytes of a partial "
+                       "record left out", err=True)
+    if as_json:
+        _echo_json(summary)
+        return
+    for f in summary.files:
+        days = f"{f.days[0]}..{f.days[-1]}" if len(f.days) > 1 else (f.days[0] if f.days else "-")
+        click.echo(f"{f.path}: {f.schema} {','.join(f.symbols) or '-'} {f.records:,} records: "
+                   f"{f.imported:,} imported ({f.events:,} events, days {days}), "
+                   f"{f.already_present:,} already present, {f.outside_dates:,} outside the dates")
+
+
+@cli.command()
+@click.option("--date", "date_", required=True, metavar="YYYY-MM-DD", help="The UTC day to upload.")
+@click.argument("url")
+@data_dir_option
+@json_option
+@quiet_option
+@handle_errors
+def push(date_, url, data_dir, as_json, quiet):
+    """Upload a closed day to object storage (URL: s3://bucket/prefix, any fsspec URL).
+
+    The day is verified first; a segment still being written is refused. Segments already
+    there with the same size and checksum are skipped. Reading commands then take the URL as
+    --data-dir. Credentials: the AWS environment; endpoint: AWS_ENDPOINT_URL or [storage].
+
+    \b
+    Examples:
+      mia push --date 2026-11-20 s3://my-bucket/mia
+      mia replay --date 2026-11-20 --check --data-dir s3://my-bucket/mia
+    """
+    from mia.engine.storage import configure
+    from mia.replay.push import push_day
+
+    configure(_load_cfg(None).storage)
+
+    def progress(line: str) -> None:
+        if not quiet:
+            click.echo(line, err=True)
+
+    summary = push_day(data_dir, date_, url, progress=progress)
+    if as_json:
+        _echo_json(summary)
+        return
+    click.echo(f"{summary.date} -> {summary.url}: {summary.uploaded} uploaded "
+               f"({summary.bytes_uploaded:,} B), {summary.skipped} already there, "
+               f"{summary.seconds:.1f}s")
 
 
 def main() -> None:

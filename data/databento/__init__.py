@@ -1,0 +1,1 @@
+"""Databento DBN files into the log: `mia import dbn FILE.dbn[.zst]...` (see `importer`)."""
