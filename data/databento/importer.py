@@ -372,23 +372,29 @@ class _LevelBook:
 
 def _diff_rows(iid: int, ts_event: int, ts: int, old: tuple[dict, dict],
                new: tuple[list, list]) -> list[BookLevel]:
-    """Deletes of the levels that left, then upserts of the new or changed ones."""
+    """Deletes of the levels that left, then upserts of the new or changed ones; `old` (the
+    view the log's book holds: price -> (size, orders)) is brought up to `new`."""
     dels: list[BookLevel] = []
     ups: list[BookLevel] = []
     for s, side in ((0, 1), (1, -1)):
         prev = old[s]
-        cur = {p: (z, c, i) for i, (p, z, c) in enumerate(new[s])}
-        for p in prev:
-            if p not in cur:
-                dels.append(BookLevel(ts_event, ts, iid, side, p * PX, 0.0, BOOK_DELETE))
-        for p, (z, c, i) in cur.items():
+        cur = new[s]
+        if len(cur) == len(prev):
+            for p, z, c in cur:
+                if prev.get(p) != (z, c):
+                    break
+            else:
+                continue  # this side did not change
+        keys = {p for p, _, _ in cur}
+        for p in [p for p in prev if p not in keys]:
+            dels.append(BookLevel(ts_event, ts, iid, side, p * PX, 0.0, BOOK_DELETE))
+            del prev[p]
+        for i, (p, z, c) in enumerate(cur):
             if prev.get(p) != (z, c):
                 ups.append(BookLevel(ts_event, ts, iid, side, p * PX, float(z), BOOK_UPSERT,
                                      i, c))
-        old[s].clear()
-        old[s].update((p, (z, c)) for p, (z, c, _) in cur.items())
-    rows = dels + ups
-    return _bracket(rows)
+                prev[p] = (z, c)
+    return _bracket(dels + ups)
 
 
 def _bracket(rows: list[BookLevel]) -> list[BookLevel]:
