@@ -169,6 +169,20 @@ class RemotePath:
             raise FileNotFoundError(str(self))
         return int(st.get("size") or 0)
 
+    def stat(self) -> os.stat_result:
+        """Size and modification time, as `Path.stat` gives them (no other field is known)."""
+        st = self._stat()
+        if st is None:
+            raise FileNotFoundError(str(self))
+        when = st.get("LastModified") or st.get("mtime") or st.get("last_modified") or 0
+        if hasattr(when, "timestamp"):
+            when = when.timestamp()
+        when = float(when)
+        size = int(st.get("size") or 0)
+        return os.stat_result((0o100444, 0, 0, 1, 0, 0, size, int(when), int(when), int(when),
+                               when, when, when, int(when * 1e9), int(when * 1e9),
+                               int(when * 1e9)))
+
     def iterdir(self) -> Iterator[RemotePath]:
         try:
             entries = self.fs.ls(self.path, detail=True)
