@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,bench,study]'
+	$(BIN)/pip install -q -e '.[test,bench,study,s3]'
 	touch $(STAMP)
 
 venv: $(STAMP)
