@@ -55,7 +55,7 @@ from mia.engine.events import K_INSTRUMENT, GammaLevels, OrderflowBar
 logger = logging.getLogger(__name__)
 
 __all__ = ["STUDY_KINDS", "DayFailure", "StudyOutcome", "StudyError", "StudySummary",
-           "map_days", "study", "study_table", "fold_day_table", "summary_schema",
+           "map_days", "local_cluster", "study", "study_table", "fold_day_table", "summary_schema",
            "default_cache_dir", "write_study"]
 
 STUDY_KINDS = ("summary", "bars", "levels")
@@ -124,6 +124,20 @@ def _distributed():
     return distributed
 
 
+def local_cluster(n_workers: int, numba_cache_dir: str | None = None):
+    """A Dask LocalCluster for studies: `n_workers` processes of one thread each on loopback,
+    no dashboard, every worker started with NUMBA_CACHE_DIR (default `default_cache_dir()`).
+
+    The scheduler's HTTP server (health and metrics routes, which it starts even without a
+    dashboard) gets a free loopback port, not 8787: two clusters on one machine do not clash."""
+    distributed = _distributed()
+    return distributed.LocalCluster(
+        n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
+        host="127.0.0.1", silence_logs=logging.ERROR,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        env={"NUMBA_CACHE_DIR": numba_cache_dir or default_cache_dir()})
+
+
 def map_days(fn: Callable, root: str, dates: Sequence[str], *, workers: int | None = None,
              scheduler: str | None = None, progress: Callable[[int, int], None] | None = None,
              numba_cache_dir: str | None = None) -> StudyOutcome:
@@ -151,10 +165,7 @@ def map_days(fn: Callable, root: str, dates: Sequence[str], *, workers: int | No
         cluster = None
         if scheduler is None:
             n_workers = workers or os.cpu_count() or 1
-            cluster = distributed.LocalCluster(
-                n_workers=n_workers, threads_per_worker=1, processes=True,
-                dashboard_address=None, host="127.0.0.1", silence_logs=logging.ERROR,
-                env={"NUMBA_CACHE_DIR": numba_cache_dir or default_cache_dir()})
+            cluster = local_cluster(n_workers, numba_cache_dir)
         try:
             client = distributed.Client(cluster if cluster is not None else scheduler,
                                         timeout="30s")
