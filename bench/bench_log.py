@@ -105,13 +105,12 @@ def bench_dbn(root: Path, events: list) -> dict:
     t0 = time.perf_counter()
     parts = [bytes(meta.encode())]
     side = {1: dbn.Side.BID, -1: dbn.Side.ASK, 0: dbn.Side.NONE}
-    tside = {1: dbn.Side.ASK, -1: dbn.Side.BID, 0: dbn.Side.NONE}  # aggressor buy hits the ask
     add, trade = dbn.Action.ADD, dbn.Action.TRADE
     for ev in events:
         tp = type(ev)
         if tp is Trade:
             r = dbn.TradeMsg(1, ev.instrument, ev.ts_event, _px(ev.price), int(ev.size), trade,
-                             tside[ev.side], 0, ev.ts_recv)
+                             side[ev.side], 0, ev.ts_recv)  # DBN: a trade's side is the aggressor's
         elif tp is Quote:
             r = dbn.MBP1Msg(1, ev.instrument, ev.ts_event, _px(ev.bid), int(ev.bid_size), add,
                             dbn.Side.BID, 0, ev.ts_recv,
