@@ -365,6 +365,11 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
     if on_alert:
         cfg = msgspec.structs.replace(cfg, monitor=msgspec.structs.replace(cfg.monitor, on_alert=on_alert))
     data_dir = cfg.data_dir if (cfg.data_dir and data_dir == _default_data_dir()) else data_dir
+    from mia.engine.storage import is_url
+
+    if is_url(data_dir):
+        raise UsageError(f"recording needs a local data directory, not {data_dir}: recording "
+                         f"stays local (upload closed days with `mia push`)")
 
     async def go(stop):
         import asyncio
@@ -821,6 +826,11 @@ def study(data_dir, from_date, to_date, workers, scheduler, kind, output, config
 
     if workers is not None and scheduler is not None:
         raise UsageError("give --workers or --scheduler, not both")
+    try:  # Dask configures its loggers (INFO) when imported: keep them at the -v level
+        import distributed  # noqa: F401
+    except ImportError:
+        pass
+    logging.getLogger("distributed").setLevel(logging.getLogger().getEffectiveLevel())
     with _Progress(f"study {kind}", quiet) as progress:
         summary = write_study(data_dir, from_date, to_date, kind, output,
                               config=_load_cfg(config_path), workers=workers,
