@@ -19,10 +19,12 @@ import os
 import posixpath
 import re
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, TypeVar
 
 from .config import ConfigBase
-from .errors import UsageError
+from .errors import LogError, MiaError, UsageError
+
+T = TypeVar("T")
 
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 # fsspec read-ahead block: a cache miss fetches what was asked plus this much. Big enough that
@@ -30,6 +32,26 @@ ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 READ_BLOCK = 1 << 20
 
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# the libraries under fsspec whose exceptions mean "the store failed", not "mia has a bug"
+_BACKENDS = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "urllib3",
+                       "requests", "gcsfs", "adlfs"})
+
+
+class StorageError(LogError):
+    """Object storage failed (unreachable, refused, throttled): one line, with the URL."""
+
+
+def guarded(what: str, fn: Callable[..., T], *args, **kwargs) -> T:
+    """`fn(...)`, with a store's failure as StorageError naming `what` (FileNotFoundError
+    passes: callers treat a missing object as an answer)."""
+    try:
+        return fn(*args, **kwargs)
+    except (FileNotFoundError, MiaError):
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _BACKENDS:
+            raise StorageError(f"{what}: {type(exc).__name__}: {exc}") from None
+        raise
 
 
 class StorageConfig(ConfigBase):
@@ -143,18 +165,15 @@ class RemotePath:
     def _stat(self) -> dict | None:
         if self._info is None:
             try:
-                self._info = self.fs.info(self.path)
-            except (FileNotFoundError, OSError):
+                self._info = guarded(str(self), self.fs.info, self.path)
+            except FileNotFoundError:
                 return None
         return self._info
 
     def is_dir(self) -> bool:
         if self._info is not None:
             return self._info.get("type") == "directory"
-        try:
-            return bool(self.fs.isdir(self.path))
-        except OSError:
-            return False
+        return bool(guarded(str(self), self.fs.isdir, self.path))
 
     def is_file(self) -> bool:
         st = self._stat()
@@ -185,7 +204,7 @@ class RemotePath:
 
     def iterdir(self) -> Iterator[RemotePath]:
         try:
-            entries = self.fs.ls(self.path, detail=True)
+            entries = guarded(str(self), self.fs.ls, self.path, detail=True)
         except FileNotFoundError:
             return
         for e in entries:
@@ -201,10 +220,33 @@ class RemotePath:
 
     def open_read(self, block_size: int = READ_BLOCK) -> BinaryIO:
         """A seekable binary file read by range requests (fsspec read-ahead cache)."""
-        return self.fs.open(self.path, "rb", block_size=block_size, cache_type="readahead")
+        return GuardedFile(guarded(str(self), self.fs.open, self.path, "rb",
+                                   block_size=block_size, cache_type="readahead"), str(self))
 
     def read_bytes(self) -> bytes:
-        return self.fs.cat_file(self.path)
+        return guarded(str(self), self.fs.cat_file, self.path)
+
+
+class GuardedFile:
+    """A remote file whose store failures surface as StorageError (read, seek, tell, close)."""
+
+    __slots__ = ("_f", "_what")
+
+    def __init__(self, f: BinaryIO, what: str) -> None:
+        self._f = f
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        return guarded(self._what, self._f.read, n)
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._f.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def local_only(root: Path | RemotePath, what: str) -> Path:

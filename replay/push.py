@@ -22,7 +22,7 @@ from mia.engine.errors import LogError, UsageError
 from mia.engine.log import EventLog
 from mia.engine.log.checks import inspect as inspect_segments
 from mia.engine.log.remote import build_index, decode_index, encode_index, index_path
-from mia.engine.storage import RemotePath, is_url, local_only
+from mia.engine.storage import RemotePath, guarded, is_url, local_only
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ def push_day(root: str, date: str, url: str, *, settle_s: float = SETTLE_S,
             continue
         if progress:
             progress(f"push {date} [{n}/{len(infos)}] {local.name}: {index.size:,} B")
-        target.fs.put_file(str(local), target.path)
-        target.fs.pipe_file(index_path(target).path, encode_index(index))
+        guarded(str(target), target.fs.put_file, str(local), target.path)
+        guarded(str(target), target.fs.pipe_file, index_path(target).path, encode_index(index))
         target.fs.invalidate_cache(dest_day.path)
         sent += index.size
         out.append(PushedSegment(local.name, index.size, index.sha256, "uploaded"))

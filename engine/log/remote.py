@@ -23,7 +23,7 @@ import msgspec
 import zstandard
 
 from ..errors import LogFormatError
-from ..storage import RemotePath
+from ..storage import GuardedFile, RemotePath, StorageError, guarded
 from .format import (
     FRAME_HEADER_SIZE,
     SEGMENT_HEADER,
@@ -124,17 +124,17 @@ def _head_and_index(path: RemotePath, size: int) -> _Opened:
             _cache.move_to_end(key)
             return hit
     fs = path.fs
-    head = fs.cat_file(path.path, start=0, end=min(size, HEAD_BYTES))
+    head = guarded(str(path), fs.cat_file, path.path, start=0, end=min(size, HEAD_BYTES))
     if len(head) >= SEGMENT_HEADER.size:
         need = SEGMENT_HEADER.size + SEGMENT_HEADER.unpack_from(head)[3]
         if len(head) < need <= size:
-            head = fs.cat_file(path.path, start=0, end=need)
+            head = guarded(str(path), fs.cat_file, path.path, start=0, end=need)
     index = None
     try:
-        index = decode_index(fs.cat_file(index_path(path).path))
+        index = decode_index(index_path(path).read_bytes())
     except FileNotFoundError:
         pass
-    except OSError as exc:  # an unreadable index is not a reason to fail the read
+    except StorageError as exc:  # an unreadable index is not a reason to fail the read
         log.warning("frame index unreadable path=%s error=%s", path, exc)
     if index is not None and index.size != size:
         log.info("frame index does not match the segment size path=%s", path)
@@ -165,8 +165,9 @@ class RemoteSegmentFile(SegmentFile):
         if self._file is None:
             fs, p = self._remote.fs, self._remote.path
             try:
-                self._file = fs.open(p, "rb", block_size=_block(), cache_type="readahead",
-                                     size=self._size)
+                self._file = GuardedFile(guarded(str(self._remote), fs.open, p, "rb",
+                                                 block_size=_block(), cache_type="readahead",
+                                                 size=self._size), str(self._remote))
             except TypeError:  # a filesystem whose open takes no size
                 self._file = self._remote.open_read(_block())
         return self._file
