@@ -218,6 +218,21 @@ class RemotePath:
             if fnmatch.fnmatchcase(p.name, pattern):
                 yield p
 
+    def segment_dates(self, is_date: Callable[[str], bool],
+                      is_segment: Callable[[RemotePath], object]) -> list[str]:
+        """Names of the date folders under this root holding a segment, sorted: one listing
+        of the objects two levels down (paged by the store), not one request per day."""
+        try:
+            found = guarded(str(self), self.fs.find, self.path, maxdepth=2)
+        except FileNotFoundError:
+            return []
+        out = set()
+        for p in found:
+            rel = p[len(self.path):].strip("/").split("/")
+            if len(rel) == 2 and is_date(rel[0]) and is_segment(RemotePath(self.fs, p)):
+                out.add(rel[0])
+        return sorted(out)
+
     def open_read(self, block_size: int = READ_BLOCK) -> BinaryIO:
         """A seekable binary file read by range requests (fsspec read-ahead cache)."""
         return GuardedFile(guarded(str(self), self.fs.open, self.path, "rb",

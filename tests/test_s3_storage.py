@@ -99,8 +99,17 @@ def test_pushed_day_reads_back_identically(sim_day, s3, tmp_path):
     res = cli_run("verify", "--data-dir", s3, "--date", date, "--json")
     assert res.exit_code == 0 and last_json_line(res.stdout)["ok"] is True
 
-    # the researcher's API
-    from mia.replay import open_day
+    # levels and report: the same figures
+    for cmd in ("levels", "report"):
+        a = cli_run(cmd, "--data-dir", root, "--date", date, "--json", "-q")
+        b = cli_run(cmd, "--data-dir", s3, "--date", date, "--json", "-q")
+        assert a.exit_code == 0 and b.exit_code == 0, b.output
+        assert last_json_line(b.stdout) == last_json_line(a.stdout)
+
+    # the researcher's API (open_range builds on open_day)
+    from mia.replay import open_day, open_range
+
+    assert open_range(s3, date, date).dates == [date]
 
     day_l, day_r = open_day(root, date), open_day(s3, date)
     assert day_r.symbols() == day_l.symbols()

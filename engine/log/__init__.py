@@ -66,6 +66,8 @@ class EventLog:
     # listing
     def dates(self) -> list[str]:
         """Days that hold at least one segment, sorted."""
+        if isinstance(self.root, RemotePath):
+            return self.root.segment_dates(_is_date, parse_segment_name)
         if not self.root.is_dir():
             return []
         out = []
