@@ -8,10 +8,7 @@ Monday (Monday's session opens Sunday 17:00 CT), and after a Monday holiday the 
 belongs to Tuesday. Daylight saving is handled by zoneinfo: 17:00 CT is 22:00 UTC in summer
 and 23:00 UTC in winter.
 
-Holidays: the full-day US exchange holidays by rule (New Year's Day, Martin Luther King Jr. Day,
-Presidents' Day, Good Friday, Memorial Day, Juneteenth from 2022, Independence Day, Labor Day,
-Thanksgiving, Christmas; Sunday holidays observed on Monday, Saturday holidays on Friday except
-New Year's Day). Globex often runs an abbreviated session on some of these days; its trades
+Holidays: the full-day US exchange holidays by rule (`mia.engine.holidays`). Globex often runs an abbreviated session on some of these days; its trades
 belong to the next business day, which is what moving the date forward gives. Ad-hoc closures
 (national days of mourning) are not in the rules; pass them as `extra_holidays`.
 
@@ -23,74 +20,26 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from functools import lru_cache
 from typing import Final
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from ..engine.clock import NS_PER_DAY, to_ns, utc_datetime
+from ..engine.holidays import is_exchange_business_day, us_exchange_holidays
 
 CHICAGO: Final = ZoneInfo("America/Chicago")
 SESSION_OPEN_CT: Final = dt.time(17, 0)
 _ROLL: Final = dt.timedelta(hours=7)  # 17:00 + 7 h = midnight of the next date
 
 
-def _nth_weekday(year: int, month: int, weekday: int, n: int) -> dt.date:
-    """The n-th `weekday` (Mon=0) of a month; n = -1 for the last one."""
-    if n > 0:
-        first = dt.date(year, month, 1)
-        return first + dt.timedelta(days=(weekday - first.weekday()) % 7 + 7 * (n - 1))
-    nxt = dt.date(year + (month == 12), month % 12 + 1, 1)
-    last = nxt - dt.timedelta(days=1)
-    return last - dt.timedelta(days=(last.weekday() - weekday) % 7)
-
-
-def _easter(year: int) -> dt.date:
-    """Gregorian Easter Sunday (anonymous Gregorian algorithm)."""
-    a = year % 19
-    b, c = divmod(year, 100)
-    d, e = divmod(b, 4)
-    f = (b + 8) // 25
-    g = (b - f + 1) // 3
-    h = (19 * a + b - d - g + 15) % 30
-    i, k = divmod(c, 4)
-    wd = (32 + 2 * e + 2 * i - h - k) % 7  # "L" of the algorithm
-    m = (a + 11 * h + 22 * wd) // 451
-    month, day = divmod(h + wd - 7 * m + 114, 31)
-    return dt.date(year, month, day + 1)
-
-
-def _observed(day: dt.date, *, saturday_to_friday: bool = True) -> dt.date | None:
-    if day.weekday() == 6:
-        return day + dt.timedelta(days=1)
-    if day.weekday() == 5:
-        return day - dt.timedelta(days=1) if saturday_to_friday else None
-    return day
-
-
-@lru_cache(maxsize=256)
 def cme_holidays(year: int) -> frozenset[dt.date]:
     """Full-day exchange holidays of a year, by rule (see the module docstring)."""
-    days = [
-        _observed(dt.date(year, 1, 1), saturday_to_friday=False),
-        _nth_weekday(year, 1, 0, 3),  # Martin Luther King Jr. Day
-        _nth_weekday(year, 2, 0, 3),  # Presidents' Day
-        _easter(year) - dt.timedelta(days=2),  # Good Friday
-        _nth_weekday(year, 5, 0, -1),  # Memorial Day
-        _observed(dt.date(year, 7, 4)),
-        _nth_weekday(year, 9, 0, 1),  # Labor Day
-        _nth_weekday(year, 11, 3, 4),  # Thanksgiving
-        _observed(dt.date(year, 12, 25)),
-    ]
-    if year >= 2022:
-        days.append(_observed(dt.date(year, 6, 19)))
-    # New Year's Day of next year falling on a Saturday is not observed on Dec 31 (NYSE rule).
-    return frozenset(d for d in days if d is not None)
+    return us_exchange_holidays(year)
 
 
 def is_cme_business_day(day: dt.date, extra_holidays: Iterable[dt.date] = ()) -> bool:
-    return day.weekday() < 5 and day not in cme_holidays(day.year) and day not in extra_holidays
+    return is_exchange_business_day(day, extra_holidays)
 
 
 def _trade_date(ts_ns: int, extra: frozenset[dt.date]) -> dt.date:
