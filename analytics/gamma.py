@@ -413,6 +413,29 @@ class IndexSpots:
         return dataclasses.replace(chain, spot=value) if math.isfinite(value) else chain
 
 
+class ChainPages:
+    """Pages of each underlying's chain snapshot, gathered until its final page.
+
+    A new snapshot of an underlying drops the unfinished one before it (its pages will not
+    come). `add(page)`: None while the snapshot is incomplete; its pages when the final one
+    arrives; [] when it arrived but some page failed (not HTTP 200).
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, int], list[PolygonResponse]] = {}
+
+    def add(self, ev: PolygonResponse) -> list[PolygonResponse] | None:
+        key = (ev.underlying, int(ev.snapshot_id))
+        for other in [k for k in self._pending if k[0] == ev.underlying and k != key]:
+            del self._pending[other]
+        pages = self._pending.setdefault(key, [])
+        pages.append(ev)
+        if not ev.final:
+            return None
+        del self._pending[key]
+        return pages if all(p.status == 200 for p in pages) else []
+
+
 class GammaReducer:
     """Pure fold: event rows in log order -> GammaLevels, one per complete chain snapshot.
 
@@ -439,7 +462,7 @@ class GammaReducer:
         self._spots = IndexSpots(index_values)
         self._mids: dict[int, float] = {}
         self._futures: dict[str, tuple[int, str]] = {}  # root -> (instrument id, symbol)
-        self._pending: dict[tuple[str, int], list[PolygonResponse]] = {}
+        self._chains = ChainPages()
         self._last: dict[str, GammaLevels] = {}
         self._last_good: dict[str, GammaLevels] = {}
         self._results: dict[str, GammaResult] = {}
@@ -499,15 +522,10 @@ class GammaReducer:
     def _on_page(self, ev: PolygonResponse) -> GammaLevels | None:
         if self._spots.on_response(ev):  # an indices snapshot, not a chain page
             return None
-        key = (ev.underlying, int(ev.snapshot_id))
-        for other in [k for k in self._pending if k[0] == ev.underlying and k != key]:
-            del self._pending[other]
-        pages = self._pending.setdefault(key, [])
-        pages.append(ev)
-        if not ev.final:
+        pages = self._chains.add(ev)
+        if pages is None:
             return None
-        del self._pending[key]
-        if any(p.status != 200 for p in pages):
+        if not pages:
             self.skipped += 1
             return None
         root = self._config.futures_roots.get(ev.underlying.removeprefix("I:"), "")

@@ -67,7 +67,7 @@ from ..engine.events import (
     TermStructure,
 )
 from . import _vol_kernels as kern
-from .gamma import MIN_T_NS, NS_PER_YEAR, IndexSpots, parity_spot
+from .gamma import MIN_T_NS, NS_PER_YEAR, ChainPages, IndexSpots, parity_spot
 
 __all__ = [
     "VolatilityConfig",
@@ -405,7 +405,7 @@ class IvSurfaceReducer:
         self._rate = float(rate)
         self._q = float(dividend_yield)
         self._spots = IndexSpots(index_values)
-        self._pending: dict[tuple[str, int], list[PolygonResponse]] = {}
+        self._chains = ChainPages()
         self._last: dict[str, IvSurface] = {}
         self._last_good: dict[str, IvSurface] = {}
         self.skipped = 0
@@ -426,15 +426,10 @@ class IvSurfaceReducer:
     def _on_page(self, ev: PolygonResponse) -> IvSurface | None:
         if self._spots.on_response(ev):
             return None
-        key = (ev.underlying, int(ev.snapshot_id))
-        for other in [k for k in self._pending if k[0] == ev.underlying and k != key]:
-            del self._pending[other]
-        pages = self._pending.setdefault(key, [])
-        pages.append(ev)
-        if not ev.final:
+        pages = self._chains.add(ev)
+        if pages is None:
             return None
-        del self._pending[key]
-        if any(p.status != 200 for p in pages):
+        if not pages:
             self.skipped += 1
             return None
         try:
