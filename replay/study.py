@@ -30,8 +30,9 @@ Workers: a `LocalCluster` of `workers` processes (one thread each, loopback, no 
 `scheduler` names an existing cluster. Local workers are started with ``NUMBA_CACHE_DIR`` set to
 one directory (`default_cache_dir()`), so the kernels (``cache=True``) compile at most once per
 machine and load from the cache in every later worker; each worker process compiles or loads
-them once, on its first day. Workers of an existing cluster keep the environment they were
-started with (start them with the same ``NUMBA_CACHE_DIR`` to share a cache).
+them once, on its first day. On an existing cluster, each worker that has not imported numba
+yet and has no ``NUMBA_CACHE_DIR`` of its own gets the same directory before the first day
+(workers that join later, or were started with their own, keep theirs).
 
 Dask is an optional extra: ``pip install 'mia[study]'``.
 """
@@ -124,6 +125,23 @@ def _distributed():
     return distributed
 
 
+def _cache_dir_setter() -> Callable[[str], str | None]:
+    """A function for `Client.run` on the workers of an existing cluster: sets NUMBA_CACHE_DIR
+    unless the worker has one already or has imported numba (too late: a kernel's cache is
+    located when it is defined). Nested, so cloudpickle sends it by value and a worker runs it
+    without importing mia (which would define the kernels) first."""
+
+    def set_numba_cache_dir(cache_dir: str) -> str | None:
+        import os
+        import sys
+
+        if "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
+            os.environ["NUMBA_CACHE_DIR"] = cache_dir
+        return os.environ.get("NUMBA_CACHE_DIR")
+
+    return set_numba_cache_dir
+
+
 def local_cluster(n_workers: int, numba_cache_dir: str | None = None):
     """A Dask LocalCluster for studies: `n_workers` processes of one thread each on loopback,
     no dashboard, every worker started with NUMBA_CACHE_DIR (default `default_cache_dir()`).
@@ -176,6 +194,9 @@ def map_days(fn: Callable, root: str, dates: Sequence[str], *, workers: int | No
         try:
             if cluster is None:
                 n_workers = len(client.scheduler_info().get("workers", {}))
+                dirs = client.run(_cache_dir_setter(), numba_cache_dir or default_cache_dir())
+                logger.info("study workers=%d numba_cache_dirs=%s", n_workers,
+                            sorted({str(d) for d in dirs.values()}))
             futures = client.map(task, dates, key=[f"mia-study-{d}-{os.getpid()}-{t0}"
                                                    for d in dates])
             date_of = {f.key: d for f, d in zip(futures, dates)}

@@ -25,6 +25,7 @@ from mia.replay.study import (  # noqa: E402
     GAMMA_FIELDS,
     INSTRUMENT_FIELDS,
     StudyError,
+    default_cache_dir,
     local_cluster,
     map_days,
     study_table,
@@ -263,6 +264,33 @@ def test_open_range_study_serial_and_on_a_cluster(days, scheduler):
     assert outcome.results == {dates[0]: dates[0], dates[2]: dates[2]}
     assert [(f.date, f.error) for f in outcome.failures] == [
         (dates[1], "ValueError: no good at all")]
+
+
+def _numba_cache_dir_of_worker(day):
+    import os
+
+    import numba
+
+    return os.environ.get("NUMBA_CACHE_DIR"), numba.config.CACHE_DIR
+
+
+def test_workers_of_an_existing_cluster_share_the_numba_cache_dir(days, tmp_path):
+    """A cluster started without NUMBA_CACHE_DIR: the study gives its workers the directory
+    before they import mia (whose kernels find their cache when defined)."""
+    import logging
+
+    from distributed import LocalCluster
+
+    root, dates = days
+    cache = default_cache_dir()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1", silence_logs=logging.ERROR,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                      env={"NUMBA_CACHE_DIR": ""}) as cluster:
+        got = map_days(_numba_cache_dir_of_worker, root, dates[:1],
+                       scheduler=cluster.scheduler_address, numba_cache_dir=cache)
+    assert got.failures == []
+    assert got.results[dates[0]] == (cache, cache)
 
 
 def test_map_days_rejects_workers_and_scheduler_together(days):
