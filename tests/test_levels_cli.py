@@ -116,8 +116,8 @@ def _stderr_on_a_terminal(args: list[str]) -> tuple[int, str, str]:
 def test_progress_bar_only_on_a_terminal_and_not_with_quiet(sim_day):
     root, date = sim_day
     code, out, term = _stderr_on_a_terminal(["levels", "--date", date, "--data-dir", root])
-    assert code == 0 and out.startswith("Date, Label")
+    assert code == 0 and out.startswith("Date, Label"), (code, term[-2000:])
     assert f"replay {date}" in term and "%" in term
     code, out, term = _stderr_on_a_terminal(["levels", "--date", date, "--data-dir", root, "-q"])
-    assert code == 0 and out.startswith("Date, Label")
+    assert code == 0 and out.startswith("Date, Label"), (code, term[-2000:])
     assert term.strip() == ""
