@@ -101,8 +101,9 @@ def test_pushed_day_reads_back_identically(sim_day, s3, tmp_path):
 
     # levels and report: the same figures
     for cmd in ("levels", "report"):
-        a = cli_run(cmd, "--data-dir", root, "--date", date, "--json", "-q")
-        b = cli_run(cmd, "--data-dir", s3, "--date", date, "--json", "-q")
+        out = ("-o", str(tmp_path / "report.html")) if cmd == "report" else ()
+        a = cli_run(cmd, "--data-dir", root, "--date", date, "--json", "-q", *out)
+        b = cli_run(cmd, "--data-dir", s3, "--date", date, "--json", "-q", *out)
         assert a.exit_code == 0 and b.exit_code == 0, b.output
         assert last_json_line(b.stdout) == last_json_line(a.stdout)
 
