@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: test demo bench chaos venv clean
+.PHONY: test test-loaded demo bench chaos venv clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -16,6 +16,18 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+# make test on a loaded machine: the same tests beside LOAD_HOGS CPU-bound processes (one per
+# core of a 2-core machine), killed when the tests end; everything bounded by LOAD_TIMEOUT s.
+LOAD_HOGS    ?= 2
+LOAD_TIMEOUT ?= 1200
+test-loaded: $(STAMP)
+	@hogs=""; for i in $$(seq $(LOAD_HOGS)); do \
+	    timeout $(LOAD_TIMEOUT) $(BIN)/python -c 'while True: pass' & hogs="$$hogs $$!"; \
+	done; \
+	trap 'kill $$hogs 2>/dev/null' EXIT INT TERM; \
+	echo "test-loaded: $(LOAD_HOGS) CPU hogs (pids$$hogs) beside the tests, at most $(LOAD_TIMEOUT) s"; \
+	timeout $(LOAD_TIMEOUT) $(BIN)/python -m pytest -q -m "not slow" tests --durations=20
 
 demo: $(STAMP)
 	$(BIN)/mia demo
