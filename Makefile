@@ -9,12 +9,13 @@ STAMP   := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,bench,study,s3]'
+	$(BIN)/pip install -q -e '.[test,bench,export,report,study,s3]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # make test on a loaded machine: the same tests beside LOAD_HOGS CPU-bound processes (one per

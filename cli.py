@@ -101,8 +101,8 @@ def cli(verbose: int) -> None:
 
 
 def _log_days(log, date: str | None) -> list[str]:
-    from mia.engine.errors import NoDataError
     from mia.engine.clock import parse_date
+    from mia.engine.errors import NoDataError
 
     if date is not None:
         return [parse_date(date)]
@@ -138,9 +138,8 @@ def inspect(date: str | None, data_dir: str, as_json: bool) -> None:
       mia inspect --date 2026-11-20 --json
     """
 
-    from mia.engine.log import EventLog
-
     from mia.data.dtc.backfill import filled_windows
+    from mia.engine.log import EventLog
 
     log = EventLog(data_dir)
     days = [log.day_summary(day) for day in _log_days(log, date)]

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from bench._timing import best_of
-from mia.engine.clock import ManualClock, utc_day as day_of
+from mia.engine.clock import ManualClock
+from mia.engine.clock import utc_day as day_of
 from mia.engine.log import EventLog
 from mia.replay import open_day
 from mia.replay.export import export_day
 
 from .bench_log import START, synthetic_stream
-
-
 
 
 def run(quick: bool) -> str:

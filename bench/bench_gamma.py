@@ -11,6 +11,7 @@ import tempfile
 import time
 
 import numpy as np
+
 from mia.analytics import _gamma_kernels as kern
 from mia.analytics._gamma_synth import synthetic_chain
 from mia.analytics.gamma import MIN_T_NS, NS_PER_YEAR, GammaConfig, compute_gamma

@@ -6,7 +6,6 @@ as the same records, by DBN (TradeMsg / MBP1Msg / MBOMsg) + zstd through `databe
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+
 from mia.analytics.monitor import NBINS, MonitorReducer, latency_bins
 from mia.engine.columns import ColumnBatch
 from mia.engine.events import (

@@ -13,13 +13,13 @@ import tempfile
 
 import numpy as np
 import pandas as pd
+
+from bench._timing import best_of
 from mia.analytics.book import BookReducer
 from mia.analytics.calendar import session_table
 from mia.analytics.orderflow import OrderflowConfig, OrderflowReducer
 from mia.engine.columns import ColumnBatch
 from mia.engine.events import BOOK_DELETE, BOOK_UPSERT, K_BOOK_LEVEL, K_QUOTE, K_TRADE
-
-from bench._timing import best_of
 
 START_NS = 1_709_938_800_000_000_000  # 2024-03-08 23:00 UTC: Monday's trade date opens
 TICK = 0.25

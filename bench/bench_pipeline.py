@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mia.engine.clock import ManualClock, utc_day as day_of
+from mia.engine.clock import ManualClock
+from mia.engine.clock import utc_day as day_of
 from mia.engine.events import BookLevel, Instrument, PolygonResponse, Quote, Trade
 from mia.engine.log import EventLog
 

@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from mia.engine.clock import Clock, SystemClock, utc_datetime, utc_day
-from mia.engine.config import fingerprint
 from mia.config import Config
 from mia.data.dtc.config import dtc_credentials
 from mia.data.polygon.config import polygon_api_key
 from mia.data.polygon.models import NEW_YORK
+from mia.engine.clock import Clock, SystemClock, utc_datetime, utc_day
+from mia.engine.config import fingerprint
 from mia.engine.errors import ConnectionLostError
 from mia.engine.events import (
     DERIVED_KINDS,
@@ -37,8 +37,8 @@ from mia.engine.events import (
 from mia.engine.instruments import InstrumentRegistry
 from mia.engine.log import EventLog
 from mia.engine.pipeline import Pipeline
-from mia.recorder.alerts import AlertHook, format_alerts
 from mia.fold import Fold
+from mia.recorder.alerts import AlertHook, format_alerts
 from mia.recorder.sinks import LevelsSink
 
 logger = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 
 from mia.config import Config
-from mia.engine.clock import Clock
 from mia.data.dtc.config import DtcConfig
 from mia.data.polygon.config import PolygonConfig
 from mia.data.polygon.server import SIM_API_KEY  # the simulator's own key, not a secret
+from mia.engine.clock import Clock
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,6 @@ import numpy as np
 
 from mia.engine.columns import COLUMN_SPEC
 from mia.engine.errors import MiaError, UsageError
-from mia.engine.files import write_atomically
 from mia.engine.events import (
     DERIVED_KINDS,
     K_BOOK_LEVEL,
@@ -48,6 +47,7 @@ from mia.engine.events import (
     Event,
     PolygonResponse,
 )
+from mia.engine.files import write_atomically
 from mia.replay.day import Day, open_day, time_span
 
 logger = logging.getLogger(__name__)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mia.analytics.book import BookReducer
 from mia.engine.columns import ColumnBatch
 from mia.engine.events import (

@@ -15,9 +15,22 @@ from mia.data.dtc.server import DtcSimulator
 from mia.engine.clock import SystemClock
 from mia.engine.errors import ConnectionLostError
 from mia.engine.events import (
-    BATCH_BEGIN, BATCH_END, BOOK_CLEAR, BOOK_DELETE, BOOK_SNAPSHOT, BOOK_UPSERT, FEED_AVAILABLE,
-    FEED_HEARTBEAT_TIMEOUT, FEED_SUBSCRIPTION_REJECTED, FEED_UNAVAILABLE, BookLevel, EventCodec,
-    FeedStatus, Gap, Instrument, Quote, Trade,
+    BATCH_BEGIN,
+    BATCH_END,
+    BOOK_CLEAR,
+    BOOK_DELETE,
+    BOOK_SNAPSHOT,
+    FEED_AVAILABLE,
+    FEED_HEARTBEAT_TIMEOUT,
+    FEED_SUBSCRIPTION_REJECTED,
+    FEED_UNAVAILABLE,
+    BookLevel,
+    EventCodec,
+    FeedStatus,
+    Gap,
+    Instrument,
+    Quote,
+    Trade,
 )
 from mia.engine.instruments import InstrumentRegistry
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import struct
 
 import msgspec
-
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 

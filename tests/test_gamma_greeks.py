@@ -13,6 +13,7 @@ import math
 import warnings
 
 import pytest
+
 from mia.analytics import _gamma_kernels as kern
 
 with warnings.catch_warnings():

@@ -8,6 +8,7 @@ import math
 import msgspec
 import numpy as np
 import pytest
+
 from mia.analytics.gamma import GammaConfig, GammaReducer, compute_gamma
 from mia.engine.columns import ChainColumns, ColumnBatch
 from mia.engine.errors import MiaError

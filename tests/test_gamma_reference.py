@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from mia.analytics.gamma import ChainDataError, GammaConfig, compute_gamma, gamma_levels
 from mia.engine.columns import ChainColumns
 

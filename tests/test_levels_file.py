@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+
 from mia.analytics.levels import (
     HEADER,
     Level,

@@ -8,6 +8,7 @@ import json
 import msgspec
 import numpy as np
 import pytest
+
 from mia.analytics.monitor import (
     MonitorConfig,
     MonitorReducer,

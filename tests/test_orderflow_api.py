@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+
 from mia.analytics.orderflow import InstrumentSummary, OrderflowConfig, OrderflowReducer
 from mia.engine.columns import ColumnBatch
 from mia.engine.errors import MiaError

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mia.analytics.calendar import cme_trade_date
 from mia.analytics.orderflow import OrderflowConfig, OrderflowReducer
 from mia.engine.columns import ColumnBatch

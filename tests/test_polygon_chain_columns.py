@@ -17,7 +17,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mia.data.polygon import models
-from mia.data.polygon.models import DROP_NOT_CALL_PUT, DROP_NOT_OCC, PolygonDecodeError, chain_columns, chain_row_count
+from mia.data.polygon.models import (
+    DROP_NOT_CALL_PUT,
+    DROP_NOT_OCC,
+    PolygonDecodeError,
+    chain_columns,
+    chain_row_count,
+)
 from mia.data.polygon.server import build_chain, contract_row
 from mia.engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns
 from mia.engine.events import PolygonResponse

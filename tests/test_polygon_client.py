@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from polygon import RESTClient
 
+from mia.data.market_path import price_at
 from mia.data.polygon.client import PolygonClient, ResponseTooLargeError
 from mia.data.polygon.errors import EntitlementError, PolygonHttpError
 from mia.data.polygon.models import chain_columns
-from mia.data.market_path import price_at
 from mia.data.polygon.server import SIM_API_KEY, PolygonSimulator
 from mia.engine.clock import ManualClock
 from mia.engine.errors import ConfigError, ConnectionLostError

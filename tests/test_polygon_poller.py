@@ -16,7 +16,13 @@ from mia.data.polygon.server import SIM_API_KEY, PolygonSimulator, build_chain, 
 from mia.engine.clock import ManualClock
 from mia.engine.columns import ColumnBatch
 from mia.engine.events import (
-    FALLBACK_NONE, FALLBACK_PARTIAL, FALLBACK_PREVIOUS, FEED_AVAILABLE, FEED_UNAVAILABLE, FeedStatus, PolygonResponse,
+    FALLBACK_NONE,
+    FALLBACK_PARTIAL,
+    FALLBACK_PREVIOUS,
+    FEED_AVAILABLE,
+    FEED_UNAVAILABLE,
+    FeedStatus,
+    PolygonResponse,
     SourceError,
 )
 

@@ -35,15 +35,15 @@ from mia.engine.errors import ConfigError, ConnectionLostError
 from .config import API_KEY_ENV
 from .errors import EntitlementError, PolygonHttpError
 from .models import (
-    NEW_YORK,
     DEFAULT_INDEX_TICKERS,
     INDICES_PATH,
     MAX_INDEX_TICKERS,
+    NEW_YORK,
     ChainContract,
     PolygonDecodeError,
     api_underlying,
-    parse_index_page,
     parse_error,
+    parse_index_page,
     parse_page,
     plain_underlying,
 )

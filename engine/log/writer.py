@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Literal, Sequence
 
 import msgspec
 import zstandard
+
 from mia import __version__
 
 from .. import platform as plat

@@ -9,17 +9,16 @@ import shutil
 import subprocess
 
 import pytest
+from reliability_kit import clean_env, mia_cmd, record_figures
 
-from mia.data.dtc.server import DtcSimulator
-from mia.engine.bus import BusConfig
 from mia.config import Config
 from mia.data.dtc.config import DtcConfig
+from mia.data.dtc.server import DtcSimulator
 from mia.data.polygon.config import PolygonConfig
+from mia.engine.bus import BusConfig
 from mia.engine.errors import LogCorruptError
 from mia.engine.log import FRAME_HEADER_SIZE, EventLog, _Frame, _read_segment_header, _scan
 from mia.recorder.live import Recorder
-
-from reliability_kit import clean_env, mia_cmd, record_figures
 
 
 async def _record(root, seconds: float) -> None:

@@ -10,12 +10,20 @@ import subprocess
 import time
 
 import pytest
+from reliability_kit import (
+    SimProcess,
+    clean_env,
+    mia_cmd,
+    read_segment,
+    record_figures,
+    segments,
+    sent_trades,
+    trades_by_symbol,
+    wait_for,
+)
 
 from mia.engine.events import RecordingEnded, RecordingStarted
 from mia.engine.log import EventLog
-
-from reliability_kit import (SimProcess, clean_env, mia_cmd, read_segment, record_figures, segments,
-                      sent_trades, trades_by_symbol, wait_for)
 
 RATE = 50_000.0
 FRAME_MAX_MS = 100.0  # the recorder's default frame span

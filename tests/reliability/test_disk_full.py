@@ -9,11 +9,11 @@ import signal
 import subprocess
 
 import pytest
+from reliability_kit import SimProcess, clean_env, mia_cmd, record_figures
 
 from mia.engine.events import Trade
 from mia.engine.log import EventLog
 
-from reliability_kit import SimProcess, clean_env, mia_cmd, record_figures
 
 def _limit_file_size(limit: int):
     def apply() -> None:  # runs in the child before exec

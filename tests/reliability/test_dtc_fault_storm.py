@@ -9,19 +9,27 @@ import random
 import time
 
 import pytest
+from reliability_kit import record_figures
 
-from mia.data.dtc.server import DtcSimulator
-from mia.engine.bus import BusConfig
 from mia.config import Config
 from mia.data.dtc.config import DtcConfig
+from mia.data.dtc.server import DtcSimulator
 from mia.data.polygon.config import PolygonConfig
-from mia.engine.events import (FEED_DISCONNECTED, FEED_HEARTBEAT_TIMEOUT, FEED_LOGGED_ON,
-                               FEED_SUBSCRIBED, FEED_SUBSCRIPTION_REJECTED, FeedStatus, Gap, Instrument,
-                               RecordingEnded, Trade)
+from mia.engine.bus import BusConfig
+from mia.engine.events import (
+    FEED_DISCONNECTED,
+    FEED_HEARTBEAT_TIMEOUT,
+    FEED_LOGGED_ON,
+    FEED_SUBSCRIBED,
+    FEED_SUBSCRIPTION_REJECTED,
+    FeedStatus,
+    Gap,
+    Instrument,
+    RecordingEnded,
+    Trade,
+)
 from mia.engine.log import EventLog
 from mia.recorder.live import Recorder
-
-from reliability_kit import record_figures
 
 LINK_FAULTS = ("drop", "garbage", "oversized", "stall")
 STALL_S = 2.5  # the client's heartbeat is 1 s: silence over 2 s is a dead link

@@ -15,21 +15,26 @@ import random
 import time
 
 import pytest
+from reliability_kit import record_figures
 
 import mia.data.polygon.client as polygon_client
+from mia.config import Config
 from mia.data.polygon.client import PolygonClient
+from mia.data.polygon.config import PolygonConfig
 from mia.data.polygon.poller import PolygonPoller
 from mia.data.polygon.server import PolygonSimulator
 from mia.engine.bus import BusConfig
-from mia.config import Config
-from mia.data.polygon.config import PolygonConfig
-from mia.engine.events import (FEED_AVAILABLE, FEED_UNAVAILABLE, FeedStatus, GammaLevels,
-                               PolygonResponse, SourceError)
+from mia.engine.events import (
+    FEED_AVAILABLE,
+    FEED_UNAVAILABLE,
+    FeedStatus,
+    GammaLevels,
+    PolygonResponse,
+    SourceError,
+)
 from mia.engine.log import EventLog
 from mia.recorder.live import Recorder
 from mia.replay import replay_day
-
-from reliability_kit import record_figures
 
 KEY = "storm-key"
 TIMEOUT_S = 0.4

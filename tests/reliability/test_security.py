@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from reliability_kit import clean_env, mia_cmd, record_figures
 
+from mia.config import Config
 from mia.data.dtc.server import DtcSimulator
 from mia.data.polygon.server import PolygonSimulator
-from mia.engine.bus import CurveConfig as CurveKeys, Subscriber, generate_curve_keys
-from mia.config import Config
+from mia.engine.bus import CurveConfig as CurveKeys
+from mia.engine.bus import Subscriber, generate_curve_keys
 from mia.engine.log import _Frame, _read_segment_header, _scan
-
-from reliability_kit import clean_env, mia_cmd, record_figures
 
 POLYGON_KEY = "PGKEY-Zq7vX-secret-41b9e"
 DTC_USER = "dtcuser-Hq83-secret"

@@ -11,15 +11,15 @@ import tracemalloc
 import zlib
 
 import pytest
+from reliability_kit import record_figures
 
 from mia.data.dtc import protocol as p
 from mia.data.polygon.client import MAX_BODY_BYTES, PolygonClient, ResponseTooLargeError
-from mia.engine.clock import NS_PER_DAY, ManualClock, utc_day as day_of
+from mia.engine.clock import NS_PER_DAY, ManualClock
+from mia.engine.clock import utc_day as day_of
 from mia.engine.errors import LogCorruptError, RemoteProtocolError
 from mia.engine.events import Trade
 from mia.engine.log import FRAME_FIELDS, FRAME_MAGIC, EventLog
-
-from reliability_kit import record_figures
 
 MB = 1 << 20
 HUNDRED_MB = 100 * MB
