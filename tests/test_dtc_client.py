@@ -84,7 +84,7 @@ class Collector:
         return [e for e in self.events if isinstance(e, FeedStatus) and e.status == code]
 
 
-async def wait_for(pred, timeout: float = 5.0) -> None:
+async def wait_for(pred, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:

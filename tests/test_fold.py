@@ -8,10 +8,10 @@
 
 import asyncio
 import datetime as dt
-import time
 
 import msgspec
 import pytest
+from helpers import OffsetClock
 
 from mia.config import AnalyticsConfig, Config
 from mia.engine.clock import ManualClock
@@ -33,16 +33,6 @@ from mia.replay.outputs import health_of_day, levels_at, replay_state
 NS = 1_000_000_000
 
 
-class OffsetClock:
-    """The wall clock shifted to start at a chosen instant (just before UTC midnight)."""
-
-    def __init__(self, start_ns: int) -> None:
-        self._offset = start_ns - time.time_ns()
-
-    def now_ns(self) -> int:
-        return time.time_ns() + self._offset
-
-
 def _config(levels_file: str) -> Config:
     cfg = Config()
     # one-second bars, so the day after midnight has bars whose cumulative figures carry over
@@ -56,7 +46,8 @@ def midnight_day(tmp_path_factory):
     root = tmp_path_factory.mktemp("midnight")
     midnight = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     midnight += dt.timedelta(days=1)
-    clock = OffsetClock(int(midnight.timestamp()) * NS - 3 * NS)
+    # the clock starts 3 s before midnight when the recording first reads it
+    clock = OffsetClock(int(midnight.timestamp()) * NS - 3 * NS, from_first_use=True)
     cfg = _config(str(root / "levels.txt"))
 
     async def go():

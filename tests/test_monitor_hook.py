@@ -64,18 +64,19 @@ def test_missing_command_never_raises():
 def test_hanging_command_is_killed_and_never_blocks_the_caller():
     # the shell starts a grandchild that would keep the pipes open: the whole group is killed
     hook = AlertHook(f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(60)' & wait", timeout_s=0.5, workers=1)
-    t0 = time.monotonic()
     hook([alert(), alert(name="gap")])
-    assert time.monotonic() - t0 < 0.2  # the caller (the recorder's loop) is not held up
+    # the caller (the recorder's loop) is not held up: had it waited, both 0.5 s timeouts (one
+    # worker, one after the other) would be behind it
+    assert hook.timed_out < 2
     assert wait_for(lambda: hook.timed_out == 2, timeout_s=15.0)
     assert hook.close(timeout_s=5.0)
 
 
 def test_queue_overflow_drops_and_counts_instead_of_blocking():
     hook = AlertHook("sleep 5", timeout_s=0.2, workers=1)
-    t0 = time.monotonic()
     hook([alert() for _ in range(400)])
-    assert time.monotonic() - t0 < 1.0
+    # returned at once: a blocking hook would have run (and timed out) every one of them first
+    assert hook.timed_out + hook.sent + hook.failed < 10
     assert hook.dropped > 0
     while not hook._queue.empty():  # do not leave ~256 background sleeps running after the test
         hook._queue.get_nowait()
