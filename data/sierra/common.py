@@ -72,3 +72,59 @@ def _widen_unique(uniq: np.ndarray) -> np.ndarray:
         else:
             out[i] = np.nan
     return out
+
+
+class FixedRecordReader:
+    """Sans-IO reader of a Sierra file of fixed-size records after a header: `feed(bytes)`
+    returns the whole records those bytes completed (a numpy structured array).
+
+    The header is checked on the first bytes (unless `header=False`: the caller positioned the
+    stream after it). A partial record at the end is held until the next `feed`. `records`
+    counts records returned so far (the index of the next one); `offset` is the file offset of
+    the next byte expected. Subclasses name the layout: HEADER_SIZE, RECORD_SIZE, RECORD_DTYPE
+    and `parse_header(bytes, path)`.
+    """
+
+    HEADER_SIZE: int
+    RECORD_SIZE: int
+    RECORD_DTYPE: np.dtype
+
+    def __init__(self, path: str, *, header: bool = True, start_record: int = 0) -> None:
+        self.path = path
+        self.header = None
+        self._need_header = header
+        self._buf = bytearray()
+        self.records = start_record
+        self.offset = 0 if header else self.HEADER_SIZE + start_record * self.RECORD_SIZE
+
+    @staticmethod
+    def parse_header(data: bytes, path: str):
+        raise NotImplementedError
+
+    @property
+    def pending(self) -> int:
+        """Bytes held back: the torn tail (or header) waiting for the rest."""
+        return len(self._buf)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> np.ndarray:
+        size, dtype = self.RECORD_SIZE, self.RECORD_DTYPE
+        buf = self._buf
+        if buf:
+            buf += data
+            data = buf
+        if self._need_header:
+            if len(data) < self.HEADER_SIZE:
+                if not buf:
+                    buf += data
+                return np.empty(0, dtype)
+            self.header = self.parse_header(bytes(data[:self.HEADER_SIZE]), self.path)
+            self._need_header = False
+            self.offset = self.HEADER_SIZE
+            data = memoryview(data)[self.HEADER_SIZE:]
+        n = len(data) // size
+        whole = n * size
+        recs = np.frombuffer(bytes(data[:whole]), dtype) if n else np.empty(0, dtype)
+        self._buf = bytearray(bytes(data[whole:]))
+        self.records += n
+        self.offset += whole
+        return recs

@@ -31,7 +31,7 @@ from mia.engine.events import (
     Event,
 )
 
-from .common import SierraFileError, scdt_to_ns, valid_times, widen_f32
+from .common import FixedRecordReader, SierraFileError, scdt_to_ns, valid_times, widen_f32
 
 MAGIC: Final = 0x44444353  # "SCDD" little-endian
 HEADER_SIZE: Final = 64
@@ -93,42 +93,17 @@ def parse_header(data: bytes, path: str = "<depth>") -> DepthHeader:
     return DepthHeader(hsize, rsize, version)
 
 
-class DepthReader:
+class DepthReader(FixedRecordReader):
     """Sans-IO reader of a .depth stream; the same contract as `scid.ScidReader`."""
 
+    HEADER_SIZE = HEADER_SIZE
+    RECORD_SIZE = RECORD_SIZE
+    RECORD_DTYPE = RECORD_DTYPE
+    parse_header = staticmethod(parse_header)
+    header: DepthHeader | None
+
     def __init__(self, path: str = "<depth>", *, header: bool = True, start_record: int = 0) -> None:
-        self.path = path
-        self.header: DepthHeader | None = None
-        self._need_header = header
-        self._buf = bytearray()
-        self.records = start_record
-        self.offset = 0 if header else HEADER_SIZE + start_record * RECORD_SIZE
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> np.ndarray:
-        buf = self._buf
-        if buf:
-            buf += data
-            data = buf
-        if self._need_header:
-            if len(data) < HEADER_SIZE:
-                if not buf:
-                    buf += data
-                return np.empty(0, RECORD_DTYPE)
-            self.header = parse_header(bytes(data[:HEADER_SIZE]), self.path)
-            self._need_header = False
-            self.offset = HEADER_SIZE
-            data = memoryview(data)[HEADER_SIZE:]
-        n = len(data) // RECORD_SIZE
-        whole = n * RECORD_SIZE
-        recs = np.frombuffer(bytes(data[:whole]), RECORD_DTYPE) if n else np.empty(0, RECORD_DTYPE)
-        self._buf = bytearray(bytes(data[whole:]))
-        self.records += n
-        self.offset += whole
-        return recs
+        super().__init__(path, header=header, start_record=start_record)
 
 
 def check_records(recs: np.ndarray) -> np.ndarray:

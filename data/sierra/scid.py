@@ -25,7 +25,7 @@ import numpy as np
 
 from mia.engine.events import Event, Quote, Trade
 
-from .common import SierraFileError, valid_times, widen_f32
+from .common import FixedRecordReader, SierraFileError, valid_times, widen_f32
 
 MAGIC: Final = b"SCID"
 HEADER_SIZE: Final = 56
@@ -80,7 +80,7 @@ def parse_header(data: bytes, path: str = "<scid>") -> ScidHeader:
     return ScidHeader(hsize, rsize, version, utc_start)
 
 
-class ScidReader:
+class ScidReader(FixedRecordReader):
     """Sans-IO reader: `feed(bytes)` returns the whole records those bytes completed.
 
     The header is checked on the first bytes (unless `header=False`: the caller positioned the
@@ -89,41 +89,14 @@ class ScidReader:
     the next byte expected.
     """
 
+    HEADER_SIZE = HEADER_SIZE
+    RECORD_SIZE = RECORD_SIZE
+    RECORD_DTYPE = RECORD_DTYPE
+    parse_header = staticmethod(parse_header)
+    header: ScidHeader | None
+
     def __init__(self, path: str = "<scid>", *, header: bool = True, start_record: int = 0) -> None:
-        self.path = path
-        self.header: ScidHeader | None = None
-        self._need_header = header
-        self._buf = bytearray()
-        self.records = start_record
-        self.offset = 0 if header else HEADER_SIZE + start_record * RECORD_SIZE
-
-    @property
-    def pending(self) -> int:
-        """Bytes held back: the torn tail (or header) waiting for the rest."""
-        return len(self._buf)
-
-    def feed(self, data: bytes | bytearray | memoryview) -> np.ndarray:
-        buf = self._buf
-        if buf:
-            buf += data
-            data = buf
-        if self._need_header:
-            if len(data) < HEADER_SIZE:
-                if not buf:
-                    buf += data
-                return np.empty(0, RECORD_DTYPE)
-            self.header = parse_header(bytes(data[:HEADER_SIZE]), self.path)
-            self._need_header = False
-            self.offset = HEADER_SIZE
-            data = memoryview(data)[HEADER_SIZE:]
-        n = len(data) // RECORD_SIZE
-        whole = n * RECORD_SIZE
-        recs = np.frombuffer(bytes(data[:whole]), RECORD_DTYPE) if n else np.empty(0, RECORD_DTYPE)
-        tail = bytes(data[whole:])
-        self._buf = bytearray(tail)
-        self.records += n
-        self.offset += whole
-        return recs
+        super().__init__(path, header=header, start_record=start_record)
 
 
 def check_records(recs: np.ndarray) -> np.ndarray:
