@@ -413,6 +413,23 @@ class IndexSpots:
         return dataclasses.replace(chain, spot=value) if math.isfinite(value) else chain
 
 
+def stale_again(last_good: dict, ev: SourceError):
+    """The last good output of `ev.underlying` (GammaLevels, IvSurface) re-emitted as stale at
+    `ev`, or None.
+
+    Only a fallback to an older chain re-emits (FALLBACK_PREVIOUS, stale_age_ns > 0): with
+    FALLBACK_NONE there is no chain to fall back on, and a partial chain (FALLBACK_PARTIAL)
+    produced an output of its own. Old logs carry the kind mapped from their prose on decode.
+    """
+    if not ev.underlying or ev.stale_age_ns <= 0 or ev.fallback_kind != FALLBACK_PREVIOUS:
+        return None
+    good = last_good.get(ev.underlying)
+    if good is None:
+        return None
+    return msgspec.structs.replace(good, ts_recv=int(ev.ts_recv), stale=True,
+                                   staleness_ns=int(ev.stale_age_ns))
+
+
 class ChainPages:
     """Pages of each underlying's chain snapshot, gathered until its final page.
 
@@ -544,14 +561,7 @@ class GammaReducer:
         return levels
 
     def _on_source_error(self, ev: SourceError) -> GammaLevels | None:
-        # Only a fallback to an older chain re-emits (FALLBACK_PREVIOUS, stale_age_ns > 0): with
-        # FALLBACK_NONE there is no chain to fall back on, and a partial chain (FALLBACK_PARTIAL)
-        # produced levels of its own. Old logs carry the kind mapped from their prose on decode.
-        if not ev.underlying or ev.stale_age_ns <= 0 or ev.fallback_kind != FALLBACK_PREVIOUS:
-            return None
-        good = self._last_good.get(ev.underlying)
-        if good is None:
-            return None
-        levels = msgspec.structs.replace(good, ts_recv=int(ev.ts_recv), stale=True, staleness_ns=int(ev.stale_age_ns))
-        self._last[ev.underlying] = levels
+        levels = stale_again(self._last_good, ev)
+        if levels is not None:
+            self._last[ev.underlying] = levels
         return levels

@@ -54,7 +54,6 @@ from ..engine.errors import ConfigError, MiaError
 from ..engine.events import (
     FALLBACK_NONE,
     FALLBACK_OTHER_SOURCE,
-    FALLBACK_PREVIOUS,
     K_HEARTBEAT,
     K_INSTRUMENT,
     K_POLYGON_RESPONSE,
@@ -67,7 +66,15 @@ from ..engine.events import (
     TermStructure,
 )
 from . import _vol_kernels as kern
-from .gamma import MIN_T_NS, NS_PER_YEAR, ChainPages, IndexSpots, parity_spot
+from .gamma import (
+    INDICES_PATH,
+    MIN_T_NS,
+    NS_PER_YEAR,
+    ChainPages,
+    IndexSpots,
+    parity_spot,
+    stale_again,
+)
 
 __all__ = [
     "VolatilityConfig",
@@ -80,7 +87,6 @@ __all__ = [
 ]
 
 NAN = math.nan
-INDICES_PATH: Final = "/v3/snapshot/indices"
 NEW_YORK: Final = ZoneInfo("America/New_York")
 MONTH_CODES: Final = "FGHJKMNQUVXZ"
 SETTLEMENT_TIME: Final = dt.time(9, 30)  # VX final settlement: the VIX special opening quotation
@@ -445,14 +451,9 @@ class IvSurfaceReducer:
         return surface
 
     def _on_source_error(self, ev: SourceError) -> IvSurface | None:
-        if not ev.underlying or ev.stale_age_ns <= 0 or ev.fallback_kind != FALLBACK_PREVIOUS:
-            return None
-        good = self._last_good.get(ev.underlying)
-        if good is None:
-            return None
-        surface = msgspec.structs.replace(good, ts_recv=int(ev.ts_recv), stale=True,
-                                          staleness_ns=int(ev.stale_age_ns))
-        self._last[ev.underlying] = surface
+        surface = stale_again(self._last_good, ev)
+        if surface is not None:
+            self._last[ev.underlying] = surface
         return surface
 
 
