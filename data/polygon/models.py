@@ -293,6 +293,45 @@ def _placement(head: str, expiration_date: str) -> tuple[bool, int] | str:
         return DROP_BAD_EXPIRY
 
 
+# Option roots of an index, folded to the index (the underlying a stream's trades belong to):
+# weeklies/dailies and P.M. roots beside the monthly root. Other roots are their own underlying.
+INDEX_ROOTS: Final[dict[str, str]] = {
+    "SPX": "SPX", "SPXW": "SPX", "NDX": "NDX", "NDXP": "NDX", "RUT": "RUT", "RUTW": "RUT",
+    "DJX": "DJX", "XSP": "XSP", "VIX": "VIX", "VIXW": "VIX",
+}
+
+
+class OccContract(msgspec.Struct, frozen=True, gc=False):
+    """An option contract as its OCC ticker names it (occ_contract)."""
+
+    root: str  # "SPXW"
+    underlying: str  # "SPX" (INDEX_ROOTS folded)
+    right: int  # RIGHT_CALL | RIGHT_PUT
+    strike: float
+    expiry_ns: int  # the settlement instant, UTC ns (AM roots 09:30, others 16:00 New York)
+    am_settled: bool
+
+
+def occ_contract(ticker: str) -> OccContract | str:
+    """Parse "O:SPXW251219C05000000" (the "O:" optional), or the DROP_* reason it cannot be.
+
+    The same head rule and settlement rule chain_columns places chain rows with (_placement);
+    the expiration date is the ticker's yymmdd (20yy). Pure; callers cache per ticker.
+    """
+    head, digits = ticker[:-OCC_STRIKE_LEN], ticker[-OCC_STRIKE_LEN:]
+    if len(ticker) <= OCC_SUFFIX_LEN or not (digits.isdigit() and digits.isascii()):
+        return DROP_NOT_OCC
+    yymmdd = head[-7:-1]
+    placed = _placement(head, f"20{yymmdd[:2]}-{yymmdd[2:4]}-{yymmdd[4:]}")
+    if placed.__class__ is str:
+        return placed  # type: ignore[return-value]
+    root = occ_root(ticker)
+    am, expiry = placed  # type: ignore[misc]
+    return OccContract(root=root, underlying=INDEX_ROOTS.get(root, root),
+                       right=RIGHT_CALL if head[-1] == "C" else RIGHT_PUT,
+                       strike=int(digits) / 1000.0, expiry_ns=expiry, am_settled=am)
+
+
 class ChainRowCount(msgspec.Struct, frozen=True):
     """What chain_columns made of a snapshot's rows: placed, repeated, or dropped and why."""
 
