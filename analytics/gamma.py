@@ -27,20 +27,25 @@ import msgspec
 import numpy as np
 
 from ..engine.clock import NS_PER_DAY, NS_PER_MIN
-from ..engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns, ColumnBatch
+from ..engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns, ColumnBatch, snapshot_chain
 from ..engine.config import ConfigBase
 from ..engine.errors import ConfigError, MiaError
 from ..engine.events import (
     FALLBACK_PREVIOUS,
+    K_CHAIN_SNAPSHOT,
     K_INSTRUMENT,
     K_POLYGON_RESPONSE,
     K_QUOTE,
+    K_RECORDING_STARTED,
     K_SOURCE_ERROR,
+    ChainSnapshot,
     GammaLevels,
     PolygonResponse,
+    RecordingStarted,
     SourceError,
 )
 from . import _gamma_kernels as kern
+from .flow import DaySignedVolume, FlowGex, with_flow
 
 NAN = math.nan
 NS_PER_YEAR: Final = 365 * NS_PER_DAY  # T in years of 365 days
@@ -453,6 +458,52 @@ class ChainPages:
         return pages if all(p.status == 200 for p in pages) else []
 
 
+class ChainFeed:
+    """Where a reducer's chains come from: each snapshot's raw pages, or its ChainSnapshot row.
+
+    A recording whose poller logs ChainSnapshots says so in its live RecordingStarted
+    (``chain_snapshots``); a day `mia migrate` gave ChainSnapshots has a `chains` stream whose
+    RecordingStarted says so. From there on chain pages are not gathered (and never parsed) and
+    each ChainSnapshot row gives the chain; it carries the ts_recv of its final page and follows
+    it, so the outputs are those the pages would have given. Days recorded before compute from
+    the pages (``parse_chain``, mia.data.polygon.models.chain_columns), as before. Indices
+    snapshots feed ``spots`` in both modes.
+    """
+
+    def __init__(self, parse_chain: Callable[[list[PolygonResponse]], ChainColumns],
+                 index_values: Callable[[PolygonResponse], list] | None) -> None:
+        self.spots = IndexSpots(index_values)
+        self._parse = parse_chain
+        self._pages = ChainPages()
+        self._live = False  # the live recording's poller logs ChainSnapshots
+        self._migrated = False  # a `chains` stream holds them (for every snapshot of the day)
+
+    @property
+    def snapshots(self) -> bool:
+        """Chains come from ChainSnapshot rows (pages are ignored)."""
+        return self._live or self._migrated
+
+    def on_started(self, ev: RecordingStarted) -> None:
+        if ev.stream == "live":
+            self._live = bool(ev.chain_snapshots)
+        elif ev.chain_snapshots:
+            self._migrated = True
+
+    def on_page(self, ev: PolygonResponse) -> list[PolygonResponse] | None:
+        """The pages of a snapshot `ev` completes ([] when one failed), else None: also for an
+        indices snapshot (folded into `spots`) and for every page in snapshot mode."""
+        if self.spots.on_response(ev) or self.snapshots:
+            return None
+        return self._pages.add(ev)
+
+    def chain(self, pages: list[PolygonResponse]) -> ChainColumns:
+        return self.spots.apply(self._parse(pages))
+
+    def chain_of(self, ev: ChainSnapshot) -> ChainColumns | None:
+        """The chain of a ChainSnapshot row (with the index spot), None when not in snapshot mode."""
+        return self.spots.apply(snapshot_chain(ev)) if self.snapshots else None
+
+
 class GammaReducer:
     """Pure fold: event rows in log order -> GammaLevels, one per complete chain snapshot.
 
@@ -464,7 +515,8 @@ class GammaReducer:
     - PolygonResponse pages are collected per (underlying, snapshot_id); the final page, with every
       page HTTP 200, calls ``parse_chain`` and emits GammaLevels (ts_recv of that row). A MiaError
       from parsing or computing skips that snapshot. A new snapshot of an underlying drops the
-      unfinished pages of its older ones.
+      unfinished pages of its older ones. When the recording logs ChainSnapshots (``ChainFeed``),
+      the ChainSnapshot row following the final page emits them instead, from its columns.
     - A SourceError row naming an underlying, with fallback_kind FALLBACK_PREVIOUS and
       stale_age_ns > 0, re-emits that underlying's last good levels with stale=True, staleness_ns = stale_age_ns,
       ts_recv of that row.
@@ -476,10 +528,9 @@ class GammaReducer:
                  index_values: Callable[[PolygonResponse], list] | None = None) -> None:
         self._parse_chain = parse_chain
         self._config = config
-        self._spots = IndexSpots(index_values)
+        self._feed = ChainFeed(parse_chain, index_values)
         self._mids: dict[int, float] = {}
         self._futures: dict[str, tuple[int, str]] = {}  # root -> (instrument id, symbol)
-        self._chains = ChainPages()
         self._last: dict[str, GammaLevels] = {}
         self._last_good: dict[str, GammaLevels] = {}
         self._results: dict[str, GammaResult] = {}
@@ -493,7 +544,8 @@ class GammaReducer:
 
     def on_batch(self, batch: ColumnBatch) -> list[GammaLevels]:
         kind = batch.kind
-        wanted = np.flatnonzero((kind == K_INSTRUMENT) | (kind == K_POLYGON_RESPONSE) | (kind == K_SOURCE_ERROR))
+        wanted = np.flatnonzero((kind == K_INSTRUMENT) | (kind == K_POLYGON_RESPONSE) | (kind == K_SOURCE_ERROR)
+                                | (kind == K_CHAIN_SNAPSHOT) | (kind == K_RECORDING_STARTED))
         quotes = np.flatnonzero((kind == K_QUOTE) & np.isfinite(batch.bid) & np.isfinite(batch.ask))
         out: list[GammaLevels] = []
         done = 0  # quotes[:done] already folded into self._mids
@@ -509,6 +561,12 @@ class GammaReducer:
                 levels = self._on_page(ev)
                 if levels is not None:
                     out.append(levels)
+            elif k == K_CHAIN_SNAPSHOT:
+                levels = self._on_snapshot(ev)
+                if levels is not None:
+                    out.append(levels)
+            elif k == K_RECORDING_STARTED:
+                self._feed.on_started(ev)
             else:
                 levels = self._on_source_error(ev)
                 if levels is not None:
@@ -537,19 +595,25 @@ class GammaReducer:
                 self._mids.pop(int(ev.instrument), None)  # an id re-declared is a new instrument
 
     def _on_page(self, ev: PolygonResponse) -> GammaLevels | None:
-        if self._spots.on_response(ev):  # an indices snapshot, not a chain page
-            return None
-        pages = self._chains.add(ev)
+        pages = self._feed.on_page(ev)
         if pages is None:
             return None
         if not pages:
             self.skipped += 1
             return None
+        return self._levels(ev, pages)
+
+    def _on_snapshot(self, ev: ChainSnapshot) -> GammaLevels | None:
+        return self._levels(ev, None) if self._feed.snapshots else None
+
+    def _levels(self, ev: PolygonResponse | ChainSnapshot,
+                pages: list[PolygonResponse] | None) -> GammaLevels | None:
+        """The levels of a chain: its pages, or (None) the ChainSnapshot row `ev`."""
         root = self._config.futures_roots.get(ev.underlying.removeprefix("I:"), "")
         fut_id, fut_symbol = self._futures.get(root, (-1, ""))
         mid = self._mids.get(fut_id, NAN) if root else NAN
         try:
-            chain = self._spots.apply(self._parse_chain(pages))
+            chain = self._feed.chain(pages) if pages is not None else self._feed.chain_of(ev)
             result = compute_gamma(chain, self._config, mid)
         except MiaError:
             self.skipped += 1

@@ -54,12 +54,15 @@ from ..engine.errors import ConfigError, MiaError
 from ..engine.events import (
     FALLBACK_NONE,
     FALLBACK_OTHER_SOURCE,
+    K_CHAIN_SNAPSHOT,
     K_HEARTBEAT,
     K_INSTRUMENT,
     K_POLYGON_RESPONSE,
     K_QUOTE,
+    K_RECORDING_STARTED,
     K_SOURCE_ERROR,
     K_TRADE,
+    ChainSnapshot,
     IvSurface,
     PolygonResponse,
     SourceError,
@@ -70,8 +73,7 @@ from .gamma import (
     INDICES_PATH,
     MIN_T_NS,
     NS_PER_YEAR,
-    ChainPages,
-    IndexSpots,
+    ChainFeed,
     parity_spot,
     stale_again,
 )
@@ -400,7 +402,8 @@ class IvSurfaceReducer:
 
     Pages are collected as the gamma reducer collects them (per underlying and snapshot_id, the
     final page with every page HTTP 200 completes a snapshot; a newer snapshot drops the
-    unfinished pages of older ones); indices snapshots feed the spot (``IndexSpots``).
+    unfinished pages of older ones), or, when the recording logs them, each ChainSnapshot row
+    is the chain (``ChainFeed``); indices snapshots feed the spot (``IndexSpots``).
     """
 
     def __init__(self, parse_chain: Callable[[list[PolygonResponse]], ChainColumns],
@@ -410,8 +413,7 @@ class IvSurfaceReducer:
         self._config = config
         self._rate = float(rate)
         self._q = float(dividend_yield)
-        self._spots = IndexSpots(index_values)
-        self._chains = ChainPages()
+        self._feed = ChainFeed(parse_chain, index_values)
         self._last: dict[str, IvSurface] = {}
         self._last_good: dict[str, IvSurface] = {}
         self.skipped = 0
@@ -422,24 +424,36 @@ class IvSurfaceReducer:
     def on_batch(self, batch: ColumnBatch) -> list[IvSurface]:
         kind = batch.kind
         out: list[IvSurface] = []
-        for i in np.flatnonzero((kind == K_POLYGON_RESPONSE) | (kind == K_SOURCE_ERROR)).tolist():
+        for i in np.flatnonzero((kind == K_POLYGON_RESPONSE) | (kind == K_SOURCE_ERROR) | (kind == K_CHAIN_SNAPSHOT)
+                                | (kind == K_RECORDING_STARTED)).tolist():
             ev = batch.events_at(i)
-            got = self._on_page(ev) if int(kind[i]) == K_POLYGON_RESPONSE else self._on_source_error(ev)
+            k = int(kind[i])
+            if k == K_RECORDING_STARTED:
+                self._feed.on_started(ev)
+                continue
+            if k == K_POLYGON_RESPONSE:
+                got = self._on_page(ev)
+            elif k == K_CHAIN_SNAPSHOT:
+                got = self._surface(ev, None) if self._feed.snapshots else None
+            else:
+                got = self._on_source_error(ev)
             if got is not None:
                 out.append(got)
         return out
 
     def _on_page(self, ev: PolygonResponse) -> IvSurface | None:
-        if self._spots.on_response(ev):
-            return None
-        pages = self._chains.add(ev)
+        pages = self._feed.on_page(ev)
         if pages is None:
             return None
         if not pages:
             self.skipped += 1
             return None
+        return self._surface(ev, pages)
+
+    def _surface(self, ev: PolygonResponse | ChainSnapshot, pages: list[PolygonResponse] | None) -> IvSurface | None:
+        """The surface of a chain: its pages, or (None) the ChainSnapshot row `ev`."""
         try:
-            chain = self._spots.apply(self._parse_chain(pages))
+            chain = self._feed.chain(pages) if pages is not None else self._feed.chain_of(ev)
             spot = _chain_spot(chain)
             surface = compute_surface(chain, spot, self._config, rate=self._rate, dividend_yield=self._q,
                                       ts_recv=int(ev.ts_recv))

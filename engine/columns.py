@@ -207,3 +207,45 @@ class ChainColumns:
 
     def __len__(self) -> int:
         return int(self.strike.shape[0])
+
+
+from .errors import MiaError  # noqa: E402  (this section's own import: the top belongs to ColumnBatch)
+
+# ChainSnapshot (mia.engine.events) <-> ChainColumns: each column's little-endian dtype in the
+# event's bytes, in field order. The one writer is mia.data.polygon.models (chain_snapshot).
+CHAIN_SNAPSHOT_COLUMNS: dict[str, str] = {
+    "strike": "<f8", "expiry_ns": "<i8", "right": "i1", "open_interest": "<f8", "volume": "<f8",
+    "iv": "<f8", "delta": "<f8", "gamma": "<f8", "theta": "<f8", "vega": "<f8", "bid": "<f8",
+    "ask": "<f8", "multiplier": "<f8", "am_settled": "u1",
+}
+_NATIVE: dict[str, type] = {"<f8": np.float64, "<i8": np.int64, "i1": np.int8, "u1": np.bool_}
+
+
+class ChainSnapshotError(MiaError):
+    """A ChainSnapshot whose columns do not fit together (lengths, tickers)."""
+
+
+def snapshot_chain(ev) -> ChainColumns:
+    """A `ChainSnapshot` event as ChainColumns: one `numpy.frombuffer` per column.
+
+    The arrays are writeable native copies (the reducers' numba kernels are compiled for
+    writeable arrays; a read-only view would compile a second specialisation). `ts_ns` is the
+    event's ts_recv (that of the snapshot's final page). ChainSnapshotError when the columns'
+    lengths differ.
+    """
+    cols: dict[str, np.ndarray] = {}
+    n = -1
+    for name, dt in CHAIN_SNAPSHOT_COLUMNS.items():
+        raw = getattr(ev, name)
+        width = np.dtype(dt).itemsize
+        if len(raw) % width or (n >= 0 and len(raw) // width != n):
+            raise ChainSnapshotError(f"{ev.underlying} snapshot {ev.snapshot_id}: column {name} holds "
+                                     f"{len(raw)} bytes, not {n} rows of {width}")
+        n = len(raw) // width
+        cols[name] = np.frombuffer(raw, dtype=dt).astype(_NATIVE[dt])  # astype copies
+    tickers = tuple(ev.tickers.decode("ascii").split("\n")) if ev.tickers else ()
+    if len(tickers) != n:
+        raise ChainSnapshotError(f"{ev.underlying} snapshot {ev.snapshot_id}: {len(tickers)} tickers "
+                                 f"for {n} rows")
+    return ChainColumns(underlying=ev.underlying, ts_ns=int(ev.ts_recv), spot=float(ev.spot),
+                        tickers=tickers, snapshot_id=int(ev.snapshot_id), **cols)

@@ -244,7 +244,9 @@ class Recorder:
             frame_max_ms=cfg.log.frame_max_ms,
             clock=self.clock,
         )
-        writer = log.writer("live", sources=names, on_write=pipeline.on_input_written, **common)
+        snapshots = any(getattr(s, "chain_snapshots", False) for s in sources)  # the Polygon poller
+        writer = log.writer("live", sources=names, on_write=pipeline.on_input_written,
+                            chain_snapshots=snapshots, **common)
         derived = log.writer("derived", recording_id=writer.recording_id, sources=names,
                              derived_kinds=DERIVED_KINDS, **common)
         pipeline.input_writer = writer

@@ -3,8 +3,9 @@
 The vendor JSON of ``GET /v3/snapshot/options/{underlying}`` decodes into the frozen msgspec
 structs below (every field the reference documents; any of them may be missing, so all are
 optional). ``chain_columns`` turns the recorded ``PolygonResponse`` pages of one snapshot into
-``ChainColumns`` for the gamma reducer. It runs on the reducer path live and in replay alike, so
-it is a pure function of the events: no clock, no logging, no I/O. ``chain_row_count`` runs the
+``ChainColumns`` for the gamma reducer, and ``chain_snapshot`` into the ``ChainSnapshot`` event
+the poller logs after each snapshot's final page (so replay reads columns, not JSON). Both are
+pure functions of the events: no clock, no logging, no I/O. ``chain_row_count`` runs the
 same row selection and says which rows it dropped and why (the poller reports them).
 """
 
@@ -20,9 +21,9 @@ import msgspec
 import numpy as np
 
 from mia.engine.clock import NS_PER_S
-from mia.engine.columns import RIGHT_CALL, RIGHT_PUT, ChainColumns
+from mia.engine.columns import CHAIN_SNAPSHOT_COLUMNS, RIGHT_CALL, RIGHT_PUT, ChainColumns
 from mia.engine.errors import RemoteProtocolError
-from mia.engine.events import PolygonResponse
+from mia.engine.events import ChainSnapshot, PolygonResponse
 
 NEW_YORK: Final = ZoneInfo("America/New_York")
 
@@ -375,6 +376,7 @@ class ChainRowCounter:
         self.dropped: dict[str, int] = {}
         self.examples: dict[str, str] = {}
         self.last: PolygonResponse | None = None
+        self.pages = 0
         self._seen: set[str] = set()
         self.kept: list[_LeanContract] = []
         self.details: list[ChainDetails] = []
@@ -402,6 +404,7 @@ class ChainRowCounter:
                 f"{resp.underlying} snapshot {resp.snapshot_id} page {resp.page}: body ({len(resp.body)} bytes) "
                 f"does not decode as an options-chain page: {exc}") from None
         self.last = resp
+        self.pages += 1
         results = page.results or ()
         self.rows += len(results)
         # One lean pass picks the rows that can be placed (and their ticker, right, settlement);
@@ -460,6 +463,18 @@ class ChainRowCounter:
                 expiry.append(placed[1])
         self.placed += placed_here
 
+    def columns(self) -> ChainColumns:
+        """The placed rows as ChainColumns (a counter made with keep=True, fed at least one page)."""
+        if self.last is None or not self.keep:
+            raise PolygonDecodeError("chain columns: no pages kept")
+        return _columns(self)
+
+    def snapshot(self) -> ChainSnapshot:
+        """The placed rows as the ChainSnapshot event (see chain_snapshot)."""
+        if self.last is None or not self.keep:
+            raise PolygonDecodeError("chain snapshot: no pages kept")
+        return _snapshot(self)
+
     def count(self) -> ChainRowCount:
         last = self.last
         return ChainRowCount(underlying="" if last is None else plain_underlying(last.underlying),
@@ -501,6 +516,10 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
     picked = ChainRowCounter(keep=True)
     for resp in responses:
         picked.add(resp)
+    return picked.columns()
+
+
+def _columns(picked: ChainRowCounter) -> ChainColumns:
     kept, details = picked.kept, picked.details
     spot_value = spot_price = None
     for u in reversed([row.underlying_asset for row in kept]):
@@ -514,7 +533,8 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
             break
     greeks = [row.greeks for row in kept]
     quotes = [row.last_quote for row in kept]
-    last = responses[-1]
+    last = picked.last
+    assert last is not None
     return ChainColumns(
         underlying=plain_underlying(last.underlying),
         ts_ns=last.ts_recv,
@@ -537,6 +557,38 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
         tickers=tuple(picked.tickers),
         snapshot_id=last.snapshot_id,
     )
+
+
+# --- chain -> ChainSnapshot -------------------------------------------------------------------
+
+
+def chain_snapshot(responses: Sequence[PolygonResponse]) -> ChainSnapshot:
+    """The `ChainSnapshot` event of one snapshot's pages: `chain_columns` of them, each column as
+    little-endian bytes (CHAIN_SNAPSHOT_COLUMNS), the tickers newline-joined.
+
+    Its times are the final page's (`ts_recv` too: it is logged right after that page), so a
+    reducer computing from it emits what it would have emitted from the pages. The one writer of
+    the event, live (the poller) and in `mia migrate`; `mia.engine.columns.snapshot_chain` reads
+    it back. Same errors as chain_columns.
+    """
+    if not responses:
+        raise PolygonDecodeError("chain_snapshot: no pages")
+    picked = ChainRowCounter(keep=True)
+    for resp in responses:
+        picked.add(resp)
+    return picked.snapshot()
+
+
+def _snapshot(picked: ChainRowCounter) -> ChainSnapshot:
+    chain = _columns(picked)
+    last = picked.last
+    assert last is not None
+    cols = {name: np.ascontiguousarray(getattr(chain, name), dtype=dt).tobytes()
+            for name, dt in CHAIN_SNAPSHOT_COLUMNS.items()}
+    return ChainSnapshot(
+        ts_event=last.ts_event, ts_recv=last.ts_recv, underlying=chain.underlying,
+        snapshot_id=int(chain.snapshot_id), spot=float(chain.spot), pages=picked.pages,
+        tickers="\n".join(chain.tickers).encode("ascii"), **cols)
 
 
 # --- indices snapshot -------------------------------------------------------------------------

@@ -107,6 +107,7 @@ class PolygonPoller:
         index_tickers: Sequence[str] = (),
         indices_interval_s: float | None = None,
         sleep: Callable[[float], Awaitable[None]] | None = None,
+        chain_snapshots: bool = True,
     ) -> None:
         self.client = client
         self.underlyings = tuple(plain_underlying(u) for u in underlyings)
@@ -117,6 +118,9 @@ class PolygonPoller:
                         "contract_type": contract_type, "limit": limit}
         self.snapshot_times = tuple(parse_hhmm(t) for t in snapshot_times)
         self.index_tickers = tuple(index_tickers)
+        # log a ChainSnapshot after each readable snapshot's final page (the recorder says so in
+        # its RecordingStarted: chain_snapshots, and the reducers then read those, not the pages)
+        self.chain_snapshots = chain_snapshots
         self.fixed_indices_interval_s = indices_interval_s
         self.snapshot_id = 0
         self.source = SOURCE
@@ -296,8 +300,10 @@ class PolygonPoller:
         snapshot_id = self.snapshot_id
 
         # The pages as the gamma reducer reads them, live and in replay, counted as they arrive
-        # (a page at a time, between network waits): which rows can it place?
-        counter = ChainRowCounter()
+        # (a page at a time, between network waits): which rows can it place? The same counter
+        # builds the ChainSnapshot logged right after the final page (same ts_recv, nothing in
+        # between): the columns the reducers would have parsed from these very pages.
+        counter = ChainRowCounter(keep=self.chain_snapshots)
         unreadable: list[PolygonDecodeError] = []
 
         def record(page: FetchedPage) -> None:
@@ -312,6 +318,8 @@ class PolygonPoller:
                     counter.add(ev)
                 except PolygonDecodeError as exc:  # the client raises its own for a bad page
                     unreadable.append(exc)
+            if ev.final and self.chain_snapshots and not unreadable:
+                self.emit(counter.snapshot())
 
         try:
             fetch = await self.client.fetch_chain(plain, on_page=record, **self.filters)

@@ -22,6 +22,10 @@ class RecordingStarted(Event, tag=K_RECORDING_STARTED):
     # compares those only, so a reducer added later does not fail days recorded before it;
     # empty on segments written before the field existed (then LEGACY_DERIVED_KINDS)
     derived_kinds: list[int] = []
+    # the recording's Polygon poller logs a ChainSnapshot after each chain snapshot's final page
+    # (the reducers then compute from those, never from the pages); on a `chains` stream
+    # segment (`mia migrate`), the day holds ChainSnapshots written after the fact
+    chain_snapshots: bool = False
 
 
 class RecordingEnded(Event, tag=K_RECORDING_ENDED):

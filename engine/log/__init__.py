@@ -111,18 +111,19 @@ class EventLog:
                fsync: str = "interval", fsync_interval_s: float = 1.0,
                frame_max_events: int = 4096, frame_max_ms: float = 100.0,
                clock: Clock = _WALL_CLOCK, on_write: OnWrite | None = None,
-               derived_kinds: Sequence[int] = ()) -> LogWriter:
+               derived_kinds: Sequence[int] = (), chain_snapshots: bool = False) -> LogWriter:
         """A new segment of `stream` in today's folder (by `clock`), RecordingStarted first.
 
         `on_write(seq, event, encoded)` sees every row written, with the bytes the frame holds;
-        `derived_kinds` (derived streams) names the kinds the writing code can emit.
+        `derived_kinds` (derived streams) names the kinds the writing code can emit;
+        `chain_snapshots` says its chain pages are each followed by a ChainSnapshot.
         """
         return LogWriter(local_only(self.root, "recording"), stream, recording_id=recording_id,
                          sources=sources,
                          config_fingerprint=config_fingerprint, fsync=fsync,
                          fsync_interval_s=fsync_interval_s, frame_max_events=frame_max_events,
                          frame_max_ms=frame_max_ms, clock=clock, on_write=on_write,
-                         derived_kinds=derived_kinds)
+                         derived_kinds=derived_kinds, chain_snapshots=chain_snapshots)
 
     # reading
     def _open_readers(self, date, streams, strict, follow, on_problem, poll_s, idle_timeout_s,

@@ -77,7 +77,7 @@ class LogWriter:
                  sources: Sequence[str], config_fingerprint: str, fsync: str,
                  fsync_interval_s: float, frame_max_events: int, frame_max_ms: float,
                  clock: Clock, on_write: OnWrite | None = None,
-                 derived_kinds: Sequence[int] = ()) -> None:
+                 derived_kinds: Sequence[int] = (), chain_snapshots: bool = False) -> None:
         if not STREAM_RE.match(stream):
             raise UsageError(f"bad stream name {stream!r}: use [a-z0-9_]+")
         if fsync not in FSYNC_POLICIES:
@@ -93,6 +93,7 @@ class LogWriter:
         self._recording_id = recording_id
         self._sources = list(sources)
         self._derived_kinds = sorted(derived_kinds)
+        self._chain_snapshots = bool(chain_snapshots)  # RecordingStarted.chain_snapshots
         self._fingerprint = config_fingerprint
         self._fsync = fsync
         self._fsync_interval = fsync_interval_s
@@ -273,7 +274,7 @@ class LogWriter:
         self._append_internal(RecordingStarted(
             ts_start, ts_start, self._recording_id, __version__, SCHEMA_VERSION, self._fingerprint,
             self._sources, self._stream, socket.gethostname(), os.getpid(),
-            list(self._derived_kinds)))
+            list(self._derived_kinds), self._chain_snapshots))
         self._write_frame()  # a segment always starts with a whole frame holding RecordingStarted
         log.info("segment opened path=%s seq=%d", path, self._next_seq - 1)
 
