@@ -45,7 +45,6 @@ from ..engine.events import (
     SourceError,
 )
 from . import _gamma_kernels as kern
-from .flow import DaySignedVolume, FlowGex, with_flow
 
 NAN = math.nan
 NS_PER_YEAR: Final = 365 * NS_PER_DAY  # T in years of 365 days
