@@ -45,6 +45,7 @@ from ..engine.events import (
     SourceError,
 )
 from . import _gamma_kernels as kern
+from .flow import DaySignedVolume, FlowGex, with_flow
 
 NAN = math.nan
 NS_PER_YEAR: Final = 365 * NS_PER_DAY  # T in years of 365 days
@@ -219,6 +220,22 @@ def dealer_bias_score(
     return min(1.0, max(-1.0, sum(w * v for w, v in terms) / wsum))
 
 
+def chain_inputs(chain: ChainColumns, live: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(OI, volume, multiplier, IV) of a chain's rows, cleaned: 0 OI / volume where missing or
+    negative, multiplier 100 where missing, IV NaN where missing or not live."""
+    oi = np.where(np.isfinite(chain.open_interest) & (chain.open_interest > 0), chain.open_interest, 0.0)
+    volume = np.where(np.isfinite(chain.volume) & (chain.volume > 0), chain.volume, 0.0)
+    mult = np.where(np.isfinite(chain.multiplier) & (chain.multiplier > 0), chain.multiplier, 100.0)
+    iv = np.where(live & np.isfinite(chain.iv) & (chain.iv > 0), chain.iv, NAN)
+    return oi, volume, mult, iv
+
+
+def contract_gex(weight: np.ndarray, gamma: np.ndarray, has_gamma: np.ndarray, spot: float) -> np.ndarray:
+    """GEX per contract, dollars per 1% move: weight (dealer contracts x multiplier) x gamma x
+    S^2 x 0.01; 0 where the contract has no gamma."""
+    return np.where(has_gamma, weight * np.where(has_gamma, gamma, 0.0) * spot * spot * 0.01, 0.0)
+
+
 def compute_gamma(chain: ChainColumns, config: GammaConfig = DEFAULT_CONFIG, futures_mid: float = NAN) -> GammaResult:
     """The gamma picture of one chain snapshot. Raises ChainDataError when it has none."""
     n = len(chain)
@@ -239,10 +256,7 @@ def compute_gamma(chain: ChainColumns, config: GammaConfig = DEFAULT_CONFIG, fut
     t_years = np.maximum(expiry - chain.ts_ns, MIN_T_NS) / NS_PER_YEAR
     call_sign, put_sign = CONVENTIONS[config.dealer_convention]
     sign = np.where(right == RIGHT_CALL, call_sign, put_sign)
-    oi = np.where(np.isfinite(chain.open_interest) & (chain.open_interest > 0), chain.open_interest, 0.0)
-    volume = np.where(np.isfinite(chain.volume) & (chain.volume > 0), chain.volume, 0.0)
-    mult = np.where(np.isfinite(chain.multiplier) & (chain.multiplier > 0), chain.multiplier, 100.0)
-    iv = np.where(live & np.isfinite(chain.iv) & (chain.iv > 0), chain.iv, NAN)
+    oi, volume, mult, iv = chain_inputs(chain, live)
     r, q = float(config.rate), float(config.dividend_yield)
 
     bs_delta, bs_gamma, bs_vega, vanna, charm = kern.chain_greeks(spot, strike, t_years, iv, right, r, q)
@@ -255,7 +269,7 @@ def compute_gamma(chain: ChainColumns, config: GammaConfig = DEFAULT_CONFIG, fut
     gamma = np.where(live, gamma, NAN)
     has_gamma = live & np.isfinite(gamma)
     weight = sign * oi * mult  # shares-of-hedge scale per unit greek
-    gex = np.where(has_gamma, weight * np.where(has_gamma, gamma, 0.0) * spot * spot * 0.01, 0.0)
+    gex = contract_gex(weight, gamma, has_gamma, spot)
     is_call = live & (right == RIGHT_CALL)
     is_put = live & (right == RIGHT_PUT)
 
@@ -372,6 +386,40 @@ def gamma_levels(result: GammaResult, *, ts_recv: int, stale: bool = False, stal
         put_wall_fut=result.fut(result.put_wall), max_pain_fut=result.fut(result.max_pain),
         unusual_strikes=list(result.unusual_strikes), atm_iv=result.atm_iv,
     )
+
+
+def flow_gex(result: GammaResult, chain: ChainColumns, signed: np.ndarray,
+             config: GammaConfig = DEFAULT_CONFIG) -> FlowGex:
+    """The flow-adjusted gamma picture of a chain (mia.analytics.flow, README "Option flow").
+
+    Dealers hold sign x OI of each contract (the convention) and take the other side of the
+    customers' signed volume `signed` (per chain row, contracts today): GEX per contract with
+    weight (sign x OI - signed) x multiplier, by strike, its walls, total and the zero-gamma
+    flip of its profile (same grid, same kernels as compute_gamma). With `signed` all zero it is
+    the OI picture bit for bit.
+    """
+    live = result.live
+    strike = np.asarray(chain.strike, dtype=np.float64)
+    right = np.asarray(chain.right, dtype=np.int8)
+    oi, _, mult, iv = chain_inputs(chain, live)
+    has_gamma = live & np.isfinite(result.gamma)
+    v = np.where(has_gamma, np.asarray(signed, dtype=np.float64), 0.0)
+    weight = (result.sign * oi - v) * mult
+    gex = contract_gex(weight, result.gamma, has_gamma, result.spot)
+    strikes = result.strikes
+    s_idx = np.searchsorted(strikes, np.where(live, strike, strikes[0])).astype(np.int64)
+    s_idx[~live] = 0
+    call_k = kern.group_sum(s_idx, np.where(live & (right == RIGHT_CALL), gex, 0.0), strikes.size)
+    put_k = kern.group_sum(s_idx, np.where(live & (right == RIGHT_PUT), gex, 0.0), strikes.size)
+    _, log_start, log_step = kern.profile_grid(result.spot, config.grid_width, config.grid_points)
+    _, curve = kern.gamma_profile(log_start, log_step, config.grid_points, strike, result.t_years, iv,
+                                  np.where(live, weight, 0.0), float(config.rate),
+                                  float(config.dividend_yield))
+    crossings = kern.zero_crossings(result.profile_grid, curve)
+    zero = float(crossings[np.argmin(np.abs(crossings - result.spot))]) if crossings.size else NAN
+    return FlowGex(zero_gamma=zero, total_gex=float(np.sum(gex)), call_wall=_strike_at_max(strikes, call_k),
+                   put_wall=_strike_at_max(strikes, put_k), contracts=float(np.sum(v)), strikes=strikes,
+                   gex_oi=result.net_gex_by_strike, gex_flow=call_k + put_k, profile_gex=curve)
 
 
 INDICES_PATH: Final = "/v3/snapshot/indices"  # Polygon's indices snapshot (index spot values)
@@ -534,6 +582,11 @@ class GammaReducer:
         self._last_good: dict[str, GammaLevels] = {}
         self._results: dict[str, GammaResult] = {}
         self.skipped = 0  # snapshots dropped: a non-200 page or a MiaError
+        # option flow (Polygon streams): the day's signed customer volume per contract, folded
+        # in the row walk below; the chains of each batch, at their rows, for the flow reducer
+        self._flow = DaySignedVolume()
+        self._pos = 0
+        self.batch_chains: list[tuple] = []  # (row, underlying, tickers, delta, gamma, spot)
 
     def last(self) -> dict[str, GammaLevels]:
         return dict(self._last)
@@ -548,7 +601,11 @@ class GammaReducer:
         quotes = np.flatnonzero((kind == K_QUOTE) & np.isfinite(batch.bid) & np.isfinite(batch.ask))
         out: list[GammaLevels] = []
         done = 0  # quotes[:done] already folded into self._mids
+        self.batch_chains = []
+        self._flow.begin(batch)  # option trades and quotes: folded up to each row below
         for pos in wanted:
+            self._pos = int(pos)
+            self._flow.advance(self._pos)
             upto = int(np.searchsorted(quotes, pos))
             self._fold_quotes(batch, quotes[done:upto])
             done = upto
@@ -571,6 +628,7 @@ class GammaReducer:
                 if levels is not None:
                     out.append(levels)
         self._fold_quotes(batch, quotes[done:])
+        self._flow.finish()
         return out
 
     def _fold_quotes(self, batch: ColumnBatch, rows: np.ndarray) -> None:
@@ -618,6 +676,11 @@ class GammaReducer:
             self.skipped += 1
             return None
         levels = gamma_levels(result, ts_recv=ev.ts_recv, futures_symbol=fut_symbol)
+        signed = self._flow.signed_for(chain.tickers, result.ts_ns) if len(chain.tickers) == len(chain) else None
+        if signed is not None:  # option trades seen this trade date: the flow-adjusted picture
+            levels = with_flow(levels, flow_gex(result, chain, signed, self._config))
+        self.batch_chains.append((self._pos, ev.underlying, chain.tickers, result.delta, result.gamma,
+                                  result.spot))
         self._results[ev.underlying] = result
         self._last[ev.underlying] = levels
         self._last_good[ev.underlying] = levels
