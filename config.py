@@ -10,6 +10,7 @@
     [gamma]      mia.analytics.gamma
     [monitor]    mia.analytics.monitor
     [volatility] mia.analytics.volatility
+    [flow]       mia.analytics.flow    (option flow bars, unusual-trade thresholds)
 
 Precedence: command-line flags, then the config file, then environment variables for secrets
 (POLYGON_API_KEY, MIA_DTC_USERNAME, MIA_DTC_PASSWORD). Unknown keys are errors.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import msgspec
 
+from mia.analytics.flow import FlowConfig
 from mia.analytics.gamma import GammaConfig
 from mia.analytics.monitor import MonitorConfig
 from mia.analytics.orderflow import OrderflowConfig
@@ -46,6 +48,7 @@ class AnalyticsConfig(ConfigBase):
     gamma: GammaConfig = GammaConfig()
     monitor: MonitorConfig = MonitorConfig()
     volatility: VolatilityConfig = VolatilityConfig()
+    flow: FlowConfig = FlowConfig()
 
 
 class Config(ConfigBase):
@@ -60,6 +63,7 @@ class Config(ConfigBase):
     gamma: GammaConfig = GammaConfig()
     monitor: MonitorConfig = MonitorConfig()
     volatility: VolatilityConfig = VolatilityConfig()
+    flow: FlowConfig = FlowConfig()
     levels_file: str = ""  # Sierra Chart levels file to keep up to date while recording
     status_interval_s: float = 1.0
 
@@ -70,7 +74,7 @@ class Config(ConfigBase):
         if extra:
             vol = msgspec.structs.replace(vol, vix_symbols=[*vol.vix_symbols, *extra])
         return AnalyticsConfig(orderflow=self.orderflow, gamma=self.gamma, monitor=self.monitor,
-                               volatility=vol)
+                               volatility=vol, flow=self.flow)
 
     def replace(self, **changes) -> "Config":
         return msgspec.structs.replace(self, **changes)

@@ -25,6 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
+from mia.analytics.flow import FlowReducer
 from mia.analytics.gamma import GammaReducer
 from mia.analytics.monitor import MonitorReducer
 from mia.analytics.orderflow import InstrumentSummary, OrderflowReducer
@@ -92,9 +93,12 @@ class Fold:
         self.surface = IvSurfaceReducer(chain_columns, vol, rate=self.config.gamma.rate,
                                         dividend_yield=self.config.gamma.dividend_yield,
                                         index_values=index_values)
+        # option flow takes each contract's greeks from the chains the gamma reducer computed
+        # in the same batch (at their rows): it runs after it
+        self.flow = FlowReducer(self.config.flow, greeks=self.gamma)
         # the order is part of the output: it breaks ts_recv ties between derived events
         # (new reducers go last, so the derived events of earlier ones keep their order)
-        self.reducers = (self.orderflow, self.gamma, self.monitor, self.term, self.surface)
+        self.reducers = (self.orderflow, self.gamma, self.monitor, self.term, self.surface, self.flow)
         self.warmup_days: list[str] = []
         self.warmup_rows = 0
         self.rows = 0
