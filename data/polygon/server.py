@@ -277,16 +277,21 @@ def _r(x: float, nd: int = 4) -> float:
     return float(round(x, nd))
 
 
+def nbbo(px: float) -> tuple[float, float]:
+    """The simulated bid and ask around a model price: listed ticks (0.05 below $3, else 0.10),
+    about 1.2 % each side, at least a tick (the chain's last_quote and the stream's quotes)."""
+    tick = 0.05 if px < 3.0 else 0.10
+    half = max(tick, 0.012 * px)
+    return max(0.0, math.floor((px - half) / tick) * tick), math.ceil((px + half) / tick) * tick
+
+
 def contract_row(chain: _Chain, i: int, underlying: str, *, greeks: bool = True, fmv: bool = True) -> dict[str, Any]:
     """Row i of the chain in Polygon's `results[]` shape."""
     now = chain.t_ns
     k = float(chain.strike[i])
     call = chain.right[i] > 0
     px = float(chain.price[i])
-    tick = 0.05 if px < 3.0 else 0.10
-    half = max(tick, 0.012 * px)
-    bid = max(0.0, math.floor((px - half) / tick) * tick)
-    ask = math.ceil((px + half) / tick) * tick
+    bid, ask = nbbo(px)
     u1, u2 = float(chain.u1[i]), float(chain.u2[i])
     last = max(0.05, round(bid + (ask - bid) * u1, 2))
     prev_close = max(0.05, round(px * (0.85 + 0.3 * u2), 2))
