@@ -413,6 +413,9 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
 @click.option("--symbols", help="Comma-separated symbols to summarise and publish.")
 @click.option("--publish", metavar="ADDR", help="Publish the replayed events on this ZeroMQ address.")
 @click.option("--check", is_flag=True, help="Recompute every derived event and compare with the live ones.")
+@click.option("--deep", is_flag=True,
+              help="With --check: also re-parse every chain snapshot's raw pages and prove the "
+                   "stored ChainSnapshots equal to them.")
 @click.option("--live-only", is_flag=True,
               help="Fold only what was recorded live (leave out imported and backfilled history).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
@@ -420,13 +423,14 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
 @json_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @handle_errors
-def replay(data_dir, date_, from_, to, speed, symbols, publish, check, live_only, config_path,
+def replay(data_dir, date_, from_, to, speed, symbols, publish, check, deep, live_only, config_path,
            as_json, quiet):
     """Replay a recorded day through the reducers; --check proves live and replay agree.
 
     \b
     Examples:
       mia replay --date 2026-11-20 --check
+      mia replay --date 2026-11-20 --check --deep
       mia replay --date 2026-11-20 --from 14:30 --to 15:00 --symbols ESZ6 --json
       mia replay --date 2026-11-20 --speed 10 --publish tcp://127.0.0.1:5557
     """
@@ -434,6 +438,8 @@ def replay(data_dir, date_, from_, to, speed, symbols, publish, check, live_only
     from mia.replay import replay_day
     from mia.replay.run import summary_lines
 
+    if deep and not check:
+        raise UsageError("--deep goes with --check")
     cfg = _load_cfg(config_path)
     date, start, end = _date_and_window(date_, from_, to)
     show = not quiet and sys.stderr.isatty()
@@ -447,7 +453,7 @@ def replay(data_dir, date_, from_, to, speed, symbols, publish, check, live_only
     try:
         result = replay_day(data_dir, date, start=start, end=end, symbols=_split(symbols),
                             speed=speed, publish=publish, check=check, config=cfg,
-                            live_only=live_only,
+                            live_only=live_only, deep=deep,
                             progress=progress if bar is not None else None)
     finally:
         if bar is not None:
@@ -463,6 +469,11 @@ def replay(data_dir, date_, from_, to, speed, symbols, publish, check, live_only
     if check:
         if result.check == "ok":
             click.echo(f"check: ok ({result.derived:,} derived events identical)", err=True)
+            if result.chains is not None:
+                c = result.chains
+                click.echo(f"check --deep: ok ({c.snapshots:,} chain snapshots equal to their pages"
+                           + (f"; {c.page_only:,} recorded as pages only" if c.page_only else "") + ")",
+                           err=True)
         else:
             click.echo(f"check: MISMATCH: {result.mismatch}", err=True)
             sys.exit(1)

@@ -45,8 +45,10 @@ __all__ = ["Fold", "history_dates", "LIVE_STREAMS", "INPUT_STREAMS"]
 
 LIVE_STREAMS = ("live",)  # what the live reducers saw; what `--check` recomputes from
 # every input a replay folds by default: what the sources sent live, history imported from
-# Sierra or Databento files, and gaps backfilled after the fact (ts_recv = ts_event for both)
-INPUT_STREAMS = ("live", "import", "backfill")
+# Sierra or Databento files, gaps backfilled after the fact (ts_recv = ts_event for both), and
+# the ChainSnapshots `mia migrate` wrote for a day recorded before the poller logged them (each
+# at its chain's final page: the reducers read them instead of parsing the pages)
+INPUT_STREAMS = ("live", "import", "backfill", "chains")
 
 
 def history_dates(log: EventLog, date: str) -> list[str]:

@@ -27,7 +27,7 @@ from mia.engine.events import (
 )
 from mia.engine.pipeline import Pipeline
 from mia.fold import LIVE_STREAMS, Fold
-from mia.replay.check import CrashedRun, check_derived
+from mia.replay.check import ChainCheck, CrashedRun, check_chain_snapshots, check_derived
 from mia.replay.day import Day, time_span
 
 __all__ = ["replay_day", "ReplayResult", "GammaSummary", "SPEEDS", "summary_lines"]
@@ -73,6 +73,7 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     seconds: float = 0.0
     warmup_days: list[str] = []  # earlier days folded first (a recording through midnight)
     crashed_runs: list[CrashedRun] = []  # with --check: runs verified in part
+    chains: ChainCheck | None = None  # with --check --deep: ChainSnapshots against their pages
 
     def json(self) -> dict:
         """The --json object: {"date", "events", "instruments", "gamma", "volatility", "check",
@@ -123,6 +124,7 @@ def replay_day(
     config: Config | AnalyticsConfig | None = None,
     progress: Callable[[int, int], None] | None = None,
     live_only: bool = False,
+    deep: bool = False,
 ) -> ReplayResult:
     """Fold a recorded day through the standard fold; optionally pace, publish and check.
 
@@ -130,7 +132,9 @@ def replay_day(
     its state needs them (symbols, session totals, the last chain). [start, end) bounds what is
     summarised, paced, published and checked. Imported and backfilled history is folded with
     the live rows unless `live_only`; `check` always recomputes from the live stream alone, as
-    the recorder computed it.
+    the recorder computed it. `deep` (with `check`) also re-parses every chain snapshot's raw
+    pages and proves the stored ChainSnapshots equal to them (`check_chain_snapshots`); the
+    first difference makes the check a mismatch.
     """
     t0 = time.perf_counter()
     day = Day(root, date)
@@ -200,5 +204,9 @@ def replay_day(
         verdict = check_derived(day.log, day.date, recomputed, start=start, end=end)
         result.check, result.mismatch = verdict.check, verdict.mismatch
         result.crashed_runs = verdict.crashed_runs
+        if deep:
+            result.chains = check_chain_snapshots(day.log, day.date)
+            if result.check == "ok" and result.chains.check != "ok":
+                result.check, result.mismatch = result.chains.check, result.chains.mismatch
     result.seconds = time.perf_counter() - t0
     return result
