@@ -289,6 +289,9 @@ def _status_printer(quiet: bool):
 @click.option("--symbols", help="Comma-separated symbols for the DTC connections given by --dtc.")
 @click.option("--depth", type=click.IntRange(0, 50), default=None, help="Depth levels [10].")
 @click.option("--polygon-url", help="Polygon base URL (default https://api.polygon.io).")
+@click.option("--polygon-ws-url", metavar="WS_URL",
+              help="Stream option trades, quotes and index values from this Polygon WebSocket host "
+                   "(ws://HOST:PORT, wss://socket.polygon.io); [polygon] stream = true does too.")
 @click.option("--underlyings", help="Comma-separated option underlyings [SPX,NDX].")
 @click.option("--poll", type=float, help="Seconds between chain snapshots [fits the plan].")
 @click.option("--no-dtc", is_flag=True, help="Record no DTC connection.")
@@ -309,7 +312,7 @@ def _status_printer(quiet: bool):
 @handle_errors
 def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underlyings, poll,
            no_dtc, no_polygon, publish, no_publish, levels_file, duration, sim, seed, rate,
-           on_alert, exit_if_unreachable, quiet, sierra_data):
+           on_alert, exit_if_unreachable, quiet, sierra_data, polygon_ws_url):
     """Record DTC order flow and Polygon options chains into the log.
 
     \b
@@ -354,6 +357,10 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
         pol = msgspec.structs.replace(pol, underlyings=_split(underlyings))
     if poll is not None:
         pol = msgspec.structs.replace(pol, poll_s=poll)
+    if polygon_ws_url:
+        if not polygon_ws_url.startswith(("ws://", "wss://")):
+            raise UsageError(f"--polygon-ws-url {polygon_ws_url!r} is not ws://HOST:PORT or wss://HOST")
+        pol = msgspec.structs.replace(pol, stream=True, stream_url=polygon_ws_url)
     cfg = msgspec.structs.replace(cfg, polygon=pol)
     if publish:
         cfg = msgspec.structs.replace(cfg, bus=msgspec.structs.replace(cfg.bus, address=publish))
@@ -383,8 +390,10 @@ def record(data_dir, config_path, dtc_addrs, symbols, depth, polygon_url, underl
         if no_dtc:
             run_cfg = msgspec.structs.replace(run_cfg, dtc=[])
         if no_polygon:
-            run_cfg = msgspec.structs.replace(run_cfg, polygon=msgspec.structs.replace(run_cfg.polygon, enabled=False))
-        if not run_cfg.dtc and not run_cfg.sierra and not (run_cfg.polygon.enabled and run_cfg.polygon.underlyings):
+            run_cfg = msgspec.structs.replace(run_cfg, polygon=msgspec.structs.replace(
+                run_cfg.polygon, enabled=False, stream=run_cfg.polygon.stream and bool(polygon_ws_url)))
+        if not run_cfg.dtc and not run_cfg.sierra and not (run_cfg.polygon.enabled and run_cfg.polygon.underlyings) \
+                and not run_cfg.polygon.stream:
             raise UsageError("nothing to record: give --dtc HOST:PORT --symbols ..., a config, or --sim")
         rec = Recorder(run_cfg, data_dir, status=_status_printer(quiet),
                        exit_if_unreachable_s=exit_if_unreachable)
@@ -525,17 +534,20 @@ def backfill(data_dir, date_, historical, symbols, no_zlib, timeout, attempts, a
 @click.option("--dtc-historical-port", type=int, default=11098, show_default=True,
               help="The DTC simulator's historical data port (what `mia backfill` asks).")
 @click.option("--polygon-port", type=int, default=8765, show_default=True)
+@click.option("--polygon-ws-port", type=int, default=8766, show_default=True,
+              help="Polygon's WebSocket clusters (/options, /indices).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--rate", type=float, default=2000.0, show_default=True, help="DTC messages per second.")
 @click.option("--duration", help="Stop after this long (default: until Ctrl-C).")
 @handle_errors
-def sim(dtc_port, dtc_historical_port, polygon_port, seed, rate, duration):
-    """Serve the DTC exchange simulator and the Polygon API simulator on loopback.
+def sim(dtc_port, dtc_historical_port, polygon_port, seed, rate, duration, polygon_ws_port):
+    """Serve the DTC exchange simulator and the Polygon API and WebSocket simulators on loopback.
 
     \b
     Example:
       mia sim --seed 7 &   then   mia record --dtc 127.0.0.1:11099 --symbols ESZ6 \\
-          --polygon-url http://127.0.0.1:8765   (POLYGON_API_KEY=sim-key-not-a-secret)
+          --polygon-url http://127.0.0.1:8765 --polygon-ws-url ws://127.0.0.1:8766
+          (POLYGON_API_KEY=sim-key-not-a-secret)
     """
     from mia.recorder.sim import SIM_API_KEY, Simulators
 
@@ -545,10 +557,11 @@ def sim(dtc_port, dtc_historical_port, polygon_port, seed, rate, duration):
         import asyncio
 
         async with Simulators(seed=seed, dtc_port=dtc_port, polygon_port=polygon_port, rate=rate,
-                              dtc_historical_port=dtc_historical_port) as sims:
+                              dtc_historical_port=dtc_historical_port, polygon_ws_port=polygon_ws_port) as sims:
             click.echo(f"DTC simulator on 127.0.0.1:{sims.dtc.port} (historical data on "
                        f"{sims.dtc_historical}), Polygon simulator on "
-                       f"{sims.polygon.url} (API key {SIM_API_KEY!r}); Ctrl-C stops", err=True)
+                       f"{sims.polygon.url}, its streams on {sims.polygon_ws.url} (API key "
+                       f"{SIM_API_KEY!r}); Ctrl-C stops", err=True)
             try:
                 await asyncio.wait_for(stop.wait(), seconds)
             except asyncio.TimeoutError:

@@ -180,6 +180,16 @@ class Recorder:
                 point_values=scfg.point_values,
                 log_root=self.data_dir,  # a restart continues where today's log ends
             ))
+        streams: list = []  # the Polygon WebSocket clients; the options one picks quotes from chains
+        if pcfg.stream:
+            from mia.data.polygon.stream import stream_roots
+            from mia.data.polygon.stream_client import stream_clients
+
+            streams = stream_clients(pcfg.stream_url, api_key=polygon_api_key(pcfg), clock=self.clock,
+                                     emitter=self._emitter, underlyings=pcfg.underlyings,
+                                     quote_limit=pcfg.stream_quotes, quote_expiries=pcfg.stream_quote_expiries,
+                                     index_tickers=pcfg.stream_index_tickers,
+                                     roots=stream_roots(pcfg.underlyings))
         if pcfg.enabled and pcfg.underlyings:
             from mia.data.polygon.client import PolygonClient
             from mia.data.polygon.poller import PolygonPoller
@@ -197,7 +207,7 @@ class Recorder:
                     client,
                     pcfg.underlyings,
                     interval_s=pcfg.poll_s,
-                    emit=backup.tap(self._emitter("polygon")) if backup is not None else self._emitter("polygon"),
+                    emit=self._polygon_emit(backup, streams),
                     clock=self.clock,
                     expiry_days=pcfg.expiry_days,
                     strike_window=pcfg.strike_window,
@@ -208,7 +218,15 @@ class Recorder:
             )
         if backup is not None:
             sources.append(backup)
+        sources.extend(streams)
         return sources
+
+    def _polygon_emit(self, backup, streams: list) -> Callable[[Event], None]:
+        """The poller's emit: through the VIX backup switch and the stream's quote choice, if any."""
+        emit = self._emitter("polygon")
+        if backup is not None:
+            emit = backup.tap(emit)
+        return streams[0].tap(emit) if streams else emit
 
     # --- run ---------------------------------------------------------------------------------
 

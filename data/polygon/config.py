@@ -29,10 +29,24 @@ class PolygonConfig(ConfigBase):
     # GET /v3/snapshot/indices for these tickers beside the chains (empty: none)
     index_tickers: list[str] = msgspec.field(default_factory=lambda: ["I:SPX", "I:NDX", "I:VIX"])
     indices_poll_s: float | None = None  # None: a share of the plan's budget (see poller)
+    # WebSocket streams (plans with WebSockets, e.g. Advanced): every option trade of the
+    # underlyings' roots (SPX/SPXW, NDX/NDXP), quotes of the `stream_quotes` contracts nearest the
+    # money on the `stream_quote_expiries` nearest expiries, and index values; one connection per
+    # cluster. `mia record --polygon-ws-url ws://HOST:PORT` turns them on too.
+    stream: bool = False
+    stream_url: str = "wss://socket.polygon.io"  # delayed plans: "wss://delayed.polygon.io"
+    stream_quotes: int = 500  # at most 1,000: Polygon's quoted contracts per connection
+    stream_quote_expiries: int = 2
+    stream_index_tickers: list[str] = msgspec.field(default_factory=lambda: ["I:SPX", "I:NDX", "I:VIX"])
 
     def __post_init__(self) -> None:
         for t in self.snapshot_times:
             parse_hhmm(t)
+        if not 0 <= self.stream_quotes <= 1000:
+            raise ValueError(f"stream_quotes = {self.stream_quotes}: Polygon quotes at most 1,000 contracts "
+                             "per connection (0 for none)")
+        if not self.stream_url.startswith(("ws://", "wss://")):
+            raise ValueError(f"stream_url = {self.stream_url!r} is not a ws:// or wss:// URL")
 
 
 def parse_hhmm(text: str) -> tuple[int, int]:

@@ -44,7 +44,7 @@ from mia.engine.events import (
     SourceError,
 )
 
-from .models import OccContract, occ_contract
+from .models import INDEX_ROOTS, OccContract, occ_contract
 
 CLUSTER_OPTIONS: Final = "options"
 CLUSTER_INDICES: Final = "indices"
@@ -341,3 +341,11 @@ class QuoteSelector:
             return None
         self.current = new
         return new
+
+
+def stream_roots(underlyings: Iterable[str]) -> list[str]:
+    """The OCC roots whose options belong to `underlyings`: "SPX" -> SPX and SPXW (INDEX_ROOTS);
+    an underlying without listed index roots is its own root."""
+    wanted = list(underlyings)
+    roots = [r for r, u in INDEX_ROOTS.items() if u in wanted]
+    return roots + [u for u in wanted if u not in INDEX_ROOTS.values()]
