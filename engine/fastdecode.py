@@ -92,6 +92,14 @@ def _plan(index_only: bool):
     return codes, min_len, is_obj, known, inst_default
 
 
+# per column code: the range of ints its column holds (checked by _walk's `check`)
+_INT_LO = np.full(32, np.iinfo(np.int64).min, dtype=np.int64)
+_INT_HI = np.full(32, np.iinfo(np.int64).max, dtype=np.int64)
+for _name in _INT_COLUMNS:
+    _info = np.iinfo(COLUMN_SPEC[_name][0])
+    _INT_LO[_CODE_OF[_name]] = _info.min
+    _INT_HI[_CODE_OF[_name]] = _info.max
+
 _COLUMNS_PLAN = _plan(False)
 _INDEX_PLAN = _plan(True)
 
@@ -103,6 +111,7 @@ ERR_COUNT = -4
 ERR_UNKNOWN_KIND = -5
 ERR_SHORT_EVENT = -6
 ERR_TRAILING = -7
+ERR_RANGE = -8
 
 ERROR_NAMES = {
     ERR_TRUNCATED: "payload ends inside an element",
@@ -112,6 +121,7 @@ ERROR_NAMES = {
     ERR_UNKNOWN_KIND: "unknown event kind",
     ERR_SHORT_EVENT: "event array lacks required fields",
     ERR_TRAILING: "bytes after the event array",
+    ERR_RANGE: "an int field does not fit its column",
 }
 
 
@@ -133,8 +143,9 @@ _FIXED_SIZE[0x90] = 1  # empty array
 _FIXED_SIZE[0x80] = 1  # empty map
 
 
-def _be_loader(width):
-    """An intrinsic: the `width`-bit big-endian unsigned int at buf[p], as uint64.
+def _be_loader(width, big_endian=True):
+    """An intrinsic: the `width`-bit big-endian (or little-endian) unsigned int at buf[p], as
+    uint64.
 
     One unaligned load and a byte swap; an intrinsic costs numba nothing to compile per call
     site, where an inline="always" function is re-inlined at IR level at every call.
@@ -148,7 +159,7 @@ def _be_loader(width):
             ary = context.make_array(signature.args[0])(context, builder, value=args[0])
             addr = builder.gep(ary.data, [args[1]])
             v = builder.load(builder.bitcast(addr, ir.IntType(width).as_pointer()), align=1)
-            if width > 8:
+            if width > 8 and big_endian:
                 v = builder.bswap(v)
             return builder.zext(v, ir.IntType(64)) if width < 64 else v
         return types.uint64(buf, types.int64), codegen
@@ -266,8 +277,8 @@ def _skip(buf, p, end):
 
 
 @njit(cache=True)
-def _walk(buf, count, codes, min_len, is_obj, known, inst_default, fill, row0, first_seq,
-          obj_base, kind, seq, ts_event, ts_recv, instrument, price, size, side, bid, bid_size,
+def _walk(buf, count, codes, min_len, is_obj, known, inst_default, fill, check, row0,
+          first_seq, obj_base, kind, seq, ts_event, ts_recv, instrument, price, size, side, bid, bid_size,
           ask, ask_size, action, level, orders, flags, obj, obj_start, obj_end):
     """Fill rows row0.. of the columns from one frame's msgpack array; returns the number of
     object rows.
@@ -276,8 +287,10 @@ def _walk(buf, count, codes, min_len, is_obj, known, inst_default, fill, row0, f
     element goes to, so a single copy of the number reader serves every field. With `fill`,
     every column of every row is written (fill values where the kind has no such field, seq
     from first_seq or -1, obj from obj_base), so the columns may come from np.empty; without
-    it (the index plan) only the planned columns are touched. Returns a negative error code
-    when the bytes are not what the writer produces.
+    it (the index plan) only the planned columns are touched. With `check`, an int that does
+    not fit its column (which would wrap) is an error (ERR_RANGE): the format-2 writer uses it
+    to keep columns exact. Returns a negative error code when the bytes are not what the writer
+    produces.
     """
     end = buf.shape[0]
     n, p = _array_len(buf, 0, end)
@@ -358,6 +371,8 @@ def _walk(buf, count, codes, min_len, is_obj, known, inst_default, fill, row0, f
                 if p + 9 > end:
                     return ERR_TRUNCATED
                 u = _be64(buf, p + 1)
+                if check and code < _C_FIRST_FLOAT and u > np.uint64(0x7FFFFFFFFFFFFFFF):
+                    return ERR_RANGE
                 iv = np.int64(u)
                 fv = np.float64(u)
                 p += 9
@@ -409,6 +424,8 @@ def _walk(buf, count, codes, min_len, is_obj, known, inst_default, fill, row0, f
                 continue
             if is_float:
                 return ERR_BAD_TYPE
+            if check and (iv < _INT_LO[code] or iv > _INT_HI[code]):
+                return ERR_RANGE
             if code == _C_TAG:
                 if iv < 0 or iv > 255 or known[iv] == 0:
                     return ERR_UNKNOWN_KIND
@@ -473,8 +490,8 @@ def decode_columns_into(batch: ColumnBatch, offset: int, payload: bytes, count: 
     obj_start = np.empty(count, np.int64)
     obj_end = np.empty(count, np.int64)
     b = batch
-    n_obj = _walk(buf, count, *_COLUMNS_PLAN, True, offset, first_seq, len(b.objects), b.kind,
-                  b.seq, b.ts_event, b.ts_recv, b.instrument, b.price, b.size, b.side, b.bid,
+    n_obj = _walk(buf, count, *_COLUMNS_PLAN, True, False, offset, first_seq, len(b.objects),
+                  b.kind, b.seq, b.ts_event, b.ts_recv, b.instrument, b.price, b.size, b.side, b.bid,
                   b.bid_size, b.ask, b.ask_size, b.action, b.level, b.orders, b.flags, b.obj,
                   obj_start, obj_end)
     if n_obj < 0:
@@ -483,6 +500,22 @@ def decode_columns_into(batch: ColumnBatch, offset: int, payload: bytes, count: 
         mv = memoryview(payload)
         decode = _one_decoder.decode
         b.objects.extend([decode(mv[obj_start[k]:obj_end[k]]) for k in range(n_obj)])
+
+
+def columns_and_objects(payload: bytes, count: int) -> tuple[ColumnBatch, np.ndarray, np.ndarray]:
+    """For the format-2 writer: the columns of a msgpack frame payload with every int checked
+    to fit its column, and the byte spans (start, end) in `payload` of each object row's event
+    (objects are not decoded). FastDecodeError when the frame cannot be held exactly."""
+    buf = np.frombuffer(payload, dtype=np.uint8)
+    b = empty_batch(count)
+    obj_start = np.empty(count, np.int64)
+    obj_end = np.empty(count, np.int64)
+    n_obj = _walk(buf, count, *_COLUMNS_PLAN, True, True, 0, -1, 0, b.kind, b.seq, b.ts_event,
+                  b.ts_recv, b.instrument, b.price, b.size, b.side, b.bid, b.bid_size, b.ask,
+                  b.ask_size, b.action, b.level, b.orders, b.flags, b.obj, obj_start, obj_end)
+    if n_obj < 0:
+        raise FastDecodeError(ERROR_NAMES.get(n_obj, f"walker error {n_obj}"))
+    return b, obj_start[:n_obj], obj_end[:n_obj]
 
 
 def decode_columns(payload: bytes, count: int, first_seq: int = -1) -> ColumnBatch:
@@ -504,7 +537,7 @@ def decode_index(payload: bytes, count: int) -> tuple[np.ndarray, np.ndarray, np
     ts_recv = np.empty(count, np.int64)
     instrument = np.empty(count, np.int32)
     z = _NO_ROWS
-    rc = _walk(buf, count, *_INDEX_PLAN, False, 0, -1, 0, kind, z.seq, z.ts_event, ts_recv,
+    rc = _walk(buf, count, *_INDEX_PLAN, False, False, 0, -1, 0, kind, z.seq, z.ts_event, ts_recv,
                instrument, z.price, z.size, z.side, z.bid, z.bid_size, z.ask, z.ask_size,
                z.action, z.level, z.orders, z.flags, z.obj, z.ts_event, z.ts_event)
     if rc < 0:
@@ -521,4 +554,4 @@ def warm_up() -> None:
     decode_index(payload, 1)
 
 
-__all__ = ["decode_columns", "decode_columns_into", "empty_batch", "decode_index", "FastDecodeError", "warm_up", "Event"]
+__all__ = ["columns_and_objects", "decode_columns", "decode_columns_into", "empty_batch", "decode_index", "FastDecodeError", "warm_up", "Event"]

@@ -8,7 +8,7 @@ import pytest
 from mia.engine.clock import ManualClock
 from mia.engine.columns import ColumnBatch
 from mia.engine.events import EventCodec, Instrument, Quote, Trade
-from mia.engine.log import EventLog
+from mia.engine.log import EventLog, frame2
 from mia.engine.log.format import frame_payload, open_segment
 from mia.engine.pipeline import Pipeline
 
@@ -106,12 +106,14 @@ def test_the_live_path_encodes_each_event_once_and_reuses_the_bytes(tmp_path, mo
     want = ColumnBatch.from_events([e for _, e, _ in handed], [s for s, _, _ in handed])
     for name in got.column_names():
         assert getattr(got, name).tobytes() == getattr(want, name).tobytes(), name
-    # the frames on disk hold exactly those bytes
+    # the frames on disk are built from exactly those bytes (format 2: their columns, and the
+    # object rows' very bytes)
     encoded_by_seq = {seq: enc for seq, _, enc in handed}
     with open_segment(writer.path) as seg:
         dec = seg.decoder()
         frames = list(seg.scan())
         for f in frames:
             seqs = range(f.first_seq, f.first_seq + f.count)
-            assert dec.payload(f) == frame_payload([encoded_by_seq[s] for s in seqs])
+            assert dec.payload(f) == frame2.encode(
+                frame_payload([encoded_by_seq[s] for s in seqs]), f.count)
     assert sum(f.count for f in frames) == len(handed)

@@ -2,8 +2,9 @@
 
 Layout: ``<root>/<YYYY-MM-DD>/<created_ns>-<recording_id>-<stream>.mseg``, one segment per
 writer (run and stream) and UTC day; a restart never appends to an old file. A segment is a
-header then frames; each frame is one msgpack array of events, zstd-compressed, behind a fixed
-header carrying its CRC, event count, first seq and ts_recv span. The byte format is in
+header then frames; each frame is a zstd-compressed payload behind a fixed header carrying its
+CRC, event count, first seq and ts_recv span. Format 1 payloads are one msgpack array of events,
+format 2 payloads per-kind columns (`frame2`); readers read both. The byte format is in
 docs/log-format.md.
 
 - `format`: the segment and frame bytes, and the one way to open a segment and scan its frames.
@@ -111,19 +112,22 @@ class EventLog:
                fsync: str = "interval", fsync_interval_s: float = 1.0,
                frame_max_events: int = 4096, frame_max_ms: float = 100.0,
                clock: Clock = _WALL_CLOCK, on_write: OnWrite | None = None,
-               derived_kinds: Sequence[int] = (), chain_snapshots: bool = False) -> LogWriter:
+               derived_kinds: Sequence[int] = (), chain_snapshots: bool = False,
+               format_version: int = FORMAT_VERSION) -> LogWriter:
         """A new segment of `stream` in today's folder (by `clock`), RecordingStarted first.
 
         `on_write(seq, event, encoded)` sees every row written, with the bytes the frame holds;
         `derived_kinds` (derived streams) names the kinds the writing code can emit;
-        `chain_snapshots` says its chain pages are each followed by a ChainSnapshot.
+        `chain_snapshots` says its chain pages are each followed by a ChainSnapshot;
+        `format_version` 2 (default) writes columnar frames, 1 the msgpack frames of older mia.
         """
         return LogWriter(local_only(self.root, "recording"), stream, recording_id=recording_id,
                          sources=sources,
                          config_fingerprint=config_fingerprint, fsync=fsync,
                          fsync_interval_s=fsync_interval_s, frame_max_events=frame_max_events,
                          frame_max_ms=frame_max_ms, clock=clock, on_write=on_write,
-                         derived_kinds=derived_kinds, chain_snapshots=chain_snapshots)
+                         derived_kinds=derived_kinds, chain_snapshots=chain_snapshots,
+                         format_version=format_version)
 
     # reading
     def _open_readers(self, date, streams, strict, follow, on_problem, poll_s, idle_timeout_s,

@@ -2,8 +2,9 @@
 
 A segment is a header (magic, format version, schema version, msgpack metadata and its CRC)
 then frames. A frame is a 48-byte header (magic, lengths, event count, first seq, ts_recv span,
-a CRC over header fields and payload, a CRC over the header) and a zstd payload holding one
-msgpack array of events. Everything that opens a segment goes through `open_segment` /
+a CRC over header fields and payload, a CRC over the header) and a zstd payload: in format 1 one
+msgpack array of events, in format 2 per-kind columns (frame2.py). Readers read both; the
+segment header says which a segment holds. Everything that opens a segment goes through `open_segment` /
 `SegmentFile`: header read and checked, then frames scanned from just after it.
 """
 
@@ -32,7 +33,8 @@ from ..storage import RemotePath
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what writers write by default
+FORMAT_VERSIONS = (1, 2)  # what readers read
 SEGMENT_MAGIC = b"\x89MIALOG\n"  # 8 bytes; the high byte and newline catch text-mode mangling
 FRAME_MAGIC = b"MIAF"
 SEGMENT_SUFFIX = ".mseg"
@@ -114,7 +116,7 @@ def read_segment_header(f: BinaryIO, path: Path) -> tuple[int, int, dict, int]:
     if len(raw) < SEGMENT_HEADER.size or raw[:8] != SEGMENT_MAGIC:
         raise LogFormatError(str(path), "not a mia log segment (bad magic)")
     _, fmt, schema, meta_len, meta_crc = SEGMENT_HEADER.unpack(raw)
-    if fmt > FORMAT_VERSION:
+    if fmt > FORMAT_VERSION or fmt not in FORMAT_VERSIONS:
         raise LogFormatError(
             str(path), f"written by a newer mia (format version {fmt}, this mia reads up to "
             f"{FORMAT_VERSION}); upgrade mia")
@@ -136,9 +138,9 @@ def read_segment_header(f: BinaryIO, path: Path) -> tuple[int, int, dict, int]:
     return fmt, schema, meta, SEGMENT_HEADER.size + meta_len
 
 
-def encode_segment_header(meta: dict) -> bytes:
+def encode_segment_header(meta: dict, format_version: int = FORMAT_VERSION) -> bytes:
     meta_raw = msgspec.msgpack.encode(meta)
-    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, SCHEMA_VERSION, len(meta_raw),
+    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, format_version, SCHEMA_VERSION, len(meta_raw),
                                crc32(meta_raw)) + meta_raw
 
 
@@ -307,7 +309,7 @@ class SegmentFile:
                      frame.clen, frame.ulen, payload)
 
     def decoder(self) -> FrameDecoder:
-        return FrameDecoder(self.schema_version)
+        return FrameDecoder(self.schema_version, self.format_version)
 
 
 @contextmanager
@@ -332,27 +334,58 @@ class BadFrame(Exception):
     """A frame whose CRC passed but whose content does not decode."""
 
 
-class FrameDecoder:
-    """Decompress and decode frames; one per reader (not thread-safe)."""
+MODE_MSGPACK = 0  # first byte of a format-2 payload held as msgpack (frame2.MODE_MSGPACK)
 
-    def __init__(self, schema_version: int) -> None:
+
+def _frame2():
+    from . import frame2  # numba: imported (and compiled) on first use, like fastdecode
+
+    return frame2
+
+
+class FrameDecoder:
+    """Decompress and decode frames of one segment (its schema and format version); one per
+    reader (not thread-safe)."""
+
+    def __init__(self, schema_version: int, format_version: int = 1) -> None:
         self._dctx = zstandard.ZstdDecompressor()
         self._codec = EventCodec()
         self._schema = schema_version
+        self._format = format_version
 
     def payload(self, frame: Frame) -> bytes:
+        """The frame's uncompressed payload (format 1: upcast to the current schema)."""
         try:
             data = self._dctx.decompress(frame.payload, max_output_size=frame.ulen)
         except zstandard.ZstdError as exc:
             raise BadFrame(f"zstd: {exc}") from None
         if len(data) != frame.ulen:
             raise BadFrame(f"uncompressed {len(data)} bytes, header says {frame.ulen}")
+        return self._upcast(data) if self._format == 1 else data
+
+    def _upcast(self, data: bytes) -> bytes:
+        """A msgpack array of events at the segment's schema, at the current schema."""
         for version in range(self._schema, SCHEMA_VERSION):
             upcast = UPCASTS.get(version)
             if upcast is None:
                 raise BadFrame(f"no upcast from schema version {version}")
             data = upcast(data)  # type: ignore[operator]
         return data
+
+    def _msgpack(self, frame: Frame) -> tuple[bytes | None, bytes]:
+        """(msgpack array of the events or None, payload): None for a columnar payload."""
+        data = self.payload(frame)
+        if self._format == 1:
+            return data, data
+        if data[0] == MODE_MSGPACK:
+            return self._upcast(data[1:]), data
+        return None, data
+
+    def _objects(self, table) -> list[Event]:
+        """A format-2 object table (a msgpack array of events) decoded."""
+        if self._schema != SCHEMA_VERSION:
+            table = self._upcast(bytes(table))
+        return self._codec.decode_many(table)
 
     def _decode_events(self, data: bytes, count: int) -> list[Event]:
         try:
@@ -363,14 +396,38 @@ class FrameDecoder:
             raise BadFrame(f"{len(events)} events, header says {count}")
         return events
 
+    def _columns2(self, data: bytes, frame: Frame) -> ColumnBatch:
+        try:
+            return _frame2().decode(data, frame.count, frame.first_seq, self._objects)
+        except (_frame2().Frame2Error, *UNDECODABLE) as exc:
+            raise BadFrame(f"decode: {exc}") from None
+
     def events(self, frame: Frame) -> list[Event]:
-        return self._decode_events(self.payload(frame), frame.count)
+        msgpack, data = self._msgpack(frame)
+        if msgpack is not None:
+            return self._decode_events(msgpack, frame.count)
+        return _frame2().events_from_batch(self._columns2(data, frame))
+
+    def columns(self, frame: Frame) -> ColumnBatch:
+        """The frame as a ColumnBatch of its own (seq filled)."""
+        from ..fastdecode import empty_batch
+
+        batch = empty_batch(frame.count)
+        self.columns_into(frame, batch, 0)
+        return batch
 
     def columns_into(self, frame: Frame, batch: ColumnBatch, offset: int) -> None:
         """Decode the frame into rows offset..offset+count of `batch` (objects appended)."""
         from ..fastdecode import FastDecodeError, decode_columns_into  # numba: on first use
 
-        data = self.payload(frame)
+        data, raw = self._msgpack(frame)
+        if data is None:
+            f2 = _frame2()
+            try:
+                f2.decode_into(batch, offset, raw, frame.count, frame.first_seq, self._objects)
+            except (f2.Frame2Error, *UNDECODABLE) as exc:
+                raise BadFrame(f"decode: {exc}") from None
+            return
         try:
             decode_columns_into(batch, offset, data, frame.count, frame.first_seq)
             return
@@ -391,8 +448,11 @@ class FrameDecoder:
         """(kind, ts_recv, instrument) of the frame's rows, without decoding events."""
         from ..fastdecode import FastDecodeError, decode_index
 
-        data = self.payload(frame)
+        data, raw = self._msgpack(frame)
+        f2 = _frame2()
         try:
+            if data is None:
+                return f2.index(raw, frame.count)
             return decode_index(data, frame.count)
-        except FastDecodeError as exc:
+        except (FastDecodeError, f2.Frame2Error) as exc:
             raise BadFrame(f"decode: {exc}") from None

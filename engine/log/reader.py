@@ -214,7 +214,7 @@ class SegmentReader:
         self.poll_s = poll_s
         self.idle_timeout_s = idle_timeout_s
         self.stop = stop
-        self.decoder = FrameDecoder(info.schema_version)
+        self.decoder = FrameDecoder(info.schema_version, info.format_version)
         self.symbols: dict[str, set[int]] = {}
 
     def problem(self, offset: int, reason: str, *, corrupt: bool) -> None:

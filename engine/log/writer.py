@@ -38,6 +38,8 @@ from ..errors import DiskFullError, LogError, UsageError
 from ..events import SCHEMA_VERSION, Event, EventCodec, Instrument, RecordingEnded, RecordingStarted
 from .checks import recover_stream
 from .format import (
+    FORMAT_VERSION,
+    FORMAT_VERSIONS,
     RECORDING_ID_RE,
     STREAM_RE,
     ZSTD_LEVEL,
@@ -65,6 +67,7 @@ class LogConfig(ConfigBase):
     fsync_interval_s: float = 1.0
     frame_max_events: int = 4096
     frame_max_ms: float = 100.0
+    format_version: int = FORMAT_VERSION  # 2: columnar frames; 1: msgpack frames (older mia)
 
 
 class LogWriter:
@@ -77,7 +80,8 @@ class LogWriter:
                  sources: Sequence[str], config_fingerprint: str, fsync: str,
                  fsync_interval_s: float, frame_max_events: int, frame_max_ms: float,
                  clock: Clock, on_write: OnWrite | None = None,
-                 derived_kinds: Sequence[int] = (), chain_snapshots: bool = False) -> None:
+                 derived_kinds: Sequence[int] = (), chain_snapshots: bool = False,
+                 format_version: int = FORMAT_VERSION) -> None:
         if not STREAM_RE.match(stream):
             raise UsageError(f"bad stream name {stream!r}: use [a-z0-9_]+")
         if fsync not in FSYNC_POLICIES:
@@ -86,6 +90,9 @@ class LogWriter:
             recording_id = uuid.uuid4().hex[:16]
         if not RECORDING_ID_RE.match(recording_id):
             raise UsageError(f"bad recording id {recording_id!r}: use [A-Za-z0-9_.]+")
+        if format_version not in FORMAT_VERSIONS:
+            raise UsageError(f"bad log format version {format_version}: one of "
+                             f"{', '.join(map(str, FORMAT_VERSIONS))}")
         if frame_max_events < 1:
             raise UsageError(f"frame_max_events must be >= 1, got {frame_max_events}")
         self._root = root
@@ -97,6 +104,8 @@ class LogWriter:
         self._fingerprint = config_fingerprint
         self._fsync = fsync
         self._fsync_interval = fsync_interval_s
+        self._format = format_version
+        self._columnar = None  # frame2.encode, imported (numba) at the first frame
         self._max_events = frame_max_events
         self._max_ns = int(frame_max_ms * 1e6)
         self._clock = clock
@@ -257,7 +266,7 @@ class LogWriter:
         meta = {"recording_id": self._recording_id, "stream": self._stream, "created_ns": created,
                 "mia_version": __version__, "schema_version": SCHEMA_VERSION, "date": date,
                 "host": socket.gethostname(), "pid": os.getpid()}
-        self._write_all([encode_segment_header(meta)])
+        self._write_all([encode_segment_header(meta, self._format)])
         name_ns = created
         while True:
             path = day_dir / segment_name(name_ns, self._recording_id, self._stream)
@@ -327,6 +336,12 @@ class LogWriter:
             payload = self._encode(events)  # one call for the frame: nobody needs them one by one
         else:
             payload = frame_payload(self._pending_encoded)
+        if self._format == 2:
+            if self._columnar is None:
+                from .frame2 import encode
+
+                self._columnar = encode
+            payload = self._columnar(payload, n)
         compressed = self._cctx.compress(payload)
         ts = list(map(_ts_recv_of, events))
         lo, hi = min(ts), max(ts)
