@@ -33,7 +33,7 @@ class Simulators:
                  rate: float = 2000.0, host: str = "127.0.0.1",
                  polygon_calls_per_minute: float | None = None, clock: Clock | None = None,
                  dtc_historical_port: int | None = 0, polygon_ws_port: int = 0,
-                 polygon_ws_rate: float = SIM_STREAM_RATE) -> None:
+                 polygon_ws_rate: float = SIM_STREAM_RATE, api_key: str = SIM_API_KEY) -> None:
         from mia.data.dtc.server import DtcSimulator
         from mia.data.polygon.server import PolygonSimulator
         from mia.data.polygon.stream_server import PolygonStreamSimulator
@@ -42,11 +42,12 @@ class Simulators:
         # the DTC server's historical data port (backfill) serves the ticks it generated
         self.dtc = DtcSimulator(host, dtc_port, seed=seed, rate=rate, clock=clock,
                                 historical_port=dtc_historical_port)
-        self.polygon = PolygonSimulator(host, polygon_port, seed=seed, api_key=SIM_API_KEY,
+        self.api_key = api_key  # the Polygon simulators' key (tests give a secret-looking one)
+        self.polygon = PolygonSimulator(host, polygon_port, seed=seed, api_key=api_key,
                                         calls_per_minute=polygon_calls_per_minute, clock=clock)
         # the WebSocket clusters (/options, /indices): trades and quotes priced off the same chains
         self.polygon_ws = PolygonStreamSimulator(host, polygon_ws_port, seed=seed, rate=polygon_ws_rate,
-                                                 clock=clock, chains=self.polygon)
+                                                 clock=clock, chains=self.polygon, api_key=api_key)
         self.host = host
 
     async def start(self) -> "Simulators":
@@ -91,7 +92,7 @@ class Simulators:
         polygon = msgspec.structs.replace(
             base.polygon if base.polygon.enabled else PolygonConfig(),
             # the simulator is on loopback: no reason to keep capacity free for other programs
-            base_url=self.polygon.url, api_key=SIM_API_KEY, plan="business", poll_s=poll_s,
+            base_url=self.polygon.url, api_key=self.api_key, plan="business", poll_s=poll_s,
             calls_per_minute=SIM_CALLS_PER_MINUTE, stream=stream, stream_url=self.polygon_ws.url,
             stream_quotes=min(base.polygon.stream_quotes, SIM_STREAM_QUOTES),
             expiry_days=min(base.polygon.expiry_days, 30), strike_window=min(base.polygon.strike_window, 0.06))

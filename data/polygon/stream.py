@@ -161,6 +161,8 @@ class StreamParser:
 
     def _emit(self, items: Sequence[WsEvent], ts_recv: int, out: list[Event]) -> list[StreamStatus]:
         statuses: list[StreamStatus] = []
+        acks: list[str] | None = None
+        at = 0
         contract = self.contract
         seen, order, window = self._seen, self._order, self._window
         self.messages += len(items)
@@ -192,7 +194,18 @@ class StreamParser:
                 out.append(IndexValue(m.t * NS_PER_MS, ts_recv, m.ticker, m.val))
             else:
                 statuses.append(StreamStatus(m.status, m.message))
+                if m.status == STATUS_SUCCESS and acks is not None:
+                    acks.append(m.message)  # one FeedStatus for a frame of acknowledgements
+                    continue
+                if m.status == STATUS_SUCCESS:
+                    acks = [m.message]
+                    at = len(out)
+                    out.append(None)  # type: ignore[arg-type]
+                    continue
                 out.append(self._status_event(m, ts_recv))
+        if acks is not None:
+            out[at] = FeedStatus(ts_recv, ts_recv, self.source, FEED_SUBSCRIBED,
+                                 detail=f"{STATUS_SUCCESS}: {'; '.join(acks)}")
         return statuses
 
     def _status_event(self, m: WsStatus, ts: int) -> Event:

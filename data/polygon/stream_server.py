@@ -355,7 +355,7 @@ class PolygonStreamSimulator:
             bid, ask = nbbo(px)
             r = rng.random()
             price = ask if r < 0.45 else bid if r < 0.9 else (bid + ask) / 2.0
-            size = 1 + int(rng.expovariate(1 / 8.0))
+            size = 1 + int(rng.expovariate(1 / 3.0))
             if rng.random() < BLOCK_PROBABILITY:
                 size = rng.randint(1000, 3000)
             cond = SWEEP_CONDITION if rng.random() < SWEEP_PROBABILITY else REGULAR_CONDITION
