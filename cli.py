@@ -220,6 +220,43 @@ def verify(date: str | None, repair: bool, data_dir: str, as_json: bool) -> None
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--date", "date", required=True, metavar="YYYY-MM-DD", help="The UTC day to migrate.")
+@click.option("--force", is_flag=True, help="Rewrite segments already in the current format too.")
+@data_dir_option
+@json_option
+@handle_errors
+def migrate(date: str, force: bool, data_dir: str, as_json: bool) -> None:
+    """Rewrite a day into the current log format, and give it the ChainSnapshots it lacks.
+
+    Every closed segment is rewritten (same events, same seqs, same metadata), read back and
+    proved equal, then swapped in atomically; segments still being written are skipped. A day
+    recorded before chains were logged as ChainSnapshots gets them in a `chains` stream.
+    Migrating a migrated day does nothing. Exit 1 when a segment had to be skipped.
+
+    \b
+    Examples:
+      mia migrate --date 2026-11-20
+      mia migrate --date 2026-11-20 --json
+    """
+
+    from mia.engine.clock import parse_date
+    from mia.replay.migrate import migrate_day
+
+    result = migrate_day(data_dir, parse_date(date), force=force)
+    if as_json:
+        import msgspec
+
+        _echo_json(msgspec.to_builtins(result) | {"changed": result.changed})
+    else:
+        if result.changed:
+            click.echo(f"{result.date}: migrated to log format {result.target_format}")
+        for line in result.lines():
+            click.echo(line)
+    if result.skipped:
+        sys.exit(1)
+
+
 # --- record / replay / sim / tail / demo --------------------------------------------------------
 
 
