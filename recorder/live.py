@@ -260,6 +260,7 @@ class Recorder:
             fsync_interval_s=cfg.log.fsync_interval_s,
             frame_max_events=cfg.log.frame_max_events,
             frame_max_ms=cfg.log.frame_max_ms,
+            format_version=cfg.log.format_version,
             clock=self.clock,
         )
         snapshots = any(getattr(s, "chain_snapshots", False) for s in sources)  # the Polygon poller

@@ -61,11 +61,16 @@ def _frames(path: Path):
         return list(seg.scan())
 
 
-def _write_day(root: Path, n: int = 200, frame_max: int = 16) -> list:
+# the damage tests run on both frame formats: same header, CRCs and recovery rules
+FORMATS = pytest.mark.parametrize("fmt", [1, 2])
+
+
+def _write_day(root: Path, n: int = 200, frame_max: int = 16, fmt: int = 2) -> list:
     log = EventLog(root)
     events = [Instrument(DAY0, DAY0, 1, "ESZ3", "dtc")]
     events += [Trade(DAY0 + i, DAY0 + i, 1, float(i), 1.0, 1) for i in range(n)]
-    with log.writer(clock=ManualClock(DAY0), frame_max_events=frame_max, fsync="never") as w:
+    with log.writer(clock=ManualClock(DAY0), frame_max_events=frame_max, fsync="never",
+                    format_version=fmt) as w:
         w.append_many(events)
     return [e for _, e in log.read(DATE)]
 
@@ -124,9 +129,10 @@ def test_sigkill_at_random_moments_loses_at_most_the_open_frame(tmp_path):
     assert states == ["crashed"] * kills + ["clean"]
 
 
-def test_torn_tail_at_every_offset_recovers_to_last_whole_frame(tmp_path):
+@FORMATS
+def test_torn_tail_at_every_offset_recovers_to_last_whole_frame(tmp_path, fmt):
     src = tmp_path / "src"
-    events = _write_day(src, n=40, frame_max=16)
+    events = _write_day(src, n=40, frame_max=16, fmt=fmt)
     (seg,) = EventLog(src).segments(DATE)
     frames = _frames(seg.path)
     last = frames[-1]
@@ -151,14 +157,15 @@ def test_torn_tail_at_every_offset_recovers_to_last_whole_frame(tmp_path):
         assert enc(e for _, e in log.read(DATE, strict=True)) == enc(expected)
 
 
-def test_new_writer_truncates_torn_tail(tmp_path):
-    events = _write_day(tmp_path, n=40, frame_max=16)
+@FORMATS
+def test_new_writer_truncates_torn_tail(tmp_path, fmt):
+    events = _write_day(tmp_path, n=40, frame_max=16, fmt=fmt)
     (seg,) = EventLog(tmp_path).segments(DATE)
     last = _frames(seg.path)[-1]
     with open(seg.path, "r+b") as f:
         f.truncate(last.offset + FRAME_HEADER_SIZE + 3)
     log = EventLog(tmp_path)
-    with log.writer(clock=ManualClock(DAY0 + 10**9)) as w:
+    with log.writer(clock=ManualClock(DAY0 + 10**9), format_version=fmt) as w:
         w.append(Trade(DAY0 + 10**9, DAY0 + 10**9, 1, 1.0, 1.0))
     assert seg.path.stat().st_size == last.offset
     assert log.verify(DATE).ok
@@ -168,9 +175,10 @@ def test_new_writer_truncates_torn_tail(tmp_path):
     assert type(got[kept]) is RecordingStarted and got[kept + 1].ts_recv == DAY0 + 10**9
 
 
-def test_flipped_bytes_are_always_detected_and_skipped(tmp_path):
+@FORMATS
+def test_flipped_bytes_are_always_detected_and_skipped(tmp_path, fmt):
     src = tmp_path / "src"
-    events = _write_day(src, n=300, frame_max=32)
+    events = _write_day(src, n=300, frame_max=32, fmt=fmt)
     (seg,) = EventLog(src).segments(DATE)
     frames = _frames(seg.path)
     data = seg.path.read_bytes()
@@ -206,8 +214,9 @@ def test_flipped_bytes_are_always_detected_and_skipped(tmp_path):
         assert not report.ok
 
 
-def test_not_a_log_and_newer_format_are_rejected(tmp_path):
-    _write_day(tmp_path, n=5)
+@FORMATS
+def test_not_a_log_and_newer_format_are_rejected(tmp_path, fmt):
+    _write_day(tmp_path, n=5, fmt=fmt)
     (seg,) = EventLog(tmp_path).segments(DATE)
     data = bytearray(seg.path.read_bytes())
     data[8] = 99  # format version
@@ -267,7 +276,8 @@ def test_follow_stops_when_told(tmp_path):
     w.close()
 
 
-def test_a_frame_with_invalid_utf8_is_a_reported_bad_frame_not_a_crash(tmp_path):
+@FORMATS
+def test_a_frame_with_invalid_utf8_is_a_reported_bad_frame_not_a_crash(tmp_path, fmt):
     """The CRC is right (the writer wrote the bytes), but a string is not UTF-8: msgspec raises
     UnicodeDecodeError there, which readers must treat like any undecodable frame."""
     from mia.engine.clock import ManualClock
@@ -280,7 +290,7 @@ def test_a_frame_with_invalid_utf8_is_a_reported_bad_frame_not_a_crash(tmp_path)
 
     t = 1_800_000_000 * 10**9
     log = EventLog(tmp_path)
-    w = log.writer("live", clock=ManualClock(t))
+    w = log.writer("live", clock=ManualClock(t), format_version=fmt)
     w.append(Trade(t, t, 1, 1.0, 1.0, 1))
     w.flush()
     encode, w._encode = w._encode, mangling_encode

@@ -17,21 +17,32 @@ from mia.data.dtc.server import DtcSimulator
 from mia.data.polygon.config import PolygonConfig
 from mia.engine.bus import BusConfig
 from mia.engine.errors import LogCorruptError
-from mia.engine.log import FRAME_HEADER_SIZE, EventLog, _Frame, _read_segment_header, _scan
+from mia.engine.log import (
+    FRAME_HEADER_SIZE,
+    EventLog,
+    LogConfig,
+    _Frame,
+    _read_segment_header,
+    _scan,
+)
 from mia.recorder.live import Recorder
 
 
-async def _record(root, seconds: float) -> None:
+async def _record(root, seconds: float, fmt: int) -> None:
     async with DtcSimulator(seed=9, rate=4000.0) as sim:
         cfg = Config(dtc=[DtcConfig(host="127.0.0.1", port=sim.port, symbols=["ESZ6", "NQZ6"])],
-                     polygon=PolygonConfig(enabled=False), bus=BusConfig(enabled=False))
+                     polygon=PolygonConfig(enabled=False), bus=BusConfig(enabled=False),
+                     log=LogConfig(format_version=fmt))
         await Recorder(cfg, str(root)).run(seconds)
 
 
-@pytest.fixture(scope="module")
-def recorded_day(tmp_path_factory):
+# the suite runs on both frame formats (format 1 days stay readable forever)
+@pytest.fixture(scope="module", params=[1, 2], ids=["format1", "format2"])
+def recorded_day(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("pristine") / "data"
-    asyncio.run(_record(root, 3.0))
+    asyncio.run(_record(root, 3.0, request.param))
+    (seg, *_) = EventLog(root).segments(EventLog(root).dates()[0])
+    assert seg.format_version == request.param
     return root
 
 
