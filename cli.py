@@ -612,17 +612,30 @@ def sim(dtc_port, dtc_historical_port, polygon_port, seed, rate, duration, polyg
 @click.option("--topic", default="", help="Topic prefix, e.g. Trade.ESZ6 or GammaLevels.")
 @click.option("--count", type=int, default=None, help="Stop after this many events.")
 @click.option("--timeout", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--flow", "flow", is_flag=True,
+              help="The option flow for people: one line per OptionFlow bar and UnusualTrade.")
 @handle_errors
-def tail(addr, topic, count, timeout):
+def tail(addr, topic, count, timeout, flow):
     """Print events from a running recorder's bus, one JSON object per line.
 
     \b
-    Example:
+    Examples:
       mia tail --topic GammaLevels
+      mia tail --topic OptionFlow.SPX
+      mia tail --flow
     """
     from mia.engine.bus import tail as bus_tail
     from mia.engine.bus import tail_line
 
+    if flow:
+        from mia.analytics.flow import flow_line
+        from mia.engine.bus import Subscriber
+
+        topics = (topic,) if topic else ("OptionFlow", "UnusualTrade")
+        with Subscriber(addr, topics) as sub:
+            for msg in sub.messages(timeout_s=timeout, count=count):
+                click.echo(flow_line(msg.event))
+        return
     for msg in bus_tail(addr, topic, count=count, timeout_s=timeout):
         click.echo(tail_line(msg))
 
@@ -761,10 +774,13 @@ def levels(data_dir, date_, at, output, config_path, as_json, quiet):
 @data_dir_option
 @click.option("--date", "date_", required=True, metavar="YYYY-MM-DD", help="The UTC day.")
 @click.option("--kind", required=True,
-              type=click.Choice(["trades", "quotes", "book", "bars", "levels", "chains", "term", "iv"]),
+              type=click.Choice(["trades", "quotes", "book", "bars", "levels", "chains", "term", "iv",
+                                 "option_trades", "flow", "unusual"]),
               help="What to export: trades, quotes, book (depth), bars (OrderflowBar), levels "
                    "(GammaLevels), chains (one row per option contract per chain page), term "
-                   "(TermStructure: VIX and the VX curve), iv (IvSurface: ATM IV, 25-delta skew, smiles).")
+                   "(TermStructure: VIX and the VX curve), iv (IvSurface: ATM IV, 25-delta skew, smiles), "
+                   "option_trades (OptionTrade, Polygon's stream), flow (OptionFlow bars), unusual "
+                   "(UnusualTrade).")
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default=None,
               help="File format [from the -o suffix, else parquet].")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The file to write.")

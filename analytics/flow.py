@@ -477,6 +477,33 @@ def flow_summary(events, gamma: dict[str, GammaLevels] | None = None) -> dict[st
         elif isinstance(ev, UnusualTrade):
             out.setdefault(ev.underlying, UnderlyingFlow()).unusual += 1
     for u, g in (gamma or {}).items():
-        if u in out:
-            out[u].flow_zero_gamma = g.flow_zero_gamma
+        if u in out or g.gex_strikes:
+            out.setdefault(u, UnderlyingFlow()).flow_zero_gamma = g.flow_zero_gamma
     return out
+
+
+def _money(x: float) -> str:
+    return f"${x / 1e6:+,.2f}m" if math.isfinite(x) else "-"
+
+
+def flow_line(ev) -> str:
+    """One line for people (`mia tail --flow`) of an OptionFlow bar or an UnusualTrade."""
+    from ..engine.clock import utc_datetime
+
+    at = f"{utc_datetime(ev.ts_event):%H:%M:%S}"
+    if isinstance(ev, OptionFlow):
+        top = ""
+        if ev.strikes:
+            j = max(range(len(ev.strikes)), key=lambda i: abs(ev.by_signed_premium[i]))
+            top = (f"  top {ev.strikes[j]:g}{'C' if ev.rights[j] > 0 else 'P'} "
+                   f"{ev.by_signed_contracts[j]:+,.0f} ({_money(ev.by_signed_premium[j])})")
+        return (f"{at} {ev.underlying:4} flow  trades {ev.trades:,}  contracts {ev.contracts:,.0f}  "
+                f"premium {_money(ev.premium).replace('+', '')}  signed {_money(ev.signed_premium)} "
+                f"({ev.signed_contracts:+,.0f} contracts)  calls {_money(ev.call_premium).replace('+', '')} "
+                f"puts {_money(ev.put_premium).replace('+', '')}  delta {_money(ev.signed_delta_notional)}  "
+                f"gamma {_money(ev.signed_gamma_notional)}/1%  unusual {ev.unusual}{top}")
+    if isinstance(ev, UnusualTrade):
+        side = {1: "bought", -1: "sold"}.get(ev.side, "side unknown")
+        return (f"{at} {ev.underlying:4} UNUSUAL {ev.ticker} {ev.size:,.0f} @ {ev.price:g} "
+                f"premium {_money(ev.premium).replace('+', '')} {side} [{','.join(ev.reasons)}]")
+    return f"{at} {type(ev).__name__}"

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..engine.clock import utc_datetime
 from ..engine.errors import MiaError
-from ..engine.events import GammaLevels, IvSurface, OrderflowBar, TermStructure
+from ..engine.events import GammaLevels, IvSurface, OptionFlow, OrderflowBar, TermStructure
 from ..engine.jsonenc import to_json
 from .gamma import GammaResult
 
@@ -32,12 +32,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "FigureValues",
+    "FlowGexFigure",
     "FlowInput",
     "GammaInput",
     "GammaProfileFigure",
     "GexFigure",
     "LevelsFigure",
     "MissingExtraError",
+    "OptionFlowFigure",
     "PriceFigure",
     "ProfileFigure",
     "Report",
@@ -168,8 +170,41 @@ class SmileFigure(Figure):
     stale: bool = False
 
 
+class OptionFlowFigure(Figure):
+    """``flow-U``: the customers' signed option flow by strike over the day's OptionFlow bars
+    (signed premium, calls and puts stacked) and the signed contracts."""
+
+    underlying: str
+    bars: int
+    trades: int
+    premium: float
+    signed_premium: float
+    signed_contracts: float
+    strikes: int
+    top_strike: float  # the strike with the largest |signed premium|
+
+
+class FlowGexFigure(Figure):
+    """``flow-gex-U``: GEX by strike with the day's signed customer volume folded into open
+    interest, beside the OI-only GEX, from the last GammaLevels that carries both."""
+
+    underlying: str
+    ts: int
+    spot: float
+    zero_gamma: float
+    flow_zero_gamma: float
+    total_gex: float
+    flow_total_gex: float
+    call_wall: float
+    flow_call_wall: float
+    put_wall: float
+    flow_put_wall: float
+    flow_contracts: float
+    strikes: int
+
+
 FigureValues = Union[PriceFigure, ProfileFigure, GexFigure, GammaProfileFigure, LevelsFigure,
-                     VxCurveFigure, SmileFigure]
+                     VxCurveFigure, SmileFigure, OptionFlowFigure, FlowGexFigure]
 
 
 class Report(msgspec.Struct, frozen=True):
@@ -440,6 +475,69 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}.muted{color:#777;font-size:12px
 """
 
 
+def _option_flow_figure(plt, underlying: str, bars: Sequence[OptionFlow]) -> tuple[str, OptionFlowFigure]:
+    by: dict[tuple[float, int], list[float]] = {}
+    for b in bars:
+        for k, r, c, p in zip(b.strikes, b.rights, b.by_signed_contracts, b.by_signed_premium):
+            acc = by.setdefault((float(k), int(r)), [0.0, 0.0])
+            acc[0] += c
+            acc[1] += p
+    strikes = np.array(sorted({k for k, _ in by}), dtype=np.float64)
+    call_p = np.array([by.get((k, 1), [0.0, 0.0])[1] for k in strikes])
+    put_p = np.array([by.get((k, -1), [0.0, 0.0])[1] for k in strikes])
+    contracts = np.array([by.get((k, 1), [0.0, 0.0])[0] + by.get((k, -1), [0.0, 0.0])[0] for k in strikes])
+    net = call_p + put_p
+    top = float(strikes[int(np.argmax(np.abs(net)))]) if strikes.size and np.abs(net).max() > 0 else NAN
+    values = OptionFlowFigure(
+        underlying=underlying, bars=len(bars), trades=sum(b.trades for b in bars),
+        premium=float(sum(b.premium for b in bars)), signed_premium=float(sum(b.signed_premium for b in bars)),
+        signed_contracts=float(sum(b.signed_contracts for b in bars)), strikes=int(strikes.size),
+        top_strike=top)
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, height_ratios=(2, 1))
+    if strikes.size:
+        width = float(np.min(np.diff(strikes))) * 0.8 if strikes.size > 1 else 1.0
+        ax.bar(strikes, call_p / 1e6, width=width, color="#00a000", alpha=0.7, label="calls")
+        ax.bar(strikes, put_p / 1e6, width=width, bottom=np.where(np.sign(put_p) == np.sign(call_p), call_p, 0) / 1e6,
+               color="#a000a0", alpha=0.7, label="puts")
+        ax2.bar(strikes, contracts, width=width, color="#1f4e9c", alpha=0.7, label="signed contracts")
+    for a in (ax, ax2):
+        a.axhline(0, color="#999999", lw=0.6)
+    ax.set_title(f"{underlying}: customer option flow by strike (signed premium, $m; + bought, - sold)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax2.set_xlabel("strike")
+    ax2.set_ylabel("contracts")
+    return _png(plt, fig), values
+
+
+def _flow_gex_figure(plt, g: GammaLevels) -> tuple[str, FlowGexFigure]:
+    strikes = np.asarray(g.gex_strikes, dtype=np.float64)
+    oi = np.asarray(g.gex_oi, dtype=np.float64)
+    flow = np.asarray(g.gex_flow, dtype=np.float64)
+    values = FlowGexFigure(
+        underlying=g.underlying, ts=g.ts_event, spot=g.spot, zero_gamma=g.zero_gamma,
+        flow_zero_gamma=g.flow_zero_gamma, total_gex=g.total_gex, flow_total_gex=g.flow_total_gex,
+        call_wall=g.call_wall, flow_call_wall=g.flow_call_wall, put_wall=g.put_wall,
+        flow_put_wall=g.flow_put_wall, flow_contracts=g.flow_contracts, strikes=int(strikes.size))
+    fig, ax = plt.subplots(figsize=(11, 5))
+    if strikes.size:
+        lo, hi = g.spot * 0.9, g.spot * 1.1
+        sel = (strikes >= lo) & (strikes <= hi) if math.isfinite(g.spot) else np.ones(strikes.size, bool)
+        width = float(np.min(np.diff(strikes[sel]))) * 0.4 if sel.sum() > 1 else 1.0
+        ax.bar(strikes[sel] - width / 2, oi[sel] / USD_PER_BN, width=width, color="#1f4e9c", alpha=0.6,
+               label="OI only")
+        ax.bar(strikes[sel] + width / 2, flow[sel] / USD_PER_BN, width=width, color="#ff8c00", alpha=0.7,
+               label="OI + signed flow")
+    ax.axhline(0, color="#999999", lw=0.6)
+    for name, v, color, style in (("spot", g.spot, "#222222", "-"), ("zero gamma", g.zero_gamma, "#1f4e9c", "--"),
+                                  ("flow zero gamma", g.flow_zero_gamma, "#ff8c00", "--")):
+        if math.isfinite(v):
+            ax.axvline(v, color=color, ls=style, lw=1.2, label=f"{name} {v:g}")
+    ax.set_title(f"{g.underlying}: net GEX by strike, OI only and flow-adjusted ($bn per 1% move)")
+    ax.set_xlabel("strike")
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(plt, fig), values
+
+
 def _fmt(x: float, digits: int = 2) -> str:
     v = float(x)
     return f"{v:,.{digits}f}" if math.isfinite(v) else "-"
@@ -478,17 +576,25 @@ def build_report(date: str, flows: Sequence[FlowInput], gammas: Sequence[GammaIn
                  history: Sequence[GammaLevels], *, subtitle: str = "",
                  progress: Callable[[int, int], None] | None = None,
                  term_history: Sequence[TermStructure] = (),
-                 surfaces: Sequence[IvSurface] = ()) -> Report:
+                 surfaces: Sequence[IvSurface] = (),
+                 option_flows: Sequence[OptionFlow] = ()) -> Report:
     """The HTML page and, per figure id, the values that figure draws.
 
     Figure ids: ``price-SYM``, ``profile-SYM`` per futures symbol; ``gex-U``, ``gamma-profile-U``,
     ``levels-U`` per underlying. The gamma figures mark the values of ``GammaInput.levels``.
     Volatility: ``vx-curve`` from `term_history` (the day's TermStructure events) and ``smile-U``
-    per IvSurface of `surfaces` (the last of each underlying).
+    per IvSurface of `surfaces` (the last of each underlying). Option flow: ``flow-U`` from
+    `option_flows` (the day's OptionFlow bars) and ``flow-gex-U`` from the last GammaLevels of
+    `history` with a flow-adjusted picture.
     """
     plt = _pyplot()
     underlyings = sorted({g.underlying for g in history} | {gi.levels.underlying for gi in gammas})
-    total = 2 * len(flows) + 2 * len(gammas) + len(underlyings) + bool(term_history) + len(surfaces)
+    flow_bars: dict[str, list[OptionFlow]] = {}
+    for b in option_flows:
+        flow_bars.setdefault(b.underlying, []).append(b)
+    flow_gex: dict[str, GammaLevels] = {g.underlying: g for g in history if g.gex_strikes}
+    total = (2 * len(flows) + 2 * len(gammas) + len(underlyings) + bool(term_history) + len(surfaces)
+             + len(flow_bars) + len(flow_gex))
     done = 0
     figures: dict[str, FigureValues] = {}
     parts: list[str] = []
@@ -544,6 +650,26 @@ def build_report(date: str, flows: Sequence[FlowInput], gammas: Sequence[GammaIn
         step()
     if history:
         parts.append(_history_table(history))
+    if flow_bars or flow_gex:
+        parts.append("<h2>Option flow</h2>")
+    for u in sorted(set(flow_bars) | set(flow_gex)):
+        if u in flow_bars:
+            png, vals = _option_flow_figure(plt, u, flow_bars[u])
+            figures[f"flow-{u}"] = vals
+            parts.append(_figure_html(f"flow-{u}", png, vals,
+                                      f"{u}: {vals.trades:,} option trades in {vals.bars} bars; signed "
+                                      f"premium {_fmt(vals.signed_premium / 1e6)} $m of {_fmt(vals.premium / 1e6)}"
+                                      f" $m, signed contracts {_fmt(vals.signed_contracts, 0)}"))
+            step()
+        if u in flow_gex:
+            png, vals = _flow_gex_figure(plt, flow_gex[u])
+            figures[f"flow-gex-{u}"] = vals
+            parts.append(_figure_html(f"flow-gex-{u}", png, vals,
+                                      f"{u} at {_utc(vals.ts)} UTC: zero gamma {_fmt(vals.zero_gamma)} (OI) vs "
+                                      f"{_fmt(vals.flow_zero_gamma)} (flow-adjusted), total GEX "
+                                      f"{_fmt(vals.total_gex / USD_PER_BN)} vs {_fmt(vals.flow_total_gex / USD_PER_BN)}"
+                                      f" $bn, {_fmt(vals.flow_contracts, 0)} signed contracts"))
+            step()
     if term_history or surfaces:
         parts.append("<h2>Volatility</h2>")
     if term_history:

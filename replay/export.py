@@ -7,7 +7,10 @@
 Kinds: trades (Trade), quotes (Quote), book (BookLevel), bars (OrderflowBar), levels
 (GammaLevels), chains (every contract of every Polygon chain page, one row each), term
 (TermStructure: VIX and the VX curve as list columns), iv (IvSurface: per-expiry lists and the
-flattened smiles; --symbols filters by underlying).
+flattened smiles; --symbols filters by underlying), option_trades (OptionTrade: Polygon's option
+trade stream, `conditions` a list column), flow (OptionFlow bars: customer-signed option flow per
+underlying, the by-contract lists as list columns), unusual (UnusualTrade); --symbols filters
+these by underlying.
 
 Column types: times (ts_event, ts_recv, bar_start, chain_ts, ts) are timestamp[ns, UTC];
 `symbol` is the instrument's symbol as a string beside the integer `instrument`; sides are int8;
@@ -64,12 +67,16 @@ EXPORT_KINDS: dict[str, str] = {
     "chains": "PolygonResponse",
     "term": "TermStructure",
     "iv": "IvSurface",
+    "option_trades": "OptionTrade",
+    "flow": "OptionFlow",
+    "unusual": "UnusualTrade",
 }
 _EXPORT_NAME_OF = {v: k for k, v in EXPORT_KINDS.items()}
 FORMATS = ("parquet", "csv")
 TIME_FIELDS = frozenset({"ts_event", "ts_recv", "bar_start", "chain_ts", "ts"})
 INT8_FIELDS = frozenset({"side", "action"})
 MARKET = (K_TRADE, K_QUOTE, K_BOOK_LEVEL)
+PER_UNDERLYING = ("levels", "iv", "term", "option_trades", "flow", "unusual")
 
 Progress = Callable[[int, int], None]
 
@@ -270,7 +277,7 @@ def export_table(day: Day, kind: str, *, symbols: Sequence[str] | None = None, s
         if symbols:
             raise UsageError("--symbols does not apply to chains (they are per underlying)")
         return _chain_table(day, start, end, tick)
-    if kind in ("levels", "iv", "term"):  # per underlying (term: the one VIX curve), no instrument
+    if kind in PER_UNDERLYING:  # per underlying (term: the one VIX curve), no instrument
         table = _object_table(day, k, None, start, end, tick)
         if symbols and kind != "term":
             import pyarrow.compute as pc

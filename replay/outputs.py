@@ -22,7 +22,15 @@ import numpy as np
 from mia.analytics.orderflow import InstrumentSummary
 from mia.config import AnalyticsConfig, Config
 from mia.engine.clock import parse_date, window_ns
-from mia.engine.events import K_TRADE, GammaLevels, IvSurface, OrderflowBar, TermStructure
+from mia.engine.events import (
+    K_TRADE,
+    GammaLevels,
+    IvSurface,
+    OptionFlow,
+    OrderflowBar,
+    TermStructure,
+    UnusualTrade,
+)
 from mia.fold import Fold
 from mia.replay.day import Day, time_span
 
@@ -59,6 +67,8 @@ class ReplayState:
     surfaces: dict[str, IvSurface] = field(default_factory=dict)  # the last per underlying
     trades: dict[str, TradeSeries] = field(default_factory=dict)
     symbols: dict[int, str] = field(default_factory=dict)
+    option_flows: list[OptionFlow] = field(default_factory=list)  # option flow bars (streams)
+    unusual: list[UnusualTrade] = field(default_factory=list)
 
     @property
     def gamma_last(self) -> dict[str, GammaLevels]:
@@ -94,6 +104,10 @@ def replay_state(root: str, date: str, *, end: int | None = None,
                 state.term_history.append(ev)
             elif isinstance(ev, IvSurface):
                 state.surfaces[ev.underlying] = ev
+            elif isinstance(ev, OptionFlow):
+                state.option_flows.append(ev)
+            elif isinstance(ev, UnusualTrade):
+                state.unusual.append(ev)
         if collect_trades:
             rows = np.flatnonzero(batch.kind == K_TRADE)
             if rows.size:
@@ -158,7 +172,8 @@ def report_day(root: str, date: str, *, end: int | None = None, config: Config |
                 f"{len(state.gamma_history)} GammaLevels, {len(state.bars)} OrderflowBars")
     return build_report(state.date, flows, gammas, state.gamma_history, subtitle=subtitle,
                         progress=figure_progress, term_history=state.term_history,
-                        surfaces=[state.surfaces[u] for u in sorted(state.surfaces)])
+                        surfaces=[state.surfaces[u] for u in sorted(state.surfaces)],
+                        option_flows=state.option_flows)
 
 
 def health_of_day(root: str, date: str, *, config: Config | AnalyticsConfig | None = None):

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import msgspec
 import numpy as np
 
+from mia.analytics.flow import UnderlyingFlow, flow_summary
 from mia.analytics.orderflow import InstrumentSummary
 from mia.analytics.volatility import VolatilitySummary, volatility_summary
 from mia.config import AnalyticsConfig, Config
@@ -67,6 +68,7 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     instruments: dict[str, InstrumentSummary] = {}
     gamma: dict[str, GammaSummary] = {}
     volatility: VolatilitySummary = VolatilitySummary()
+    flow: dict[str, UnderlyingFlow] = {}  # option flow per underlying (Polygon streams)
     check: str | None = None
     mismatch: str | None = None
     derived: int = 0
@@ -76,12 +78,16 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     chains: ChainCheck | None = None  # with --check --deep: ChainSnapshots against their pages
 
     def json(self) -> dict:
-        """The --json object: {"date", "events", "instruments", "gamma", "volatility", "check",
-        "crashed_runs"} (an instrument's figures without its symbol: the symbol is its key)."""
+        """The --json object: {"date", "events", "instruments", "gamma", "volatility", "flow",
+        "check", "crashed_runs"} (an instrument's figures without its symbol: the symbol is its
+        key). "flow": {UNDERLYING: {"trades", "signed_premium", "unusual", "flow_zero_gamma"}}
+        over the window's OptionFlow bars and UnusualTrades, and the flow-adjusted zero gamma of
+        the window's last GammaLevels; {} on a day without option streams."""
         instruments = {sym: {f: getattr(s, f) for f in s.__struct_fields__ if f != "symbol"}
                        for sym, s in self.instruments.items()}
         return {"date": self.date, "events": self.events, "instruments": instruments,
-                "gamma": self.gamma, "volatility": self.volatility, "check": self.check,
+                "gamma": self.gamma, "volatility": self.volatility, "flow": self.flow,
+                "check": self.check,
                 "crashed_runs": self.crashed_runs}
 
 
@@ -108,6 +114,10 @@ def summary_lines(result: ReplayResult) -> list[str]:
                      f"put wall {g.put_wall:.0f} max pain {g.max_pain:.0f} "
                      f"GEX {g.total_gex / 1e9:+.2f}bn/1% P/C OI {g.pcr_oi:.2f} "
                      f"bias {g.dealer_bias:+.2f}" + (" STALE" if g.stale else ""))
+    for u, f in result.flow.items():
+        zero = "none" if math.isnan(f.flow_zero_gamma) else f"{f.flow_zero_gamma:.2f}"
+        lines.append(f"  {u:8} option trades {f.trades:>7,} signed premium {f.signed_premium / 1e6:+,.2f}$m "
+                     f"unusual {f.unusual:,} flow zero-gamma {zero}")
     return lines
 
 
@@ -196,6 +206,7 @@ def replay_day(
         if isinstance(ev, GammaLevels):
             last_gamma[ev.underlying] = ev
     result.gamma = {u: GammaSummary.of(g) for u, g in last_gamma.items()}
+    result.flow = flow_summary(derived_in_window, last_gamma)
     result.volatility = volatility_summary(
         d for d in derived_in_window if isinstance(d, (TermStructure, IvSurface)))
     if check:
