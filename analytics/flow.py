@@ -326,6 +326,12 @@ class UnderlyingFlow(msgspec.Struct, kw_only=True):
     flow_zero_gamma: float = NAN
 
 
+def _chain_index(chain: list) -> dict[str, int]:
+    if chain[3] is None:
+        chain[3] = {contract_key(t): j for j, t in enumerate(chain[0])}
+    return chain[3]
+
+
 class FlowReducer:
     """Pure fold: option rows in log order -> OptionFlow bars and UnusualTrade events.
 
@@ -343,7 +349,9 @@ class FlowReducer:
         self._u_f = np.zeros((0, K.N_UF))
         self._sweep = frozenset(config.sweep_conditions)
         self._cancel = frozenset(config.cancel_conditions)
-        self._chains: dict[str, tuple[dict[str, int], np.ndarray, np.ndarray]] = {}
+        # underlying -> [tickers, delta, gamma, index by contract key (built when first needed:
+        # a day without streams never pays for it)]
+        self._chains: dict[str, list] = {}
         self._greeks_known = 0  # contracts whose greeks were looked up in the chains
 
     def _grow_underlyings(self) -> None:
@@ -365,7 +373,7 @@ class FlowReducer:
         for i in range(self._greeks_known, len(c)):
             chain = self._chains.get(c.und_names[int(c.k[i, K.K_UND])])
             if chain is not None:
-                j = chain[0].get(contract_key(c.tickers[i]), -1)
+                j = _chain_index(chain).get(contract_key(c.tickers[i]), -1)
                 if j >= 0:
                     c.s[i, K.S_DELTA] = chain[1][j]
                     c.s[i, K.S_GAMMA] = chain[2][j]
@@ -373,10 +381,9 @@ class FlowReducer:
 
     def _apply_chain(self, underlying: str, tickers, delta: np.ndarray, gamma: np.ndarray,
                      spot: float) -> None:
-        index = {contract_key(t): j for j, t in enumerate(tickers)}
         delta = np.asarray(delta, np.float64)
         gamma = np.asarray(gamma, np.float64)
-        self._chains[underlying] = (index, delta, gamma)
+        chain = self._chains[underlying] = [tickers, delta, gamma, None]
         c = self.contracts
         u = c.und(underlying)
         self._grow_underlyings()
@@ -384,6 +391,7 @@ class FlowReducer:
         self._greeks_of_new()
         mine = np.flatnonzero(c.k[: len(c), K.K_UND] == u)
         if mine.size:
+            index = _chain_index(chain)
             j = np.fromiter((index.get(contract_key(c.tickers[i]), -1) for i in mine.tolist()),
                             np.int64, mine.size)
             c.s[mine, K.S_DELTA] = np.where(j >= 0, delta[j], NAN)
