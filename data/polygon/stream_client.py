@@ -155,6 +155,7 @@ class PolygonStreamClient:
         self._gap_from = 0  # ns of the loss whose Gap waits for the next data
         self._gap_reason = ""
         self._connections = 0
+        self._ws_was_open = False  # the current connection got past auth
         self.frames = 0
         self.reconnects = 0
         self.gaps = 0
@@ -229,8 +230,9 @@ class PolygonStreamClient:
                     raise
                 except ConnectionClosed as exc:
                     ok = self._ws_was_open
-                    timeout = exc.rcvd is None and "keepalive" in str(exc.reason or "") or \
-                        (exc.sent is not None and exc.sent.code == CloseCode.INTERNAL_ERROR)
+                    # no pong in time: websockets closes with 1011 "keepalive ping timeout"
+                    timeout = exc.sent is not None and exc.sent.code == CloseCode.INTERNAL_ERROR \
+                        and "keepalive" in exc.sent.reason
                     reason = self._redact_text(f"connection lost: {exc}")
                 except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI, ConnectionLostError) as exc:
                     ok = self._ws_was_open

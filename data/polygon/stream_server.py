@@ -40,6 +40,9 @@ from .server import INDEXES, SIM_API_KEY, PolygonSimulator, nbbo
 from .stream import CLUSTER_INDICES, CLUSTER_OPTIONS, QUOTE_LIMIT
 
 log = logging.getLogger(__name__)
+# websockets logs every frame at DEBUG, clients' auth messages (keys) among them: not ours
+_ws_logger = logging.getLogger(__name__ + ".websockets")
+_ws_logger.setLevel(logging.INFO)
 
 DEFAULT_STREAM_PORT: Final = 8766
 SWEEP_CONDITION: Final = 219  # the simulator's intermarket-sweep trade condition
@@ -126,7 +129,7 @@ class PolygonStreamSimulator:
 
     async def start(self) -> "PolygonStreamSimulator":
         self._server = await serve(self._handler, self.host, self.port, compression=None, max_size=2**20,
-                                   ping_interval=None)
+                                   ping_interval=None, logger=_ws_logger)
         self.port = self._server.sockets[0].getsockname()[1]  # type: ignore[index]
         log.info("polygon stream simulator listening url=%s seed=%d", self.url, self.seed)
         return self
@@ -146,6 +149,11 @@ class PolygonStreamSimulator:
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}"
+
+    @property
+    def chains(self) -> PolygonSimulator:
+        """The chain simulator whose prices and index paths the stream follows."""
+        return self._chains
 
     @property
     def live_connections(self) -> int:
