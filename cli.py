@@ -230,9 +230,10 @@ def migrate(date: str, force: bool, data_dir: str, as_json: bool) -> None:
     """Rewrite a day into the current log format, and give it the ChainSnapshots it lacks.
 
     Every closed segment is rewritten (same events, same seqs, same metadata), read back and
-    proved equal, then swapped in atomically; segments still being written are skipped. A day
-    recorded before chains were logged as ChainSnapshots gets them in a `chains` stream.
-    Migrating a migrated day does nothing. Exit 1 when a segment had to be skipped.
+    proved equal, then swapped in atomically; segments still being written are left for later.
+    A day recorded before chains were logged as ChainSnapshots gets them in a `chains` stream.
+    Migrating a migrated day does nothing. Exit 1 when a segment had to be skipped (damaged,
+    or not proved equal: its original is kept).
 
     \b
     Examples:

@@ -80,12 +80,14 @@ class SegmentMigration(msgspec.Struct, frozen=True, kw_only=True):
 
     segment: str  # file name
     stream: str
-    action: str  # "rewritten" | "current" (already in the target format) | "skipped"
+    # "rewritten" | "current" (already in the target format) | "open" (being written: left for
+    # later) | "skipped" (damaged, or not proved equal once rewritten: the original kept)
+    action: str
     from_format: int
     to_format: int
     frames: int = 0
     events: int = 0
-    reason: str = ""  # why skipped
+    reason: str = ""  # why open or skipped
 
 
 class MigrateResult(msgspec.Struct, kw_only=True):
@@ -111,13 +113,13 @@ class MigrateResult(msgspec.Struct, kw_only=True):
             if s.action == "rewritten":
                 out.append(f"  {s.segment}: format {s.from_format} -> {s.to_format}, {s.frames:,} frames, "
                            f"{s.events:,} events, proved equal")
-            elif s.action == "skipped":
+            elif s.action in ("skipped", "open"):
                 out.append(f"  {s.segment}: skipped: {s.reason}")
         if self.chain_snapshots:
             out.append(f"  {self.chains_segment}: {self.chain_snapshots:,} ChainSnapshots written")
         elif self.chains_note:
             out.append(f"  chains: {self.chains_note}")
-        if not self.changed:
+        if not self.changed and not any(s.action in ("skipped", "open") for s in self.segments):
             out.insert(0, f"{self.date}: already migrated (format {self.target_format}, chain snapshots "
                           f"in place): nothing to do")
         return out
@@ -368,7 +370,7 @@ def migrate_day(root: str | os.PathLike, date: str, *, target_format: int | None
         for info in infos:
             path = Path(info.path)
             if writer_alive(path):
-                done = SegmentMigration(segment=path.name, stream=info.stream, action="skipped",
+                done = SegmentMigration(segment=path.name, stream=info.stream, action="open",
                                         from_format=info.format_version, to_format=version,
                                         reason="still being written (its writer holds the lock)")
             elif info.format_version == version and not force:
@@ -383,6 +385,8 @@ def migrate_day(root: str | os.PathLike, date: str, *, target_format: int | None
                                             reason=str(exc))
             if done.action == "skipped":
                 logger.warning("segment not migrated path=%s reason=%s", path, done.reason)
+            elif done.action == "open":
+                logger.info("segment being written, not migrated path=%s", path)
             result.segments.append(done)
             if on_segment is not None:
                 on_segment(done)
