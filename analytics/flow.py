@@ -60,6 +60,7 @@ SWEEP_CONDITION: Final = 219  # Polygon options condition "Intermarket Sweep Ord
 CANCEL_CONDITIONS: Final = (201, 203, 205, 207)  # Canceled, Last and Canceled, Opening and
 # Canceled, Only and Canceled (Polygon's options conditions, /v3/reference/conditions)
 REASON_NAMES: Final = ((K.U_PREMIUM, "premium"), (K.U_SIZE, "size"), (K.U_SWEEP, "sweep"))
+_REASONS: Final = tuple(tuple(name for bit, name in REASON_NAMES if bits & bit) for bits in range(8))
 
 
 class FlowConfig(ConfigBase):
@@ -102,7 +103,9 @@ class Contracts:
     """The option contracts seen, as small ints: static columns and the kernels' state rows."""
 
     def __init__(self) -> None:
-        self.index: dict[str, int] = {}
+        self.index: dict[str, int] = {}  # by contract key (the ticker without "O:")
+        self.by_ticker: dict[str, int] = {}  # by the ticker as received (the fast path)
+        self.und_of: list[int] = []  # each contract's underlying
         self.tickers: list[str] = []
         self.underlyings: dict[str, int] = {}
         self.und_names: list[str] = []
@@ -126,8 +129,9 @@ class Contracts:
         key = contract_key(ev.ticker)
         i = self.index.get(key)
         if i is not None:
+            self.by_ticker[ev.ticker] = i
             return i
-        i = self.index[key] = len(self.tickers)
+        i = self.index[key] = self.by_ticker[ev.ticker] = len(self.tickers)
         self.tickers.append(ev.ticker)
         if i >= self.s.shape[0]:
             cap = max(64, 2 * self.s.shape[0])
@@ -143,6 +147,7 @@ class Contracts:
             expiry[: self.expiry.shape[0]] = self.expiry
             self.s, self.k, self.strike, self.expiry = s, k, strike, expiry
         self.k[i, K.K_UND] = self.und(ev.underlying)
+        self.und_of.append(int(self.k[i, K.K_UND]))
         self.k[i, K.K_RIGHT] = int(ev.right)
         self.strike[i] = float(ev.strike)
         self.expiry[i] = int(ev.expiry_ns)
@@ -176,21 +181,22 @@ def extract_rows(batch: ColumnBatch, contracts: Contracts, *, with_index: bool,
     RecordingEnded rows) as FlowRows; contracts registered in row order."""
     pos = np.flatnonzero(np.isin(batch.kind, _FLOW_KINDS if with_index else _TRADE_QUOTE))
     n = pos.size
-    rk = np.zeros(n, np.int8)
-    cidx = np.full(n, -1, np.int64)
-    und = np.full(n, -1, np.int64)
-    a = np.full(n, NAN)
-    b = np.full(n, NAN)
-    flags = np.zeros(n, np.uint8)
-    objects, obj, kinds = batch.objects, batch.obj, batch.kind
-    add = contracts.add
-    for j, p in enumerate(pos.tolist()):
-        ev = objects[obj[p]]
-        k = kinds[p]
+    rk = [0] * n
+    cidx = [-1] * n
+    und = [-1] * n
+    a = [NAN] * n
+    b = [NAN] * n
+    flags = [0] * n
+    objects = batch.objects
+    by_ticker, add, und_of = contracts.by_ticker, contracts.add, contracts.und_of
+    for j, (o, k) in enumerate(zip(batch.obj[pos].tolist(), batch.kind[pos].tolist())):
+        ev = objects[o]
         if k == K_OPTION_TRADE:
-            i = add(ev)
+            i = by_ticker.get(ev.ticker)
+            if i is None:
+                i = add(ev)
             cidx[j] = i
-            und[j] = contracts.k[i, K.K_UND]
+            und[j] = und_of[i]
             a[j] = ev.price
             b[j] = ev.size
             if ev.conditions:
@@ -202,9 +208,11 @@ def extract_rows(batch: ColumnBatch, contracts: Contracts, *, with_index: bool,
                         f |= K.F_CANCEL
                 flags[j] = f
         elif k == K_OPTION_QUOTE:
-            i = add(ev)
+            i = by_ticker.get(ev.ticker)
+            if i is None:
+                i = add(ev)
             cidx[j] = i
-            und[j] = contracts.k[i, K.K_UND]
+            und[j] = und_of[i]
             rk[j] = K.R_QUOTE
             a[j] = ev.bid
             b[j] = ev.ask
@@ -214,8 +222,9 @@ def extract_rows(batch: ColumnBatch, contracts: Contracts, *, with_index: bool,
             a[j] = ev.value
         else:
             rk[j] = K.R_ENDED
-    return FlowRows(pos=pos, rk=rk, cidx=cidx, und=und, ts=batch.ts_event[pos],
-                    ts_recv=batch.ts_recv[pos], a=a, b=b, flags=flags)
+    return FlowRows(pos=pos, rk=np.array(rk, np.int8), cidx=np.array(cidx, np.int64),
+                    und=np.array(und, np.int64), ts=batch.ts_event[pos], ts_recv=batch.ts_recv[pos],
+                    a=np.array(a, np.float64), b=np.array(b, np.float64), flags=np.array(flags, np.uint8))
 
 
 class Sessions:
@@ -442,7 +451,7 @@ class FlowReducer:
         interval = self.config.bar_interval_ns
         mult = self.config.multiplier
         keyed: list[tuple[int, int, object]] = []
-        for k, (ints, fl) in enumerate(zip(out_i.tolist(), out_f.tolist())):
+        for ints, fl in zip(out_i.tolist(), out_f[: len(out_i)].tolist()):
             c0, cn = ints[K.O_C0], ints[K.O_CN]
             ids = out_c[c0 : c0 + cn]
             vals = out_cf[c0 : c0 + cn]
@@ -467,7 +476,7 @@ class FlowReducer:
                 ts_event=ev.ts_event, ts_recv=ev.ts_recv, underlying=ev.underlying, ticker=ev.ticker,
                 right=ev.right, strike=ev.strike, expiry_ns=ev.expiry_ns, price=ev.price, size=ev.size,
                 premium=ev.price * ev.size * mult, side=int(sign[j]),
-                reasons=[name for bit, name in REASON_NAMES if bits & bit],
+                reasons=list(_REASONS[bits]),
                 conditions=list(ev.conditions), sequence=ev.sequence)))
         keyed.sort(key=lambda x: (x[0], x[1]))
         return [e for _, _, e in keyed]
