@@ -524,3 +524,16 @@ def flow_line(ev) -> str:
         return (f"{at} {ev.underlying:4} UNUSUAL {ev.ticker} {ev.size:,.0f} @ {ev.price:g} "
                 f"premium {_money(ev.premium).replace('+', '')} {side} [{','.join(ev.reasons)}]")
     return f"{at} {type(ev).__name__}"
+
+
+def compile_rows(t: int = 1_700_000_000_000_000_000) -> list:
+    """A few option rows that reach every flow kernel (quote, trade, index value, a bar closed
+    by a recording end), for the fold's start-up compilation (`Fold.compile`)."""
+    from ..engine.events import IndexValue, OptionQuote, OptionTrade, RecordingEnded
+
+    c = dict(ticker="O:SPXW231115C04400000", underlying="SPX", right=1, strike=4400.0,
+             expiry_ns=t + 86_400 * NS_PER_S)
+    return [OptionQuote(t, t, **c, bid=1.0, bid_size=5.0, ask=1.2, ask_size=5.0),
+            OptionTrade(t + 1, t + 1, **c, price=1.2, size=1.0, conditions=[SWEEP_CONDITION]),
+            IndexValue(t + 2, t + 2, "I:SPX", 4400.0),
+            RecordingEnded(t + 61 * NS_PER_S, t + 61 * NS_PER_S, "warm-up", "stopped")]
