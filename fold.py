@@ -88,7 +88,8 @@ class Fold:
             config = config.analytics
         self.config: AnalyticsConfig = config or AnalyticsConfig()
         self.orderflow = OrderflowReducer(self.config.orderflow)
-        self.gamma = GammaReducer(chain_columns, self.config.gamma, index_values=index_values)
+        self.gamma = GammaReducer(chain_columns, self.config.gamma, index_values=index_values,
+                                  flow=self.config.flow)
         self.monitor = MonitorReducer(self.config.monitor)
         vol = self.config.volatility
         self.term = TermStructureReducer(vol, index_values=index_values, vx_expiry=vx_expiry)

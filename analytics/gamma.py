@@ -45,7 +45,7 @@ from ..engine.events import (
     SourceError,
 )
 from . import _gamma_kernels as kern
-from .flow import DaySignedVolume, FlowGex, with_flow
+from .flow import DaySignedVolume, FlowConfig, FlowGex, with_flow
 
 NAN = math.nan
 NS_PER_YEAR: Final = 365 * NS_PER_DAY  # T in years of 365 days
@@ -572,7 +572,8 @@ class GammaReducer:
 
     def __init__(self, parse_chain: Callable[[list[PolygonResponse]], ChainColumns],
                  config: GammaConfig = DEFAULT_CONFIG, *,
-                 index_values: Callable[[PolygonResponse], list] | None = None) -> None:
+                 index_values: Callable[[PolygonResponse], list] | None = None,
+                 flow: FlowConfig | None = None) -> None:
         self._parse_chain = parse_chain
         self._config = config
         self._feed = ChainFeed(parse_chain, index_values)
@@ -584,7 +585,7 @@ class GammaReducer:
         self.skipped = 0  # snapshots dropped: a non-200 page or a MiaError
         # option flow (Polygon streams): the day's signed customer volume per contract, folded
         # in the row walk below; the chains of each batch, at their rows, for the flow reducer
-        self._flow = DaySignedVolume()
+        self._flow = DaySignedVolume(flow or FlowConfig())  # its cancel conditions
         self._pos = 0
         self.batch_chains: list[tuple] = []  # (row, underlying, tickers, delta, gamma, spot)
 
