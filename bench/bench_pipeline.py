@@ -24,6 +24,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 
 from mia.engine.clock import ManualClock
@@ -62,8 +63,9 @@ def chain_pages() -> list:
     return pages
 
 
-def write_day(root: Path, n: int, pages: list, seed: int = 1) -> tuple[str, int]:
-    """n market events (~15% trades, 25% quotes, 60% depth) plus a chain snapshot per minute."""
+def write_day(root: Path, n: int, pages: list, seed: int = 1, *, snapshots: bool = False) -> tuple[str, int]:
+    """n market events (~15% trades, 25% quotes, 60% depth) plus a chain snapshot per minute;
+    `snapshots`: each followed by its ChainSnapshot, as the poller logs them now."""
     rng = np.random.default_rng(seed)
     clock = ManualClock(START)
     written = 0
@@ -71,7 +73,14 @@ def write_day(root: Path, n: int, pages: list, seed: int = 1) -> tuple[str, int]
     mid = 24_000
     next_chain = START
     snapshot = 0
-    with EventLog(root).writer("live", clock=clock, sources=["bench"]) as w:
+    columns = None
+    if snapshots and pages:  # one parse: the snapshot of every minute differs in its times alone
+        from mia.data.polygon.models import chain_snapshot
+
+        columns = chain_snapshot([PolygonResponse(START, START, "SPX", pg.path, pg.query, pg.status,
+                                                  pg.request_id, pg.elapsed_ns, pg.body, 0, pg.page, pg.final)
+                                  for pg in pages])
+    with EventLog(root).writer("live", clock=clock, sources=["bench"], chain_snapshots=snapshots) as w:
         append = w.append
         append(Instrument(START, START, 1, "ESZ6", "dtc:bench", "CME", 0.25, 50.0))
         while written < n:
@@ -90,6 +99,8 @@ def write_day(root: Path, n: int, pages: list, seed: int = 1) -> tuple[str, int]
                         append(PolygonResponse(tt, tt, "SPX", pg.path, pg.query, pg.status,
                                                pg.request_id, pg.elapsed_ns, pg.body, snapshot,
                                                pg.page, pg.final))
+                    if columns is not None:
+                        append(msgspec.structs.replace(columns, ts_event=tt, ts_recv=tt, snapshot_id=snapshot))
                     next_chain += 60 * NS
                 clock.set(tt)
                 if k == 0:

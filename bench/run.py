@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 
-MODULES = ["bench_log", "bench_dtc", "bench_polygon", "bench_orderflow", "bench_gamma", "bench_monitor", "bench_bus", "bench_pipeline", "bench_sierra", "bench_study",
+MODULES = ["bench_log", "bench_dtc", "bench_polygon", "bench_orderflow", "bench_gamma", "bench_monitor", "bench_bus", "bench_pipeline", "bench_chains", "bench_sierra", "bench_study",
            "bench_volatility", "bench_dbn", "bench_storage", "bench_flow"]
 
 
