@@ -216,7 +216,8 @@ def test_faults_are_recorded_and_replay_reproduces_the_fallbacks(tmp_path):
     assert out["check"] == "ok"
     rep = replay_day(str(tmp_path), result.date, check=True)
     recorded = list(day.events(streams=["derived"], kinds=["GammaLevels", "OrderflowBar", "Alert",
-                                                           "TermStructure", "IvSurface"]))
+                                                           "TermStructure", "IvSurface", "OptionFlow",
+                                                           "UnusualTrade"]))
     assert rep.check == "ok" and rep.derived == len(recorded) > 0
     assert sum(isinstance(e, GammaLevels) and e.stale for e in recorded) == sum(g.stale for g in gamma)
 

@@ -315,3 +315,84 @@ def test_a_recorded_day_with_streams_and_faults_replays_with_check_and_holds_the
     assert bus_payloads and not any(secret in p for p in bus_payloads)
     out, err = capfd.readouterr()
     assert SECRET not in out and SECRET not in err
+
+
+# --- the command line -------------------------------------------------------------------------------
+
+
+class ThreadedStreamSimulator:
+    """The stream simulator on its own event loop in a thread (the CLI runs its own loop)."""
+
+    def __init__(self, **kw) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.sim = PolygonStreamSimulator(**kw)
+
+    def __enter__(self) -> PolygonStreamSimulator:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.sim.start(), self.loop).result(BOUND_S)
+        return self.sim
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self.sim.stop(), self.loop).result(BOUND_S)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(BOUND_S)
+        self.loop.close()
+
+
+def test_mia_record_streams_from_the_polygon_ws_url_it_is_given(tmp_path):
+    from mia.engine.log import EventLog
+
+    with ThreadedStreamSimulator(rate=200, api_key=SECRET) as sim:
+        res = cli_run("record", "--data-dir", tmp_path, "--no-dtc", "--no-polygon", "--no-publish", "-q",
+                      "--polygon-ws-url", sim.url, "--duration", "3s", env={"POLYGON_API_KEY": SECRET})
+    assert res.exit_code == 0, res.output
+    assert SECRET not in res.output
+    log = EventLog(tmp_path)
+    counts = collections.Counter(type(ev).__name__ for d in log.dates() for _, ev in log.read(d))
+    assert counts["OptionTrade"] > 20 and counts["IndexValue"] >= 2 and counts["PolygonStreamFrame"] > 5, counts
+    assert counts["PolygonResponse"] == 0  # --no-polygon: no chains, the streams only
+
+
+def test_a_polygon_ws_url_that_is_not_a_websocket_url_is_a_one_line_error(tmp_path):
+    from helpers import assert_one_line_error
+
+    res = cli_run("record", "--data-dir", tmp_path, "--no-dtc", "--polygon-ws-url", "http://127.0.0.1:8766",
+                  "--duration", "1s")
+    assert "is not ws://HOST:PORT" in assert_one_line_error(res, 2)
+
+
+def test_mia_sim_serves_the_stream_clusters_on_its_polygon_ws_port(tmp_path):
+    import subprocess
+
+    from helpers import mia_cmd
+    from websockets.asyncio.client import connect
+
+    from mia.data.polygon.server import SIM_API_KEY
+
+    port = free_port()
+    args = mia_cmd("sim", "--dtc-port", str(free_port()), "--dtc-historical-port", str(free_port()),
+                   "--polygon-port", str(free_port()), "--polygon-ws-port", str(port), "--duration", "60s")
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        seen = []
+        while not any(f"its streams on ws://127.0.0.1:{port}" in ln for ln in seen):
+            line = proc.stderr.readline()  # log lines first; EOF if it died
+            assert line, "".join(seen)
+            seen.append(line)
+
+        async def go():
+            async with connect(f"ws://127.0.0.1:{port}/indices", proxy=None) as ws:
+                assert "connected" in await ws.recv()
+                await ws.send(msgspec.json.encode({"action": "auth", "params": SIM_API_KEY}).decode())
+                assert "auth_success" in await ws.recv()
+                await ws.send('{"action":"subscribe","params":"V.I:SPX"}')
+                assert "subscribed to: V.I:SPX" in await ws.recv()
+                return msgspec.json.decode(await asyncio.wait_for(ws.recv(), BOUND_S))
+
+        values = asyncio.run(go())
+        assert values[0]["ev"] == "V" and values[0]["T"] == "I:SPX" and values[0]["val"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(BOUND_S)
+        proc.stderr.close()
