@@ -175,56 +175,69 @@ _TRADE_QUOTE: Final = np.array([K_OPTION_TRADE, K_OPTION_QUOTE], np.uint8)
 _FLOW_KINDS: Final = np.array([K_OPTION_TRADE, K_OPTION_QUOTE, K_INDEX_VALUE, K_RECORDING_ENDED], np.uint8)
 
 
+def _flags(conditions, sweep: frozenset[int], cancel: frozenset[int]) -> int:
+    f = 0
+    for c in conditions:
+        if c in sweep:
+            f |= K.F_SWEEP
+        if c in cancel:
+            f |= K.F_CANCEL
+    return f
+
+
 def extract_rows(batch: ColumnBatch, contracts: Contracts, *, with_index: bool,
                  sweep: frozenset[int] = frozenset(), cancel: frozenset[int] = frozenset()) -> FlowRows:
     """The batch's OptionTrade / OptionQuote rows (and, `with_index`, IndexValue and
-    RecordingEnded rows) as FlowRows; contracts registered in row order."""
+    RecordingEnded rows) as FlowRows; contracts and underlyings registered in row order."""
     pos = np.flatnonzero(np.isin(batch.kind, _FLOW_KINDS if with_index else _TRADE_QUOTE))
     n = pos.size
-    rk = [0] * n
-    cidx = [-1] * n
-    und = [-1] * n
-    a = [NAN] * n
-    b = [NAN] * n
-    flags = [0] * n
+    kinds = batch.kind[pos]
     objects = batch.objects
-    by_ticker, add, und_of = contracts.by_ticker, contracts.add, contracts.und_of
-    for j, (o, k) in enumerate(zip(batch.obj[pos].tolist(), batch.kind[pos].tolist())):
-        ev = objects[o]
-        if k == K_OPTION_TRADE:
-            i = by_ticker.get(ev.ticker)
-            if i is None:
-                i = add(ev)
-            cidx[j] = i
-            und[j] = und_of[i]
-            a[j] = ev.price
-            b[j] = ev.size
-            if ev.conditions:
-                f = 0
-                for c in ev.conditions:
-                    if c in sweep:
-                        f |= K.F_SWEEP
-                    if c in cancel:
-                        f |= K.F_CANCEL
-                flags[j] = f
-        elif k == K_OPTION_QUOTE:
-            i = by_ticker.get(ev.ticker)
-            if i is None:
-                i = add(ev)
-            cidx[j] = i
-            und[j] = und_of[i]
-            rk[j] = K.R_QUOTE
-            a[j] = ev.bid
-            b[j] = ev.ask
+    evs = [objects[o] for o in batch.obj[pos].tolist()]
+    by_ticker = contracts.by_ticker
+    # registration in row order (new contracts and underlyings are rare: one membership test a row)
+    for e, k in zip(evs, kinds.tolist()):
+        if k == K_OPTION_TRADE or k == K_OPTION_QUOTE:
+            if e.ticker not in by_ticker:
+                contracts.add(e)
         elif k == K_INDEX_VALUE:
-            rk[j] = K.R_INDEX
-            und[j] = contracts.und(index_underlying(ev.ticker))
-            a[j] = ev.value
-        else:
-            rk[j] = K.R_ENDED
-    return FlowRows(pos=pos, rk=np.array(rk, np.int8), cidx=np.array(cidx, np.int64),
-                    und=np.array(und, np.int64), ts=batch.ts_event[pos], ts_recv=batch.ts_recv[pos],
-                    a=np.array(a, np.float64), b=np.array(b, np.float64), flags=np.array(flags, np.uint8))
+            contracts.und(index_underlying(e.ticker))
+    rk = np.full(n, K.R_ENDED, np.int8)
+    cidx = np.full(n, -1, np.int64)
+    und = np.full(n, -1, np.int64)
+    a = np.full(n, NAN)
+    b = np.full(n, NAN)
+    flags = np.zeros(n, np.uint8)
+    und_of = np.asarray(contracts.und_of, np.int64)
+    t = np.flatnonzero(kinds == K_OPTION_TRADE)
+    if t.size:
+        te = [evs[j] for j in t.tolist()]
+        ids = np.array([by_ticker[e.ticker] for e in te], np.int64)
+        rk[t] = K.R_TRADE
+        cidx[t] = ids
+        und[t] = und_of[ids]
+        a[t] = [e.price for e in te]
+        b[t] = [e.size for e in te]
+        watch = sweep | cancel
+        if watch:
+            flags[t] = [0 if watch.isdisjoint(c) else _flags(c, sweep, cancel) for c in (e.conditions for e in te)]
+    q = np.flatnonzero(kinds == K_OPTION_QUOTE)
+    if q.size:
+        qe = [evs[j] for j in q.tolist()]
+        ids = np.array([by_ticker[e.ticker] for e in qe], np.int64)
+        rk[q] = K.R_QUOTE
+        cidx[q] = ids
+        und[q] = und_of[ids]
+        a[q] = [e.bid for e in qe]
+        b[q] = [e.ask for e in qe]
+    v = np.flatnonzero(kinds == K_INDEX_VALUE)
+    if v.size:
+        ve = [evs[j] for j in v.tolist()]
+        rk[v] = K.R_INDEX
+        und[v] = [contracts.underlyings[index_underlying(e.ticker)] for e in ve]
+        a[v] = [e.value for e in ve]
+    return FlowRows(pos=pos, rk=rk, cidx=cidx, und=und, ts=batch.ts_event[pos], ts_recv=batch.ts_recv[pos],
+                    a=a, b=b, flags=flags)
 
 
 class Sessions:
@@ -469,15 +482,16 @@ class FlowReducer:
                 rights=c.k[ids, K.K_RIGHT].tolist(), by_signed_contracts=vals[:, 0].tolist(),
                 by_signed_premium=vals[:, 1].tolist(), by_signed_delta=vals[:, 2].tolist(),
                 by_signed_gamma=vals[:, 3].tolist())))
-        for j in np.flatnonzero(reason).tolist():
-            ev = batch.objects[batch.obj[rows.pos[j]]]
-            bits = int(reason[j])
+        hit = np.flatnonzero(reason)
+        objects = batch.objects
+        for j, o, bits, side in zip(hit.tolist(), batch.obj[rows.pos[hit]].tolist(), reason[hit].tolist(),
+                                    sign[hit].tolist()):
+            ev = objects[o]
+            # positional, in UnusualTrade's field order (the hot path of a busy tape)
             keyed.append((j, 1, UnusualTrade(
-                ts_event=ev.ts_event, ts_recv=ev.ts_recv, underlying=ev.underlying, ticker=ev.ticker,
-                right=ev.right, strike=ev.strike, expiry_ns=ev.expiry_ns, price=ev.price, size=ev.size,
-                premium=ev.price * ev.size * mult, side=int(sign[j]),
-                reasons=list(_REASONS[bits]),
-                conditions=list(ev.conditions), sequence=ev.sequence)))
+                ev.ts_event, ev.ts_recv, ev.underlying, ev.ticker, ev.right, ev.strike, ev.expiry_ns,
+                ev.price, ev.size, ev.price * ev.size * mult, side, list(_REASONS[bits]),
+                list(ev.conditions), ev.sequence)))
         keyed.sort(key=lambda x: (x[0], x[1]))
         return [e for _, _, e in keyed]
 
