@@ -396,17 +396,15 @@ class FrameDecoder:
             raise BadFrame(f"{len(events)} events, header says {count}")
         return events
 
-    def _columns2(self, data: bytes, frame: Frame) -> ColumnBatch:
-        try:
-            return _frame2().decode(data, frame.count, frame.first_seq, self._objects)
-        except (_frame2().Frame2Error, *UNDECODABLE) as exc:
-            raise BadFrame(f"decode: {exc}") from None
-
     def events(self, frame: Frame) -> list[Event]:
         msgpack, data = self._msgpack(frame)
-        if msgpack is not None:
-            return self._decode_events(msgpack, frame.count)
-        return _frame2().events_from_batch(self._columns2(data, frame))
+        if msgpack is None:  # columns: the kernel writes them as msgpack, msgspec builds them
+            f2 = _frame2()
+            try:
+                msgpack = self._upcast(f2.msgpack_of(data, frame.count))
+            except f2.Frame2Error as exc:
+                raise BadFrame(f"decode: {exc}") from None
+        return self._decode_events(msgpack, frame.count)
 
     def columns(self, frame: Frame) -> ColumnBatch:
         """The frame as a ColumnBatch of its own (seq filled)."""
