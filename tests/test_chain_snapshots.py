@@ -238,3 +238,29 @@ def test_snapshot_batch_row_is_an_object():
     b = ColumnBatch.from_events([snap], [0])
     assert int(b.kind[0]) == K_CHAIN_SNAPSHOT and b.events_at(0) is snap
 
+
+
+def test_the_poller_logs_a_snapshot_right_after_each_readable_final_page():
+    import asyncio
+
+    from test_polygon_poller import Rig
+
+    async def scenario():
+        rig = Rig()
+        try:
+            assert await rig.poller.poll_once("SPX")
+            rig.sim.faults.malformed_count = 1
+            assert not await rig.poller.poll_once("NDX")  # unreadable: no ChainSnapshot
+            rig.poller.chain_snapshots = False
+            assert await rig.poller.poll_once("SPX")  # a poller told not to log them
+            return rig.events
+        finally:
+            await rig.close()
+
+    events = asyncio.run(scenario())
+    snaps = [i for i, ev in enumerate(events) if isinstance(ev, ChainSnapshot)]
+    assert len(snaps) == 1
+    i = snaps[0]
+    pages = [ev for ev in events[:i] if isinstance(ev, PolygonResponse) and ev.snapshot_id == events[i].snapshot_id]
+    assert events[i - 1] is pages[-1] and pages[-1].final
+    assert CODEC.encode(events[i]) == CODEC.encode(chain_snapshot(pages))
