@@ -147,4 +147,10 @@ imbalance_ratio = 3.0
 
 [gamma]
 dealer_convention = "long_calls_short_puts"
+
+[flow]                           # option flow from the Polygon streams (OptionFlow, UnusualTrade)
+bar_interval_s = 60
+unusual_premium = 100000.0       # dollars
+unusual_size = 1000.0            # contracts
+sweep_conditions = [219]         # Polygon's options condition "Intermarket Sweep Order"
 """
