@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from bench._timing import best_of
-from mia.analytics.flow import Contracts, FlowReducer, extract_rows
+from mia.analytics import _flow_kernels as K
+from mia.analytics.flow import Contracts, FlowConfig, FlowReducer, Sessions, extract_rows
 from mia.analytics.gamma import GammaReducer
 from mia.data.polygon.models import chain_columns
 from mia.engine.columns import ColumnBatch
@@ -112,7 +113,30 @@ def run(quick: bool) -> str:
         for b in batches:
             g.on_batch(b)
 
+    # the kernel alone, over rows extracted beforehand (as the pandas peer starts from a frame)
+    c0 = Contracts()
+    cfg = FlowConfig()
+    pre = [extract_rows(b, c0, with_index=True, sweep=frozenset(cfg.sweep_conditions)) for b in batches]
+    sessions = Sessions()
+    sessions.cover(np.concatenate([r.ts for r in pre]))
+
+    def kernel_only():
+        c_s, c_k = c0.s.copy(), c0.k.copy()
+        u_i = np.zeros((len(c0.und_names), K.N_UI), np.int64)
+        u_f = np.zeros((len(c0.und_names), K.N_UF))
+        u_f[:, K.UF_SPOT] = u_f[:, K.UF_CHAIN_SPOT] = np.nan
+        for r in pre:
+            n = len(r)
+            cap = n + 8
+            K.flow_run(r.rk, r.cidx, r.und, r.ts, r.ts_recv, r.a, r.b, r.flags, 0, n, c_s, c_k, u_i, u_f,
+                       sessions.starts, cfg.bar_interval_ns, cfg.multiplier, cfg.unusual_premium,
+                       cfg.unusual_size, np.zeros(n, np.int8), np.zeros(n, np.uint8),
+                       np.zeros((cap, K.N_O), np.int64), np.zeros((cap, K.N_UF)), np.zeros(1, np.int64),
+                       np.zeros(n + len(c0) + 1, np.int64), np.zeros((n + len(c0) + 1, 4)), np.zeros(1, np.int64))
+
     mia_flow()  # compile / warm
+    kernel_only()
+    t_kernel = best_of(kernel_only, reps)
     t_mia = best_of(mia_flow, reps)
     t_extract = best_of(extract_only, reps)
     t_gamma = best_of(day_volume, reps)
@@ -138,6 +162,8 @@ def run(quick: bool) -> str:
         f"| `FlowReducer.on_batch` (OptionFlow bars, UnusualTrade, by-contract lists) | {t_mia * 1e3:.1f} | "
         f"{trades / t_mia / 1e6:.2f} M |\n"
         f"| of which: rows out of the batch's event objects (`extract_rows`, Python) | {t_extract * 1e3:.1f} | |\n"
+        f"| the numba kernel alone (`flow_run`: signing, bars, unusual flags) over extracted rows | "
+        f"{t_kernel * 1e3:.1f} | {trades / t_kernel / 1e6:.2f} M |\n"
         f"| pandas reference (signing + bar sums), DataFrame built beforehand | {t_pd * 1e3:.1f} | "
         f"{trades / t_pd / 1e6:.2f} M |\n"
         f"| pandas reference, DataFrame built from the same event objects | {t_pd_build * 1e3:.1f} | "
@@ -145,7 +171,8 @@ def run(quick: bool) -> str:
         f"| `GammaReducer.on_batch`: the day's signed volume per contract (no chains) | {t_gamma * 1e3:.1f} | "
         f"{trades / t_gamma / 1e6:.2f} M |\n\n"
         f"Ratio pandas / mia: {ratio:.2f}x from a prebuilt frame, {t_pd_build / t_mia:.2f}x from the "
-        f"events (what a reducer is handed). {len(flows):,} OptionFlow bars, {unusual:,} UnusualTrades; "
+        f"events (what a reducer is handed); pandas from its frame / the kernel from its rows: "
+        f"{t_pd / t_kernel:.1f}x. {len(flows):,} OptionFlow bars, {unusual:,} UnusualTrades; "
         f"mia and pandas agree on trades, signed contracts and unusual count: {'yes' if same else 'NO'}.\n"
         "The kernel folds row by row (live and replay give the same bits whatever the batch cuts); "
         "most of the time is reading the option rows out of the decoded event objects.\n")
