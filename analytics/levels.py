@@ -102,6 +102,7 @@ def _gamma_levels(underlying: str, g: GammaLevels, date: str) -> list[Level]:
 
     add("Spot", g.spot, GREY, 1)
     add("Zero Gamma", g.zero_gamma, WHITE, 2)
+    add("Flow Zero Gamma", g.flow_zero_gamma, PINK, 2)  # NaN (not drawn) without option streams
     add("Call Wall", g.call_wall, GREEN, 3)
     add("Put Wall", g.put_wall, PURPLE, 3)
     add("Max Pain", g.max_pain, LIGHT_GREY, 1)
@@ -125,7 +126,8 @@ def build_levels(gamma: Mapping[str, GammaLevels],
                  date: str, term: TermStructure | None = None) -> list[Level]:
     """The levels to draw for one trading date.
 
-    Gamma (per underlying): spot, zero gamma, call wall, put wall, max pain and pins. When a
+    Gamma (per underlying): spot, zero gamma, the flow-adjusted zero gamma (with the option
+    streams: OI plus the day's signed customer volume), call wall, put wall, max pain and pins. When a
     futures basis is known they are drawn in futures prices (level + basis) and labelled with the
     futures symbol and the index level, e.g. ``ESU5 Call Wall (SPX 6000)``; otherwise in index
     prices, ``SPX Call Wall``. Stale levels say so in the label.

@@ -515,3 +515,16 @@ def test_flow_summary_over_events():
     assert s["SPX"].trades == sum(f.trades for f in flows if f.underlying == "SPX")
     assert s["SPX"].unusual == sum(1 for e in out if isinstance(e, UnusualTrade) and e.underlying == "SPX")
     assert math.isnan(s["SPX"].flow_zero_gamma)
+
+
+def test_sierra_levels_draw_the_flow_zero_gamma_when_there_is_one():
+    from mia.analytics.levels import build_levels
+
+    ev = [quote(T0 - 9, chain_contract(LATER[0]), 9.9, 10.1), trade(T0 - 8, chain_contract(LATER[0]), 10.1, 5000.0),
+          page(T0, 1)]
+    lv = [e for e in run_flow(ev, gamma=GammaReducer(parse_chain, GammaConfig())) if isinstance(e, GammaLevels)][-1]
+    assert math.isfinite(lv.flow_zero_gamma)
+    labels = {x.label: x.value for x in build_levels({"SPX": lv}, date="2025-06-16")}
+    assert labels["SPX Flow Zero Gamma"] == lv.flow_zero_gamma
+    plain = msgspec.structs.replace(lv, flow_zero_gamma=NAN)
+    assert not any("Flow" in x.label for x in build_levels({"SPX": plain}, date="2025-06-16"))
