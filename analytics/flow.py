@@ -24,7 +24,8 @@ Definitions (README "Option flow"):
   `sweep_conditions` (Polygon's options condition 219, "Intermarket Sweep Order"); emitted at
   the trade's row (its ts_event and ts_recv), after a bar the same row closed.
 - Trades with a condition in `cancel_conditions` (201, 203, 205, 207: canceled prints) are left
-  out of everything; trades with size <= 0 or no price too.
+  out of everything; trades with size <= 0 or no price too, and trades whose ts_event is more
+  than a day from their ts_recv (a bad timestamp).
 - Day signed volume (`DaySignedVolume`, folded inside the gamma reducer's ordered row walk): the
   signed contracts of each contract since the start of the CME trade date (17:00 America/Chicago,
   `calendar.session_table`), reset at the first trade of a new trade date.
@@ -56,6 +57,7 @@ from . import _flow_kernels as K
 from .calendar import session_table
 
 NAN: Final = math.nan
+MAX_CLOCK_SKEW_NS: Final = NS_PER_DAY  # a trade's ts_event this far from its ts_recv is left out
 SWEEP_CONDITION: Final = 219  # Polygon options condition "Intermarket Sweep Order" (OPRA ISOI)
 CANCEL_CONDITIONS: Final = (201, 203, 205, 207)  # Canceled, Last and Canceled, Opening and
 # Canceled, Only and Canceled (Polygon's options conditions, /v3/reference/conditions)
@@ -170,6 +172,10 @@ class FlowRows(msgspec.Struct):
     def __len__(self) -> int:
         return int(self.pos.shape[0])
 
+    def trade_ts(self) -> np.ndarray:
+        """ts_event of the trades the kernels fold (not those left out): the sessions to cover."""
+        return self.ts[(self.rk == K.R_TRADE) & ((self.flags & K.F_CANCEL) == 0)]
+
 
 _TRADE_QUOTE: Final = np.array([K_OPTION_TRADE, K_OPTION_QUOTE], np.uint8)
 _FLOW_KINDS: Final = np.array([K_OPTION_TRADE, K_OPTION_QUOTE, K_INDEX_VALUE, K_RECORDING_ENDED], np.uint8)
@@ -221,6 +227,11 @@ def extract_rows(batch: ColumnBatch, contracts: Contracts, *, with_index: bool,
         watch = sweep | cancel
         if watch:
             flags[t] = [0 if watch.isdisjoint(c) else _flags(c, sweep, cancel) for c in (e.conditions for e in te)]
+        # a trade stamped more than MAX_CLOCK_SKEW_NS away from its receipt is a bad timestamp:
+        # left out (it would otherwise stretch the trade-date table back to 1970)
+        skew = np.abs(batch.ts_event[pos[t]] - batch.ts_recv[pos[t]]) > MAX_CLOCK_SKEW_NS
+        if skew.any():
+            flags[t[skew]] |= K.F_CANCEL
     q = np.flatnonzero(kinds == K_OPTION_QUOTE)
     if q.size:
         qe = [evs[j] for j in q.tolist()]
@@ -279,7 +290,7 @@ class DaySignedVolume:
             self._rows = None
             return
         rows = extract_rows(batch, self.contracts, with_index=False, cancel=self._cancel)
-        self._sessions.cover(rows.ts[rows.rk == K.R_TRADE])
+        self._sessions.cover(rows.trade_ts())
         self._rows, self._done = rows, 0
 
     def advance(self, pos: int) -> None:
@@ -430,7 +441,7 @@ class FlowReducer:
                             cancel=self._cancel)
         n = len(rows)
         self._grow_underlyings()
-        self._sessions.cover(rows.ts[rows.rk == K.R_TRADE])
+        self._sessions.cover(rows.trade_ts())
         sign = np.zeros(n, np.int8)
         reason = np.zeros(n, np.uint8)
         cap = n + len(self.contracts.und_names) + 1

@@ -528,3 +528,15 @@ def test_sierra_levels_draw_the_flow_zero_gamma_when_there_is_one():
     assert labels["SPX Flow Zero Gamma"] == lv.flow_zero_gamma
     plain = msgspec.structs.replace(lv, flow_zero_gamma=NAN)
     assert not any("Flow" in x.label for x in build_levels({"SPX": plain}, date="2025-06-16"))
+
+
+def test_a_trade_with_a_bad_timestamp_is_left_out():
+    c = contract(0)
+    bad = OptionTrade(0, T0, **c, price=10.0, size=5000.0)  # ts_event 1970: left out, no crash
+    ev = [trade(T0, c, 10.0, 1.0), bad, trade(T0 + 1, c, 10.5, 1.0), RecordingEnded(T0 + 2, T0 + 2, "r", "stopped")]
+    out = run_flow(ev)
+    (bar,) = [e for e in out if isinstance(e, OptionFlow)]
+    assert bar.trades == 2 and not any(isinstance(e, UnusualTrade) for e in out)
+    lv = [e for e in run_flow([*ev[:3], page(T0 + 5, 1)], gamma=GammaReducer(parse_chain, GammaConfig()))
+          if isinstance(e, GammaLevels)]
+    assert len(lv) == 1
