@@ -661,6 +661,35 @@ def demo(data_dir, seconds, seed):
 
 
 @cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="mia.toml with the reducer settings (default: ./mia.toml when it exists).")
+@json_option
+@handle_errors
+def warmup(config_path, as_json):
+    """Compile every numba kernel into numba's cache now (make runs it after installing).
+
+    The cache is $NUMBA_CACHE_DIR when set, else __pycache__ beside the kernels' modules; a
+    warm cache lets `mia record` and `mia replay` start without compiling.
+
+    \b
+    Examples:
+      mia warmup
+      NUMBA_CACHE_DIR=/var/cache/mia mia warmup --json
+    """
+    from mia.warmup import compile_kernels
+
+    report = compile_kernels(_load_cfg(config_path))
+    if as_json:
+        _echo_json(report.json())
+    else:
+        click.echo(f"{report.kernels} kernels, {report.signatures} signatures ready in "
+                   f"{report.seconds:.1f}s; cache: {', '.join(report.cache_dirs)}")
+    if report.uncalled:
+        click.echo(f"mia: warning: kernels no warm-up reached (they compile on first use): "
+                   f"{', '.join(report.uncalled)}", err=True)
+
+
+@cli.command()
 @data_dir_option
 @click.option("--date", "date_", required=True, help="The UTC day, YYYY-MM-DD.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,

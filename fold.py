@@ -123,10 +123,13 @@ class Fold:
         self.rows += len(batch)
         return derived
 
-    def warm_up(self, log: EventLog, date: str, *, through_date: bool = False) -> list[str]:
+    def warm_up(self, log: EventLog, date: str, *, through_date: bool = False,
+                end: int | None = None) -> list[str]:
         """Fold the earlier days one recording ran through into `date` (and, with
         `through_date`, what `date` already holds: a recorder restarting mid-day). Their derived
-        events were logged when they were computed; here only the state matters."""
+        events were logged when they were computed; here only the state matters. `end`
+        (exclusive, ts_recv ns): only rows received before it — a recorder warms up in the
+        background after its own segments exist, and must not fold its own rows twice."""
         if self._warmed_up is not None:
             raise RuntimeError(f"fold already warmed up for {self._warmed_up}")
         self._warmed_up = date
@@ -135,7 +138,7 @@ class Fold:
             days = days + [date]
         for day in days:
             try:
-                for batch in log.read_batches(day, streams=list(LIVE_STREAMS)):
+                for batch in log.read_batches(day, end=end, streams=list(LIVE_STREAMS)):
                     for reducer in self.reducers:
                         reducer.on_batch(batch)
                     self.warmup_rows += len(batch)
@@ -185,15 +188,9 @@ class Fold:
     # --- start-up ----------------------------------------------------------------------------
 
     @staticmethod
-    def compile(config: AnalyticsConfig | Config | None = None) -> None:
-        """Compile (or load from numba's cache) every reducer kernel on a throwaway fold.
-
-        The recorder calls this before any source connects: on a cold cache the first batch
-        would otherwise stall the event loop (and the DTC heartbeats) for seconds."""
-        from mia.analytics._gamma_synth import synthetic_chain
-        from mia.analytics._vol_kernels import curve_figures
-        from mia.analytics.gamma import compute_gamma
-        from mia.analytics.volatility import compute_surface
+    def compile_rows() -> list[Event]:
+        """A few typed input rows that reach every order-flow, book and option-flow kernel
+        (`compile`, and `mia warmup`'s trip through a real log)."""
         from mia.engine.events import (
             BATCH_BEGIN,
             BATCH_END,
@@ -201,23 +198,42 @@ class Fold:
             BOOK_UPSERT,
             BookLevel,
             Instrument,
+            OptionQuote,
+            OptionTrade,
             Quote,
             RecordingEnded,
             Trade,
         )
 
-        fold = Fold(config)
         t = 1_700_000_000_000_000_000
-        rows = [
+        occ, expiry = "O:SPXW231115C04500000", t + 86_400 * 10**9
+        return [
             Instrument(t, t, 1, "ESZ6", "warm-up", tick_size=0.25),
             BookLevel(t, t, 1, 1, 99.75, 5.0, BOOK_SNAPSHOT, 0, 1, BATCH_BEGIN),
             BookLevel(t, t, 1, -1, 100.25, 5.0, BOOK_SNAPSHOT, 0, 1, BATCH_END),
             Quote(t, t, 1, 99.75, 5.0, 100.25, 5.0),
             Trade(t, t, 1, 100.25, 2.0, 0),
             BookLevel(t + 1, t + 1, 1, 1, 99.75, 3.0, BOOK_UPSERT, 0, 1, BATCH_BEGIN | BATCH_END),
+            OptionQuote(t + 2, t + 2, occ, "SPX", 1, 4500.0, expiry, 10.0, 5.0, 10.5, 5.0),
+            OptionTrade(t + 3, t + 3, occ, "SPX", 1, 4500.0, expiry, 10.5, 2.0),
             Trade(t + 61 * 10**9, t + 61 * 10**9, 1, 100.0, 1.0, -1),
             RecordingEnded(t + 62 * 10**9, t + 62 * 10**9, "warm-up", "stopped"),
         ]
+
+    @staticmethod
+    def compile(config: AnalyticsConfig | Config | None = None) -> None:
+        """Compile (or load from numba's cache) every reducer kernel on a throwaway fold.
+
+        The recorder runs this in a background thread while its sources and log start (on a
+        cold cache the first batch would otherwise stall the event loop, and the DTC
+        heartbeats, for seconds); `mia warmup` runs it ahead of time."""
+        from mia.analytics._gamma_synth import synthetic_chain
+        from mia.analytics._vol_kernels import curve_figures
+        from mia.analytics.gamma import compute_gamma
+        from mia.analytics.volatility import compute_surface
+
+        fold = Fold(config)
+        rows = Fold.compile_rows()
         fold.on_batch(ColumnBatch.from_events(rows, np.arange(len(rows))))
         chain = synthetic_chain(200, seed=0)
         compute_gamma(chain, fold.config.gamma)

@@ -71,6 +71,39 @@ class Pipeline:
         self._written: list[tuple[int, Event, bytes]] = []
         self._derived_seq = 0
         self._fast_columns: Callable | None = None
+        self._held: list[tuple[int, Event, bytes]] | None = None  # written rows the reducers wait for
+
+    # --- held: the reducers are not ready yet (their kernels still compiling) -----------------
+
+    def hold(self) -> None:
+        """Keep written rows back from the reducers (they are still logged and published at
+        once) until `release` has folded them: a recorder starts its sources and its log before
+        its kernels are compiled, and the fold catches up when they are."""
+        if self._held is None:
+            self._held = []
+
+    @property
+    def holding(self) -> bool:
+        """True from `hold` until `release` has folded every held row."""
+        return self._held is not None
+
+    @property
+    def held_rows(self) -> int:
+        return 0 if self._held is None else len(self._held)
+
+    def release(self, max_rows: int | None = None) -> list[Event]:
+        """Fold up to `max_rows` held rows (all: None), oldest first, as one batch: reducers are
+        indifferent to where batches are cut, so the derived events are those of an unheld
+        run. Rows written meanwhile queue behind them; once none is left the pipeline reduces
+        as it writes again. Returns the derived events."""
+        held = self._held
+        if held is None:
+            return []
+        if max_rows is None or len(held) <= max_rows:
+            rows, self._held = held, None
+        else:
+            rows, self._held = held[:max_rows], held[max_rows:]
+        return self.reduce(self._columns(rows)) if rows else []
 
     # --- live --------------------------------------------------------------------------------
 
@@ -107,6 +140,9 @@ class Pipeline:
             else:
                 for seq, ev, _ in written:
                     self.publisher.publish("live", seq, ev)
+        if self._held is not None:
+            self._held.extend(written)
+            return []
         return self.reduce(self._columns(written))
 
     def _columns(self, written: list[tuple[int, Event, bytes]]) -> ColumnBatch:

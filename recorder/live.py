@@ -40,6 +40,7 @@ from mia.engine.pipeline import Pipeline
 from mia.fold import Fold
 from mia.recorder.alerts import AlertHook, format_alerts
 from mia.recorder.sinks import LevelsSink
+from mia.warmup import KernelLoader
 
 logger = logging.getLogger(__name__)
 
@@ -233,11 +234,16 @@ class Recorder:
     async def run(self, duration_s: float | None = None) -> RecordResult:
         cfg = self.config
         log = EventLog(self.data_dir)
-        Fold.compile(cfg)  # before any source connects: compiling must not stall the links
         fold = Fold(cfg)
-        # a restart continues today's state; the same days, in the same order, that a replay of
-        # today folds before its first row
-        fold.warm_up(log, utc_day(self.clock.now_ns()), through_date=True)
+        # The log is the truth: the sources and the log start now, and the fold when its
+        # kernels are compiled (or loaded from numba's cache) in a thread started here. Until
+        # then the pipeline holds the rows it wrote; the fold then folds them in order.
+        # A restart continues today's state (what the log held before this recording, `end`):
+        # the same days, in the same order, that a replay of today folds before its first row.
+        start_ns = self.clock.now_ns()
+        kernels = KernelLoader(cfg, then=lambda: fold.warm_up(
+            log, utc_day(start_ns), through_date=True, end=start_ns)).start()
+        self._waiting["kernels"] = "reducers starting (compiling kernels) \u2026"
 
         publisher = None
         if cfg.bus.enabled:
@@ -249,8 +255,8 @@ class Recorder:
         hook = AlertHook(cfg.monitor.on_alert) if cfg.monitor.on_alert else None
         if hook is not None:
             sinks.append(hook)
-        self._monitor = fold.monitor
         pipeline = Pipeline([fold], publisher=publisher, sinks=sinks)
+        pipeline.hold()  # until the kernels are ready (_fold_ready)
 
         sources = self._make_sources()
         names = [getattr(s, "source", type(s).__name__) for s in sources]
@@ -262,6 +268,7 @@ class Recorder:
             frame_max_ms=cfg.log.frame_max_ms,
             format_version=cfg.log.format_version,
             clock=self.clock,
+            columns_ready=kernels.writer_ready.is_set,  # msgpack frames until it is compiled
         )
         snapshots = any(getattr(s, "chain_snapshots", False) for s in sources)  # the Polygon poller
         writer = log.writer("live", sources=names, on_write=pipeline.on_input_written,
@@ -272,6 +279,9 @@ class Recorder:
         pipeline.derived_writer = derived
         pipeline.process_written()  # RecordingStarted reaches the reducers as it will in replay
         self._pipeline = pipeline
+        loop = asyncio.get_running_loop()
+        kernels.future.add_done_callback(
+            lambda fut: _call_soon_threadsafe(loop, self._fold_ready, pipeline, fold, fut))
 
         tasks = [asyncio.create_task(s.run(), name=f"source {n}") for n, s in zip(names, sources)]
         drain = asyncio.create_task(self._drain(pipeline, writer, derived))
@@ -303,6 +313,7 @@ class Recorder:
             self._shutdown_step(self._flush_queue, pipeline)
             self._shutdown_step(writer.close, reason=reason)
             self._shutdown_step(pipeline.process_written)
+            self._shutdown_step(self._finish_fold, pipeline, fold, kernels)
             self._shutdown_step(derived.close, reason=reason)
             if hook is not None:
                 hook.close(5.0)
@@ -318,6 +329,47 @@ class Recorder:
             sources=self.stats,
             reason=reason,
         )
+
+    def _fold_ready(self, pipeline: Pipeline, fold: Fold, fut) -> None:
+        """The kernels are ready (loop thread): the fold catches up on the held rows, a bounded
+        step at a time, while the sources go on (their rows queue behind)."""
+        if self._pipeline is not pipeline:  # the run is ending: _finish_fold folds the rest
+            return
+        self._waiting.pop("kernels", None)
+        exc = fut.exception()
+        if exc is not None:
+            self._pipeline = None
+            self._fail(exc)
+            return
+        self._monitor = fold.monitor
+        if pipeline.held_rows:
+            logger.info("reducers ready: folding rows=%d held while compiling", pipeline.held_rows)
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        pipeline = self._pipeline
+        if pipeline is None or not pipeline.holding:
+            return
+        try:
+            pipeline.release(MAX_DRAIN_EVENTS)
+        except Exception as exc:
+            self._pipeline = None
+            self._fail(exc)
+            return
+        if pipeline.holding:
+            asyncio.get_running_loop().call_soon(self._catch_up)
+
+    def _finish_fold(self, pipeline: Pipeline, fold: Fold, kernels: KernelLoader) -> None:
+        """At the end of the run: a run shorter than a cold compile waits for the kernels, so
+        every row it logged is folded and the derived stream is whole (not after a failure:
+        that is reported at once)."""
+        if not pipeline.holding or self._failure is not None:
+            return
+        if not kernels.done():
+            logger.info("stopping: waiting for the kernels to fold rows=%d", pipeline.held_rows)
+        kernels.wait()
+        self._monitor = fold.monitor
+        pipeline.release()
 
     def _fail(self, exc: BaseException) -> None:
         """Keep the first error that ends the run and stop; later ones are consequences."""
@@ -467,6 +519,14 @@ class Recorder:
             line += " | ALERTS: " + alerts
         if self.status is not None:
             self.status(line)
+
+
+def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, fn: Callable, *args) -> None:
+    """From the kernel thread; a loop already closed (the run ended first) is not an error."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        pass
 
 
 __all__ = ["Recorder", "RecordResult", "SourceStats"]

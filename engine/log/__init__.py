@@ -113,13 +113,15 @@ class EventLog:
                frame_max_events: int = 4096, frame_max_ms: float = 100.0,
                clock: Clock = _WALL_CLOCK, on_write: OnWrite | None = None,
                derived_kinds: Sequence[int] = (), chain_snapshots: bool = False,
-               format_version: int = FORMAT_VERSION) -> LogWriter:
+               format_version: int = FORMAT_VERSION,
+               columns_ready: Callable[[], bool] | None = None) -> LogWriter:
         """A new segment of `stream` in today's folder (by `clock`), RecordingStarted first.
 
         `on_write(seq, event, encoded)` sees every row written, with the bytes the frame holds;
         `derived_kinds` (derived streams) names the kinds the writing code can emit;
         `chain_snapshots` says its chain pages are each followed by a ChainSnapshot;
-        `format_version` 2 (default) writes columnar frames, 1 the msgpack frames of older mia.
+        `format_version` 2 (default) writes columnar frames, 1 the msgpack frames of older mia;
+        `columns_ready`: see `LogWriter` (a recorder starting on a cold numba cache).
         """
         return LogWriter(local_only(self.root, "recording"), stream, recording_id=recording_id,
                          sources=sources,
@@ -127,7 +129,7 @@ class EventLog:
                          fsync_interval_s=fsync_interval_s, frame_max_events=frame_max_events,
                          frame_max_ms=frame_max_ms, clock=clock, on_write=on_write,
                          derived_kinds=derived_kinds, chain_snapshots=chain_snapshots,
-                         format_version=format_version)
+                         format_version=format_version, columns_ready=columns_ready)
 
     # reading
     def _open_readers(self, date, streams, strict, follow, on_problem, poll_s, idle_timeout_s,

@@ -81,7 +81,8 @@ class LogWriter:
                  fsync_interval_s: float, frame_max_events: int, frame_max_ms: float,
                  clock: Clock, on_write: OnWrite | None = None,
                  derived_kinds: Sequence[int] = (), chain_snapshots: bool = False,
-                 format_version: int = FORMAT_VERSION) -> None:
+                 format_version: int = FORMAT_VERSION,
+                 columns_ready: Callable[[], bool] | None = None) -> None:
         if not STREAM_RE.match(stream):
             raise UsageError(f"bad stream name {stream!r}: use [a-z0-9_]+")
         if fsync not in FSYNC_POLICIES:
@@ -106,6 +107,11 @@ class LogWriter:
         self._fsync_interval = fsync_interval_s
         self._format = format_version
         self._columnar = None  # frame2.encode, imported (numba) at the first frame
+        # format 2: frames are written as msgpack payloads (mode 0: the same events, exactly,
+        # only bigger and slower to read) until columns_ready() is true, e.g. until a thread has
+        # compiled the column encoder's numba kernels: a recorder on a cold numba cache logs its
+        # first events at once instead of waiting seconds for the compiler (mia.warmup)
+        self._columns_ready = columns_ready
         self._max_events = frame_max_events
         self._max_ns = int(frame_max_ms * 1e6)
         self._clock = clock
@@ -336,7 +342,11 @@ class LogWriter:
             payload = self._encode(events)  # one call for the frame: nobody needs them one by one
         else:
             payload = frame_payload(self._pending_encoded)
-        if self._format == 2:
+        if self._format == 2 and self._columns_ready is not None and not self._columns_ready():
+            from .frame2 import MODE_MSGPACK  # the same events, as msgpack: no kernel to wait for
+
+            payload = bytes((MODE_MSGPACK,)) + payload
+        elif self._format == 2:
             if self._columnar is None:
                 from .frame2 import encode
 
