@@ -281,17 +281,23 @@ class DaySignedVolume:
         self.contracts = Contracts()
         self._sessions = Sessions()
         self._sess = np.zeros(4, np.int64)  # has, start, end, trades this session
-        self._cancel = frozenset(config.cancel_conditions)
+        self.conditions = (frozenset(config.sweep_conditions), frozenset(config.cancel_conditions))
         self._rows: FlowRows | None = None
         self._done = 0
+        # the last batch's rows, for the flow reducer that runs next on the same batch (it reads
+        # them and this registry instead of reading the event objects a second time)
+        self.last: tuple[ColumnBatch | None, FlowRows | None] = (None, None)
 
     def begin(self, batch: ColumnBatch) -> None:
-        if not np.isin(batch.kind, _TRADE_QUOTE).any():
+        if not np.isin(batch.kind, _FLOW_KINDS).any():
             self._rows = None
+            self.last = (batch, None)
             return
-        rows = extract_rows(batch, self.contracts, with_index=False, cancel=self._cancel)
+        sweep, cancel = self.conditions
+        rows = extract_rows(batch, self.contracts, with_index=True, sweep=sweep, cancel=cancel)
         self._sessions.cover(rows.trade_ts())
         self._rows, self._done = rows, 0
+        self.last = (batch, rows)
 
     def advance(self, pos: int) -> None:
         """Fold the option rows before batch row `pos`."""
@@ -376,16 +382,23 @@ class FlowReducer:
     def __init__(self, config: FlowConfig = DEFAULT_CONFIG, *, greeks=None) -> None:
         self.config = config
         self._greeks = greeks
-        self.contracts = Contracts()
+        self._sweep = frozenset(config.sweep_conditions)
+        self._cancel = frozenset(config.cancel_conditions)
+        # with the gamma reducer's day signed volume (same conditions), its rows and contract
+        # registry are shared; this reducer keeps its own state rows (_s, _k)
+        shared = getattr(greeks, "flow_volume", None)
+        self._shared = shared if shared is not None and shared.conditions == (self._sweep, self._cancel) else None
+        self.contracts = self._shared.contracts if self._shared is not None else Contracts()
+        self._s = np.zeros((0, K.N_S))
+        self._k = np.zeros((0, K.N_K), np.int64)
         self._sessions = Sessions()
         self._u_i = np.zeros((0, K.N_UI), np.int64)
         self._u_f = np.zeros((0, K.N_UF))
-        self._sweep = frozenset(config.sweep_conditions)
-        self._cancel = frozenset(config.cancel_conditions)
         # underlying -> [tickers, delta, gamma, index by contract key (built when first needed:
         # a day without streams never pays for it)]
         self._chains: dict[str, list] = {}
         self._greeks_known = 0  # contracts whose greeks were looked up in the chains
+        self._static = 0  # contracts whose static columns (underlying, right) are in _k
 
     def _grow_underlyings(self) -> None:
         n = len(self.contracts.und_names)
@@ -400,16 +413,36 @@ class FlowReducer:
         u_f[old:, K.UF_CHAIN_SPOT] = NAN
         self._u_i, self._u_f = u_i, u_f
 
+    def _grow_state(self) -> None:
+        """State rows for every registered contract (the registry may be the gamma reducer's)."""
+        c = self.contracts
+        n = len(c)
+        old = self._s.shape[0]
+        if n > old:
+            cap = max(64, 2 * old, n)
+            s = np.full((cap, K.N_S), NAN)
+            s[:, K.S_VOL] = 0.0
+            s[:, K.S_BAR_C:K.S_BAR_G + 1] = 0.0
+            s[:old] = self._s
+            k = np.zeros((cap, K.N_K), np.int64)
+            k[:old] = self._k
+            self._s, self._k = s, k
+        if self._static < n:  # the static columns of the contracts registered since
+            self._k[self._static:n, K.K_UND] = c.k[self._static:n, K.K_UND]
+            self._k[self._static:n, K.K_RIGHT] = c.k[self._static:n, K.K_RIGHT]
+            self._static = n
+
     def _greeks_of_new(self) -> None:
         """Contracts registered since the last call take their greeks from their chain."""
         c = self.contracts
+        self._grow_state()
         for i in range(self._greeks_known, len(c)):
             chain = self._chains.get(c.und_names[int(c.k[i, K.K_UND])])
             if chain is not None:
                 j = _chain_index(chain).get(contract_key(c.tickers[i]), -1)
                 if j >= 0:
-                    c.s[i, K.S_DELTA] = chain[1][j]
-                    c.s[i, K.S_GAMMA] = chain[2][j]
+                    self._s[i, K.S_DELTA] = chain[1][j]
+                    self._s[i, K.S_GAMMA] = chain[2][j]
         self._greeks_known = len(c)
 
     def _apply_chain(self, underlying: str, tickers, delta: np.ndarray, gamma: np.ndarray,
@@ -427,18 +460,23 @@ class FlowReducer:
             index = _chain_index(chain)
             j = np.fromiter((index.get(contract_key(c.tickers[i]), -1) for i in mine.tolist()),
                             np.int64, mine.size)
-            c.s[mine, K.S_DELTA] = np.where(j >= 0, delta[j], NAN)
-            c.s[mine, K.S_GAMMA] = np.where(j >= 0, gamma[j], NAN)
+            self._s[mine, K.S_DELTA] = np.where(j >= 0, delta[j], NAN)
+            self._s[mine, K.S_GAMMA] = np.where(j >= 0, gamma[j], NAN)
 
     def on_batch(self, batch: ColumnBatch) -> list:
         chains = list(getattr(self._greeks, "batch_chains", ())) if self._greeks is not None else []
-        if not np.isin(batch.kind, _FLOW_KINDS).any():
+        if self._shared is not None and self._shared.last[0] is batch:
+            rows = self._shared.last[1]  # read by the gamma reducer from this very batch
+        elif np.isin(batch.kind, _FLOW_KINDS).any():
+            rows = extract_rows(batch, self.contracts, with_index=True, sweep=self._sweep,
+                                cancel=self._cancel)
+        else:
+            rows = None
+        if rows is None:
             for _, u, tickers, delta, gamma, spot in chains:
                 self._apply_chain(u, tickers, delta, gamma, spot)
             return []
         cfg = self.config
-        rows = extract_rows(batch, self.contracts, with_index=True, sweep=self._sweep,
-                            cancel=self._cancel)
         n = len(rows)
         self._grow_underlyings()
         self._sessions.cover(rows.trade_ts())
@@ -457,10 +495,9 @@ class FlowReducer:
         for upto, chain in cuts:
             if upto > done:
                 self._greeks_of_new()
-                c = self.contracts
                 status, row = K.flow_run(
                     rows.rk, rows.cidx, rows.und, rows.ts, rows.ts_recv, rows.a, rows.b, rows.flags,
-                    done, upto, c.s, c.k, self._u_i, self._u_f, self._sessions.starts,
+                    done, upto, self._s, self._k, self._u_i, self._u_f, self._sessions.starts,
                     cfg.bar_interval_ns, cfg.multiplier, cfg.unusual_premium, cfg.unusual_size,
                     sign, reason, out_i, out_f, n_out, out_c, out_cf, n_c)
                 if status != K.DONE:

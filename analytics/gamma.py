@@ -595,6 +595,12 @@ class GammaReducer:
     def last_result(self, underlying: str) -> GammaResult | None:
         return self._results.get(underlying)
 
+    @property
+    def flow_volume(self) -> DaySignedVolume:
+        """The day's signed option volume this reducer folds (its rows and contract registry
+        serve the flow reducer that runs next on the same batch)."""
+        return self._flow
+
     def on_batch(self, batch: ColumnBatch) -> list[GammaLevels]:
         kind = batch.kind
         wanted = np.flatnonzero((kind == K_INSTRUMENT) | (kind == K_POLYGON_RESPONSE) | (kind == K_SOURCE_ERROR)
