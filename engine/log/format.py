@@ -442,6 +442,27 @@ class FrameDecoder:
         obj[obj >= 0] += len(batch.objects)
         batch.objects.extend(part.objects)
 
+    @property
+    def format_version(self) -> int:
+        return self._format
+
+    def columns_many(self, frames: list[Frame], batch: ColumnBatch, offset: int) -> int:
+        """Decode consecutive format-2 frames into rows from `offset` in one kernel call;
+        returns how many were decoded whole. The rest, from the first that is not a columnar
+        payload or does not decode, are the caller's to decode one by one (`columns_into`)."""
+        datas = []
+        for frame in frames:
+            try:
+                data = self.payload(frame)
+            except BadFrame:
+                break
+            if data[0] == MODE_MSGPACK or self._schema != SCHEMA_VERSION:
+                break
+            datas.append(data)
+        if not datas:
+            return 0
+        return _frame2().decode_many_into(batch, offset, datas, frames, self._codec.decode_many)
+
     def index(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(kind, ts_recv, instrument) of the frame's rows, without decoding events."""
         from ..fastdecode import FastDecodeError, decode_index

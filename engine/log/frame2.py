@@ -33,7 +33,7 @@ from .frame2_kernels import DESCRIPTOR_SIZE, ERRORS, MODE_COLUMNS, MODE_MSGPACK,
 HEAD = struct.Struct("<B7xIIIIII")
 
 __all__ = ["MODE_COLUMNS", "MODE_MSGPACK", "HEAD", "Frame2Error", "encode", "decode",
-           "decode_into", "index", "msgpack_of", "warm_up"]
+           "decode_into", "decode_many_into", "index", "msgpack_of", "warm_up"]
 
 
 class Frame2Error(ValueError):
@@ -84,6 +84,39 @@ def decode_into(batch: ColumnBatch, offset: int, data: bytes, count: int, first_
         if len(objects) != n_obj:
             raise Frame2Error(f"{len(objects)} objects, head says {n_obj}")
         b.objects.extend(objects)
+
+
+def decode_many_into(batch: ColumnBatch, offset: int, datas: list[bytes], frames,
+                     decode_objects) -> int:
+    """Decode mode-1 payloads (of `frames`, consecutive) back to back into rows from `offset`,
+    in one kernel call; returns how many frames were decoded whole (rows and objects). The
+    rest, from the first that does not decode, are the caller's (their rows are garbage)."""
+    k = len(datas)
+    starts = np.zeros(k + 1, np.int64)
+    np.cumsum([len(d) for d in datas], out=starts[1:])
+    buf = np.frombuffer(b"".join(datas), np.uint8)
+    counts = np.array([f.count for f in frames[:k]], np.int64)
+    first_seqs = np.array([f.first_seq for f in frames[:k]], np.int64)
+    obj_at = np.empty(k, np.int64)
+    b = batch
+    if offset < 0 or offset + int(counts.sum()) > len(b):
+        raise ValueError(f"rows from {offset} do not fit a batch of {len(b)}")
+    done = _k.decode_frames(buf, starts, counts, first_seqs, offset, len(b.objects), obj_at,
+                            b.kind, b.seq, b.ts_event, b.ts_recv, b.instrument, b.price, b.size,
+                            b.side, b.bid, b.bid_size, b.ask, b.ask_size, b.action, b.level,
+                            b.orders, b.flags, b.obj)
+    mv = memoryview(buf)
+    for i in range(done):
+        n_obj = HEAD.unpack_from(datas[i])[5]
+        if n_obj:
+            try:
+                objects = decode_objects(mv[obj_at[i]:starts[i + 1]])
+            except ValueError:  # msgspec's DecodeError and UnicodeDecodeError are ValueErrors
+                return i
+            if len(objects) != n_obj:
+                return i
+            b.objects.extend(objects)
+    return done
 
 
 def decode(data: bytes, count: int, first_seq: int, decode_objects) -> ColumnBatch:

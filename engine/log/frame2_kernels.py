@@ -194,6 +194,23 @@ def _put_floats(out, p, v):
 
 
 @njit(cache=True)
+def _mp_array_head(out, p, n):
+    """A msgpack array header for n elements at out[p]; the next position."""
+    if n < 16:
+        out[p] = 0x90 | n
+        return p + 1
+    if n < 65536:
+        out[p] = 0xDC
+        out[p + 1] = n >> 8
+        out[p + 2] = n & 0xFF
+        return p + 3
+    out[p] = 0xDD
+    for b in range(4):
+        out[p + 1 + b] = (n >> (8 * (3 - b))) & 0xFF
+    return p + 5
+
+
+@njit(cache=True)
 def _put_u32(out, at, x):
     for b in range(4):
         out[at + b] = (x >> (8 * b)) & 0xFF
@@ -241,19 +258,7 @@ def encode_columns(out, kind, ts_event, ts_recv, instrument, price, size, side, 
     p = _put_ints(out, p, level[bi].astype(np.int64), C_INT, 0)
     p = _put_ints(out, p, orders[bi].astype(np.int64), C_INT, 0)
     p = _put_ints(out, p, flags[bi].astype(np.int64), C_INT, 0)
-    if no < 16:
-        out[p] = 0x90 | no
-        p += 1
-    elif no < 65536:
-        out[p] = 0xDC
-        out[p + 1] = no >> 8
-        out[p + 2] = no & 0xFF
-        p += 3
-    else:
-        out[p] = 0xDD
-        for b in range(4):
-            out[p + 1 + b] = (no >> (8 * (3 - b))) & 0xFF
-        p += 5
+    p = _mp_array_head(out, p, no)
     for j in range(no):
         a, e = obj_start[j], obj_end[j]
         out[p:p + e - a] = src[a:e]
@@ -483,6 +488,29 @@ def decode_columns(buf, count, row0, first_seq, obj_base, kind, seq, ts_event, t
     return p
 
 
+@njit(cache=True)
+def decode_frames(buf, starts, counts, first_seqs, row0, obj_base, obj_at, kind, seq, ts_event,
+                  ts_recv, instrument, price, size, side, bid, bid_size, ask, ask_size, action,
+                  level, orders, flags, obj):
+    """Frames back to back: frame i's payload is buf[starts[i]:starts[i + 1]], its rows follow
+    the previous frame's from row0, its object rows number on from obj_base. obj_at[i] gets the
+    offset of frame i's object table in buf. Returns the number of frames decoded: fewer than
+    all when one does not decode (that one and those after it are left to the caller)."""
+    r = row0
+    o = obj_base
+    for i in range(counts.shape[0]):
+        part = buf[starts[i]:starts[i + 1]]
+        at = decode_columns(part, counts[i], r, first_seqs[i], o, kind, seq, ts_event, ts_recv,
+                            instrument, price, size, side, bid, bid_size, ask, ask_size, action,
+                            level, orders, flags, obj)
+        if at < 0:
+            return i
+        obj_at[i] = starts[i] + at
+        o += np.int64(_le32(part, 24))
+        r += counts[i]
+    return counts.shape[0]
+
+
 # --- typed events: the columns as msgpack, for msgspec to build the structs -----------------------
 
 
@@ -528,20 +556,7 @@ def to_msgpack(buf, obj_at, kind, ts_event, ts_recv, instrument, price, size, si
         if q < 0:
             return E_TRAILING
     starts[no] = q
-    p = 0
-    if n < 16:
-        out[p] = 0x90 | n
-        p += 1
-    elif n < 65536:
-        out[p] = 0xDC
-        out[p + 1] = n >> 8
-        out[p + 2] = n & 0xFF
-        p += 3
-    else:
-        out[p] = 0xDD
-        for b in range(4):
-            out[p + 1 + b] = (n >> (8 * (3 - b))) & 0xFF
-        p += 5
+    p = _mp_array_head(out, 0, n)
     for r in range(n):
         k = kind[r]
         if k == K_TRADE or k == K_QUOTE or k == K_BOOK_LEVEL:

@@ -321,17 +321,24 @@ class SegmentReader:
         """Consecutive frames decoded straight into one batch of up to max_rows rows (a frame
         larger than that gets a batch of its own): per-frame costs are what a day of small
         frames spends its time on. What is held is handed on before damage is reported and
-        before a follower waits, so rows and reports keep their order."""
+        before a follower waits, so rows and reports keep their order. Format-2 frames are
+        staged and decoded together, one kernel call for the batch (`_drain`)."""
         from ..fastdecode import empty_batch  # numba: on first use
 
         # symbol filters resolve through declarations read so far: mask frame by frame then
         dec = self.decoder
         by_frame = flt.symbols is not None
+        stage = dec.format_version == 2 and not by_frame
+        staged: list[Frame] = []
+        staged_rows = 0
         batch: ColumnBatch | None = None
         keep: np.ndarray | None = None
         rows = 0
         for item in self.items(flt.start, flt.end):
             if type(item) is not Frame:
+                if staged:
+                    batch, rows = yield from self._drain(flt, staged, batch, rows)
+                    staged_rows = 0
                 if rows:
                     unit = self._column_unit(flt, batch, rows, keep)
                     if unit is not None:
@@ -344,7 +351,10 @@ class SegmentReader:
             if item.payload is None:
                 continue
             n = item.count
-            if batch is None or rows + n > len(batch):
+            if batch is None or rows + staged_rows + n > len(batch):
+                if staged:
+                    batch, rows = yield from self._drain(flt, staged, batch, rows)
+                    staged_rows = 0
                 if rows:
                     unit = self._column_unit(flt, batch, rows, keep)
                     if unit is not None:
@@ -352,6 +362,10 @@ class SegmentReader:
                 size = max(max_rows, n)
                 batch, rows = empty_batch(size), 0
                 keep = np.empty(size, dtype=bool) if by_frame else None
+            if stage:
+                staged.append(item)
+                staged_rows += n
+                continue
             n_objects = len(batch.objects)
             try:
                 dec.columns_into(item, batch, rows)
@@ -370,10 +384,36 @@ class SegmentReader:
                     self._learn(batch.objects[n_objects:])
                 keep[part] = self._mask(flt, kind, batch.ts_recv[part], batch.instrument[part])
             rows += n
+        if staged:
+            batch, rows = yield from self._drain(flt, staged, batch, rows)
         if rows:
             unit = self._column_unit(flt, batch, rows, keep)
             if unit is not None:
                 yield unit
+
+    def _drain(self, flt: Filters, staged: list[Frame], batch: ColumnBatch, rows: int):
+        """Decode the staged frames into `batch` from row `rows` (they fit): one kernel call,
+        then frame by frame from the first that does not decode, reporting it where the
+        frame-by-frame path would. Yields units; returns (batch, rows); empties `staged`."""
+        from ..fastdecode import empty_batch
+
+        dec = self.decoder
+        done = dec.columns_many(staged, batch, rows)
+        rows += sum(f.count for f in staged[:done])
+        for frame in staged[done:]:
+            try:
+                dec.columns_into(frame, batch, rows)
+            except BadFrame as exc:
+                if rows:
+                    unit = self._column_unit(flt, batch, rows, None)
+                    if unit is not None:
+                        yield unit
+                    batch, rows = empty_batch(len(batch)), 0  # the frames after it still fit
+                self.problem(frame.offset, str(exc), corrupt=True)
+                continue
+            rows += frame.count
+        staged.clear()
+        return batch, rows
 
     def _column_unit(self, flt: Filters, batch: ColumnBatch, rows: int,
                      keep: np.ndarray | None) -> _Unit | None:
