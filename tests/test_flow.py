@@ -12,6 +12,8 @@ import random
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mia.analytics._gamma_synth import synthetic_chain
 from mia.analytics.calendar import trade_date_boundaries, trade_date_start_ns
@@ -540,3 +542,31 @@ def test_a_trade_with_a_bad_timestamp_is_left_out():
     lv = [e for e in run_flow([*ev[:3], page(T0 + 5, 1)], gamma=GammaReducer(parse_chain, GammaConfig()))
           if isinstance(e, GammaLevels)]
     assert len(lv) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("TTTQQIE"), st.integers(0, 2), st.integers(0, 8), st.integers(0, 3),
+                          st.integers(0, 90_000), st.sampled_from(([], [219], [201], [209]))),
+                min_size=1, max_size=60),
+       st.lists(st.integers(1, 59), max_size=5))
+def test_flow_equals_the_reference_on_any_sequence(script, cuts):
+    """Any interleaving of trades, quotes (crossed, one-sided, zero bid), index values and
+    recording ends: the reducer equals the reference, whatever the batch cuts."""
+    cs = [contract(i) for i in range(2)] + [contract(0, "NDX")]
+    t = T0
+    ev = []
+    for kind, ci, px, sz, dt_ms, cond in script:
+        t += dt_ms * 10**6
+        c = cs[ci]
+        if kind == "T":
+            ev.append(trade(t, c, 9.8 + 0.05 * px, (0.0, 1.0, 10.0, 1000.0)[sz], cond))
+        elif kind == "Q":
+            bid, ask = ((9.9, 10.1), (10.1, 9.9), (NAN, 10.0), (0.0, 0.05))[sz]
+            ev.append(quote(t, c, bid, ask))
+        elif kind == "I":
+            ev.append(IndexValue(t, t, "I:" + c["underlying"], 6000.0 + px))
+        else:
+            ev.append(RecordingEnded(t, t, "r", "stopped"))
+    want = enc(reference(ev))
+    assert enc(run_flow(ev)) == want
+    assert enc(run_flow(ev, [c for c in cuts if c < len(ev)])) == want
