@@ -329,3 +329,16 @@ def test_a_frame_that_passes_its_crc_but_not_the_decoder_is_reported_in_order(tm
     assert not any(type(e) is Gap and e.reason == "broken" for _, e in rows)
     got = ColumnBatch.concat(batches)
     _same_columns(got, ColumnBatch.from_events([e for _, e in rows], [s for s, _ in rows]))
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_a_closed_writer_refuses_appends(tmp_path, fmt):
+    from mia.engine.errors import LogError
+
+    w = EventLog(tmp_path).writer(clock=ManualClock(DAY0), format_version=fmt)
+    w.append(Trade(DAY0, DAY0, 1, 1.0, 1.0))
+    w.close()
+    with pytest.raises(LogError, match="closed writer"):
+        w.append(Trade(DAY0, DAY0 + 1, 1, 1.0, 1.0))
+    assert [type(e).__name__ for _, e in EventLog(tmp_path).read(DATE)] == \
+        ["RecordingStarted", "Trade", "RecordingEnded"]

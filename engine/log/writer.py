@@ -176,10 +176,10 @@ class LogWriter:
     # appending
     def append(self, event: Event) -> int:
         """Append one event; returns its seq. The frame is written when full or old."""
-        if self._closed:
-            raise LogError(f"{self._path}: append to a closed writer")
         ts = event.ts_recv
-        if not self._day_lo <= ts < self._day_hi:
+        if not self._day_lo <= ts < self._day_hi:  # another day, or closed (an empty range)
+            if self._closed:
+                raise LogError(f"{self._path}: append to a closed writer")
             self._rollover(ts)
         if type(event) is Instrument:
             self._instruments[event.instrument] = event
@@ -232,6 +232,7 @@ class LogWriter:
             self._close_segment(reason)
         finally:
             self._closed = True
+            self._day_hi = self._day_lo  # append's one range check catches a closed writer
 
     def __enter__(self) -> LogWriter:
         return self
