@@ -50,6 +50,7 @@ _CRC = struct.Struct("<I")
 MAX_FRAME_BYTES = 1 << 28  # sanity bound for a header's lengths
 MAX_METADATA_BYTES = 1 << 20
 ZSTD_LEVEL = 3
+READ_BUFFER = 1 << 20  # a segment is read front to back: one read() fetches ~100 frames
 
 STREAM_RE = re.compile(r"^[a-z0-9_]+$")
 RECORDING_ID_RE = re.compile(r"^[A-Za-z0-9_.]+$")
@@ -323,7 +324,7 @@ def open_segment(path: Path) -> Iterator[SegmentFile]:
         finally:
             seg.close()
         return
-    with open(path, "rb") as f:
+    with open(path, "rb", buffering=READ_BUFFER) as f:
         yield SegmentFile(f, path)
 
 

@@ -234,6 +234,7 @@ class SegmentReader:
         """Valid frames in file order, damage to report as (offset, reason, corrupt), and None
         before each wait for more bytes (following), so a consumer can hand on what it holds."""
         path = self.info.path
+        follow = self.follow
         with open_segment(path) as seg:
             pos = seg.data_start
             idle_since = time.monotonic()
@@ -243,7 +244,8 @@ class SegmentReader:
                 for item in seg.scan(pos, size, lo, hi):
                     if isinstance(item, Frame):
                         pos = item.end
-                        idle_since = time.monotonic()
+                        if follow:
+                            idle_since = time.monotonic()
                         yield item
                     elif item.incomplete:
                         incomplete = item
