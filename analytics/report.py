@@ -475,7 +475,8 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}.muted{color:#777;font-size:12px
 """
 
 
-def _option_flow_figure(plt, underlying: str, bars: Sequence[OptionFlow]) -> tuple[str, OptionFlowFigure]:
+def _option_flow_figure(plt, underlying: str, bars: Sequence[OptionFlow],
+                        spot: float = NAN) -> tuple[str, OptionFlowFigure]:
     by: dict[tuple[float, int], list[float]] = {}
     for b in bars:
         for k, r, c, p in zip(b.strikes, b.rights, b.by_signed_contracts, b.by_signed_premium):
@@ -502,6 +503,9 @@ def _option_flow_figure(plt, underlying: str, bars: Sequence[OptionFlow]) -> tup
         ax2.bar(strikes, contracts, width=width, color="#1f4e9c", alpha=0.7, label="signed contracts")
     for a in (ax, ax2):
         a.axhline(0, color="#999999", lw=0.6)
+    if math.isfinite(spot) and strikes.size and np.any(np.abs(strikes - spot) <= 0.1 * spot):
+        ax.set_xlim(spot * 0.9, spot * 1.1)  # the strikes that matter; every strike is in the values
+        ax.axvline(spot, color="#222222", lw=1.0, label=f"spot {spot:g}")
     ax.set_title(f"{underlying}: customer option flow by strike (signed premium, $m; + bought, - sold)")
     ax.legend(loc="upper left", fontsize=8)
     ax2.set_xlabel("strike")
@@ -654,7 +658,8 @@ def build_report(date: str, flows: Sequence[FlowInput], gammas: Sequence[GammaIn
         parts.append("<h2>Option flow</h2>")
     for u in sorted(set(flow_bars) | set(flow_gex)):
         if u in flow_bars:
-            png, vals = _option_flow_figure(plt, u, flow_bars[u])
+            spots = [g.spot for g in history if g.underlying == u]
+            png, vals = _option_flow_figure(plt, u, flow_bars[u], spots[-1] if spots else NAN)
             figures[f"flow-{u}"] = vals
             parts.append(_figure_html(f"flow-{u}", png, vals,
                                       f"{u}: {vals.trades:,} option trades in {vals.bars} bars; signed "
