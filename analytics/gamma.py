@@ -395,8 +395,8 @@ def flow_gex(result: GammaResult, chain: ChainColumns, signed: np.ndarray,
     Dealers hold sign x OI of each contract (the convention) and take the other side of the
     customers' signed volume `signed` (per chain row, contracts today): GEX per contract with
     weight (sign x OI - signed) x multiplier, by strike, its walls, total and the zero-gamma
-    flip of its profile (same grid, same kernels as compute_gamma). With `signed` all zero it is
-    the OI picture bit for bit.
+    flip of its profile (same grid, same kernels as compute_gamma: the OI profile plus the
+    profile of the flow's weights). With `signed` all zero it is the OI picture bit for bit.
     """
     live = result.live
     strike = np.asarray(chain.strike, dtype=np.float64)
@@ -411,10 +411,13 @@ def flow_gex(result: GammaResult, chain: ChainColumns, signed: np.ndarray,
     s_idx[~live] = 0
     call_k = kern.group_sum(s_idx, np.where(live & (right == RIGHT_CALL), gex, 0.0), strikes.size)
     put_k = kern.group_sum(s_idx, np.where(live & (right == RIGHT_PUT), gex, 0.0), strikes.size)
+    # the profile is linear in the weights: the OI profile plus that of the flow's (-v x
+    # multiplier, nonzero on the contracts traded today only, so the kernel skips the rest)
     _, log_start, log_step = kern.profile_grid(result.spot, config.grid_width, config.grid_points)
-    _, curve = kern.gamma_profile(log_start, log_step, config.grid_points, strike, result.t_years, iv,
-                                  np.where(live, weight, 0.0), float(config.rate),
-                                  float(config.dividend_yield))
+    _, flow_curve = kern.gamma_profile(log_start, log_step, config.grid_points, strike, result.t_years, iv,
+                                       np.where(live, -v * mult, 0.0), float(config.rate),
+                                       float(config.dividend_yield))
+    curve = result.profile_gex + flow_curve
     crossings = kern.zero_crossings(result.profile_grid, curve)
     zero = float(crossings[np.argmin(np.abs(crossings - result.spot))]) if crossings.size else NAN
     return FlowGex(zero_gamma=zero, total_gex=float(np.sum(gex)), call_wall=_strike_at_max(strikes, call_k),
