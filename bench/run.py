@@ -17,7 +17,8 @@ import time
 import traceback
 
 MODULES = ["bench_log", "bench_dtc", "bench_polygon", "bench_orderflow", "bench_gamma", "bench_monitor", "bench_bus", "bench_pipeline", "bench_chains", "bench_sierra", "bench_study",
-           "bench_volatility", "bench_dbn", "bench_storage", "bench_flow", "bench_startup"]
+           "bench_volatility", "bench_dbn", "bench_storage", "bench_flow", "bench_startup",
+           "bench_stream"]
 
 
 def machine() -> str:

@@ -53,6 +53,7 @@ QUOTE_LIMIT: Final = 1000  # quoted contracts per options connection (massive.co
 DEDUPE_WINDOW: Final = 200_000  # (sym, q) of the last trades kept to drop a server's repeats
 _TICKER_CACHE_MAX: Final = 200_000
 _EXAMPLE_CHARS: Final = 120
+_MISS: Final = object()
 
 # status values (the `status` field of ev "status")
 STATUS_CONNECTED: Final = "connected"
@@ -142,8 +143,8 @@ class StreamParser:
     def contract(self, ticker: str) -> OccContract | None:
         """The ticker's contract if it is kept (an OCC option of a wanted root), else None."""
         cache = self._contracts
-        c = cache.get(ticker, 0)
-        if c == 0:
+        c = cache.get(ticker, _MISS)
+        if c is _MISS:
             parsed = occ_contract(ticker)
             c = None if parsed.__class__ is str or (self.roots is not None and parsed.root not in self.roots) \
                 else parsed

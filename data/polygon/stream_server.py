@@ -98,12 +98,13 @@ class PolygonStreamSimulator:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, seed: int = 0, api_key: str = SIM_API_KEY,
                  rate: float = 200.0, clock: Clock | None = None, chains: PolygonSimulator | None = None,
-                 tick_s: float = 0.02, quote_share: float = 0.5) -> None:
+                 tick_s: float = 0.02, quote_share: float = 0.5, stamp_at_send: bool = False) -> None:
         self.host, self.port = host, port
         self.seed = seed
         self.rate = rate  # option messages (trades + quotes) per second per connection
         self.tick_s = tick_s
         self.quote_share = quote_share
+        self.stamp_at_send = stamp_at_send  # `t` = the frame's send time (benchmarks), not its making
         self.faults = StreamFaults()
         self._api_key = api_key
         self._clock = clock
@@ -123,7 +124,6 @@ class PolygonStreamSimulator:
         self.quotes_sent = 0
         self.values_sent = 0
         self.frames_sent = 0
-        self.send_log: collections.deque[tuple[int, int]] | None = None  # (first t ms, time.time_ns()) per frame, when set
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -317,6 +317,10 @@ class PolygonStreamSimulator:
     async def _send(self, conn: _Conn, msgs: list[dict[str, Any]]) -> None:
         if not msgs:
             return
+        if self.stamp_at_send:
+            t_ms = self.now_ns() // NS_PER_MS
+            for m in msgs:
+                m["t"] = t_ms
         text = self._encoder.encode(msgs)
         if self.faults.malformed_count > 0:
             self.faults.malformed_count -= 1
@@ -325,8 +329,6 @@ class PolygonStreamSimulator:
                 text = text[: max(1, len(text) // 2)]
             else:
                 text = self._encoder.encode(msgs + [{"ev": "T", "sym": 5, "p": "x"}])
-        if self.send_log is not None:
-            self.send_log.append((msgs[0].get("t", 0), time.time_ns()))
         self.frames_sent += 1
         await conn.ws.send(text.decode())
 
