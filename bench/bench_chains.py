@@ -46,6 +46,38 @@ def _day(n: int, pages: list, *, snapshots: bool, migrate: bool = False) -> dict
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _costs(pages: list) -> dict:
+    """Per snapshot, best of 5 in this process (ms): what a replay spends on one chain."""
+    from mia.analytics.gamma import compute_gamma
+    from mia.analytics.volatility import VolatilityConfig, compute_surface
+    from mia.data.polygon.models import chain_columns, chain_snapshot
+    from mia.engine.columns import snapshot_chain
+    from mia.engine.events import EventCodec, PolygonResponse
+
+    evs = [PolygonResponse(1, 1, "SPX", p.path, p.query, p.status, p.request_id, p.elapsed_ns, p.body, 1,
+                           p.page, p.final) for p in pages]
+    codec = EventCodec()
+    raw = codec.encode_many(evs)
+    snap = chain_snapshot(evs)
+    chain = snapshot_chain(snap)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times) * 1e3
+
+    return {"contracts": len(chain), "json_mb": sum(len(e.body) for e in evs) / 1e6,
+            "snapshot_mb": len(codec.encode(snap)) / 1e6,
+            "chain_columns": best(lambda: chain_columns(evs)), "snapshot_chain": best(lambda: snapshot_chain(snap)),
+            "decode_pages": best(lambda: codec.decode_many(raw)),
+            "gamma": best(lambda: compute_gamma(chain)),
+            "surface": best(lambda: compute_surface(chain, chain.spot, VolatilityConfig()))}
+
+
 def _rate(r: dict) -> float:
     return r["events"] / r["seconds"]
 
@@ -57,6 +89,7 @@ def run(quick: bool) -> str:
     logged = _day(n, pages, snapshots=True)
     raw = _day(n, pages, snapshots=False, migrate=True)
     base = _rate(plain["replay"])
+    c = _costs(pages)
 
     def row(label: str, m: dict, target: str = "") -> str:
         r, d = m["replay"], m["decode"]
@@ -87,7 +120,18 @@ def run(quick: bool) -> str:
         "",
         f"Replay of the day with a chain per minute: {ratio:.2f}x the day without chains (target "
         f"{TARGET_RATIO}x); recorded as raw pages it was {_rate(raw['replay']) / base:.2f}x, because every "
-        "replay parsed each snapshot's JSON again.",
+        "replay parsed each snapshot's JSON again (twice: the gamma and the IV-surface reducers).",
+        "",
+        f"What one snapshot of {c['contracts']:,} contracts costs a replay, best of 5 in one process (ms): "
+        f"parsing its {c['json_mb']:.1f} MB of JSON pages `chain_columns` {c['chain_columns']:.1f} (was paid "
+        f"twice per snapshot), reading its ChainSnapshot ({c['snapshot_mb']:.2f} MB) `snapshot_chain` "
+        f"{c['snapshot_chain']:.1f}; what remains: decoding the raw pages the log still holds "
+        f"{c['decode_pages']:.1f}, `compute_gamma` {c['gamma']:.1f}, `compute_surface` {c['surface']:.1f}. "
+        f"Over {logged['snapshots']} snapshots that is "
+        f"{logged['snapshots'] * (c['decode_pages'] + c['gamma'] + c['surface']) / 1e3:.1f} s against the "
+        f"peer's {plain['replay']['seconds']:.1f} s: the 0.8x target is bounded by the reducers' own work "
+        "on each chain (the gamma profile over its spot grid, the IV surface) and by decoding the pages "
+        "kept as the source of truth, not by parsing any more.",
         "",
     ]
     return "\n".join(lines)
