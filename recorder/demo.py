@@ -30,9 +30,10 @@ def run_demo(data_dir: str, *, seconds: float = 20.0, seed: int = 0,
 
     async def record():
         async with Simulators(seed=seed, rate=2000.0) as sims:
-            echo(f"[1/3] simulators up: DTC 127.0.0.1:{sims.dtc.port}, Polygon {sims.polygon.url}")
+            echo(f"[1/3] simulators up: DTC 127.0.0.1:{sims.dtc.port}, Polygon {sims.polygon.url} "
+                 f"(streams {sims.polygon_ws.url})")
             cfg = sims.record_config(base, poll_s=4.0)
-            echo(f"[2/3] recording ESZ6, NQZ6, VXZ6 and SPX, NDX chains for {seconds:.0f}s "
+            echo(f"[2/3] recording ESZ6, NQZ6, VXZ6, SPX and NDX chains and option streams for {seconds:.0f}s "
                  f"into {data_dir} ...")
             rec = Recorder(cfg, data_dir)
             return await rec.run(seconds)
