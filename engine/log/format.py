@@ -280,6 +280,46 @@ def scan_frames(f: BinaryIO, path: Path, pos: int, size: int, lo: int | None = N
         f.seek(pos)
 
 
+@dataclass
+class FrameRun:
+    """Whole, valid frames back to back (`SegmentFile.scan_run`): their header fields as
+    arrays, offsets into `chunk` (which starts at file offset `pos`)."""
+
+    pos: int
+    chunk: bytes
+    offset: np.ndarray  # of each frame's header in chunk
+    count: np.ndarray
+    first_seq: np.ndarray
+    ts_lo: np.ndarray
+    ts_hi: np.ndarray
+    clen: np.ndarray
+    ulen: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.count.shape[0])
+
+    @property
+    def end(self) -> int:
+        return self.pos + int(self.offset[-1]) + FRAME_HEADER_SIZE + int(self.clen[-1])
+
+    def payload(self, i: int) -> memoryview:
+        at = int(self.offset[i]) + FRAME_HEADER_SIZE
+        return memoryview(self.chunk)[at:at + int(self.clen[i])]
+
+    def frame(self, i: int) -> Frame:
+        return Frame(self.pos + int(self.offset[i]), int(self.count[i]), int(self.first_seq[i]),
+                     int(self.ts_lo[i]), int(self.ts_hi[i]), int(self.clen[i]),
+                     int(self.ulen[i]), bytes(self.payload(i)))
+
+    def part(self, a: int, b: int) -> FrameRun:
+        return FrameRun(self.pos, self.chunk, self.offset[a:b], self.count[a:b],
+                        self.first_seq[a:b], self.ts_lo[a:b], self.ts_hi[a:b], self.clen[a:b],
+                        self.ulen[a:b])
+
+
+RUN_CHUNK = 4 << 20  # bytes a run reads at most
+
+
 class SegmentFile:
     """An open segment with its header read and checked: how every part of the log opens one."""
 
@@ -298,6 +338,21 @@ class SegmentFile:
         """Frames and damage from `pos` (default: the first frame) to `size` (default: now)."""
         return scan_frames(self.f, self.path, self.data_start if pos is None else pos,
                            self.size() if size is None else size, lo, hi)
+
+    def scan_run(self, pos: int, size: int) -> FrameRun | None:
+        """The whole, valid frames from `pos` within the next RUN_CHUNK bytes (before `size`),
+        checked in one kernel call like `scan` checks them; None when the frame at `pos` is not
+        one (or does not fit the chunk): `scan` from there meets and reports it."""
+        from .scan_kernels import scan_chunk  # numba: on first use
+
+        self.f.seek(pos)
+        chunk = self.f.read(min(RUN_CHUNK, size - pos))
+        m = len(chunk) // FRAME_HEADER_SIZE + 1
+        arrays = [np.empty(m, np.int64) for _ in range(7)]
+        k = scan_chunk(np.frombuffer(chunk, np.uint8), *arrays)
+        if not k:
+            return None
+        return FrameRun(pos, chunk, *(a[:k] for a in arrays))
 
     def load(self, frame: Frame) -> Frame | None:
         """`frame` with its payload read (a scan may have skipped it); None on a CRC mismatch."""
@@ -462,7 +517,29 @@ class FrameDecoder:
             datas.append(data)
         if not datas:
             return 0
-        return _frame2().decode_many_into(batch, offset, datas, frames, self._codec.decode_many)
+        counts = np.array([f.count for f in frames[:len(datas)]], np.int64)
+        seqs = np.array([f.first_seq for f in frames[:len(datas)]], np.int64)
+        return _frame2().decode_many_into(batch, offset, datas, counts, seqs,
+                                          self._codec.decode_many)
+
+    def columns_run(self, run: FrameRun, batch: ColumnBatch, offset: int) -> int:
+        """`columns_many` of a run's frames (format 2): how many were decoded whole."""
+        if self._schema != SCHEMA_VERSION:
+            return 0
+        decompress = self._dctx.decompress
+        datas = []
+        for i, ulen in enumerate(run.ulen.tolist()):
+            try:
+                data = decompress(run.payload(i), max_output_size=ulen)
+            except zstandard.ZstdError:
+                break
+            if len(data) != ulen or data[0] == MODE_MSGPACK:
+                break
+            datas.append(data)
+        if not datas:
+            return 0
+        return _frame2().decode_many_into(batch, offset, datas, run.count, run.first_seq,
+                                          self._codec.decode_many)
 
     def index(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(kind, ts_recv, instrument) of the frame's rows, without decoding events."""

@@ -86,17 +86,18 @@ def decode_into(batch: ColumnBatch, offset: int, data: bytes, count: int, first_
         b.objects.extend(objects)
 
 
-def decode_many_into(batch: ColumnBatch, offset: int, datas: list[bytes], frames,
-                     decode_objects) -> int:
-    """Decode mode-1 payloads (of `frames`, consecutive) back to back into rows from `offset`,
-    in one kernel call; returns how many frames were decoded whole (rows and objects). The
-    rest, from the first that does not decode, are the caller's (their rows are garbage)."""
+def decode_many_into(batch: ColumnBatch, offset: int, datas: list[bytes], counts: np.ndarray,
+                     first_seqs: np.ndarray, decode_objects) -> int:
+    """Decode mode-1 payloads of consecutive frames (`counts` rows each, seq from `first_seqs`)
+    back to back into rows from `offset`, in one kernel call; returns how many frames were
+    decoded whole (rows and objects). The rest, from the first that does not decode, are the
+    caller's (their rows are garbage)."""
     k = len(datas)
     starts = np.zeros(k + 1, np.int64)
     np.cumsum([len(d) for d in datas], out=starts[1:])
     buf = np.frombuffer(b"".join(datas), np.uint8)
-    counts = np.array([f.count for f in frames[:k]], np.int64)
-    first_seqs = np.array([f.first_seq for f in frames[:k]], np.int64)
+    counts = np.ascontiguousarray(counts[:k], np.int64)
+    first_seqs = np.ascontiguousarray(first_seqs[:k], np.int64)
     obj_at = np.empty(k, np.int64)
     b = batch
     if offset < 0 or offset + int(counts.sum()) > len(b):

@@ -20,7 +20,17 @@ from ..clock import to_ns
 from ..columns import ColumnBatch
 from ..errors import LogCorruptError, UsageError
 from ..events import K_INSTRUMENT, KIND_BY_NAME, KIND_OF, TYPE_OF_KIND, Event, Instrument
-from .format import BadFrame, Damage, Frame, FrameDecoder, SegmentInfo, open_segment, writer_alive
+from .format import (
+    BadFrame,
+    Damage,
+    Frame,
+    FrameDecoder,
+    FrameRun,
+    SegmentFile,
+    SegmentInfo,
+    open_segment,
+    writer_alive,
+)
 
 log = logging.getLogger(__name__)
 
@@ -230,9 +240,11 @@ class SegmentReader:
         if self.on_problem is not None:
             self.on_problem(Problem(path, offset, reason))
 
-    def items(self, lo: int | None, hi: int | None) -> Iterator[Frame | tuple | None]:
+    def items(self, lo: int | None, hi: int | None,
+              runs: bool = False) -> Iterator[Frame | FrameRun | tuple | None]:
         """Valid frames in file order, damage to report as (offset, reason, corrupt), and None
-        before each wait for more bytes (following), so a consumer can hand on what it holds."""
+        before each wait for more bytes (following), so a consumer can hand on what it holds.
+        `runs`: whole valid frames come as FrameRuns where a kernel checks them in bulk."""
         path = self.info.path
         follow = self.follow
         with open_segment(path) as seg:
@@ -241,8 +253,9 @@ class SegmentReader:
             while True:
                 size = seg.size()
                 incomplete: Damage | None = None
-                for item in seg.scan(pos, size, lo, hi):
-                    if isinstance(item, Frame):
+                scan = _scan_runs(seg, pos, size, lo, hi) if runs else seg.scan(pos, size, lo, hi)
+                for item in scan:
+                    if isinstance(item, (Frame, FrameRun)):
                         pos = item.end
                         if follow:
                             idle_since = time.monotonic()
@@ -336,7 +349,26 @@ class SegmentReader:
         batch: ColumnBatch | None = None
         keep: np.ndarray | None = None
         rows = 0
-        for item in self.items(flt.start, flt.end):
+        for item in self.items(flt.start, flt.end, runs=stage):
+            if type(item) is FrameRun:  # staged in parts that fit the batch
+                i, counts = 0, item.count
+                while i < len(item):
+                    room = len(batch) - rows - staged_rows if batch is not None else 0
+                    j = i + int(np.searchsorted(np.cumsum(counts[i:]), room, side="right"))
+                    if j > i:
+                        staged.append(item.part(i, j))
+                        staged_rows += int(counts[i:j].sum())
+                        i = j
+                        continue
+                    if staged:
+                        batch, rows = yield from self._drain(flt, staged, batch, rows)
+                        staged_rows = 0
+                    if rows:
+                        unit = self._column_unit(flt, batch, rows, keep)
+                        if unit is not None:
+                            yield unit
+                    batch, rows = empty_batch(max(max_rows, int(counts[i]))), 0
+                continue
             if type(item) is not Frame:
                 if staged:
                     batch, rows = yield from self._drain(flt, staged, batch, rows)
@@ -397,12 +429,28 @@ class SegmentReader:
         """Decode the staged frames into `batch` from row `rows` (they fit): one kernel call,
         then frame by frame from the first that does not decode, reporting it where the
         frame-by-frame path would. Yields units; returns (batch, rows); empties `staged`."""
+
+        dec = self.decoder
+        rest: list[Frame] = []
+        for group in _groups(staged):
+            if type(group) is FrameRun:
+                done = dec.columns_run(group, batch, rows)
+                rows += int(group.count[:done].sum())
+                rest = [group.frame(i) for i in range(done, len(group))]
+            else:
+                done = dec.columns_many(group, batch, rows)
+                rows += sum(f.count for f in group[:done])
+                rest = group[done:]
+            batch, rows = yield from self._one_by_one(flt, rest, batch, rows)
+        staged.clear()
+        return batch, rows
+
+    def _one_by_one(self, flt: Filters, frames: list[Frame], batch: ColumnBatch, rows: int):
+        """The frame-by-frame path of `_drain`, from a frame that did not decode in bulk."""
         from ..fastdecode import empty_batch
 
         dec = self.decoder
-        done = dec.columns_many(staged, batch, rows)
-        rows += sum(f.count for f in staged[:done])
-        for frame in staged[done:]:
+        for frame in frames:
             try:
                 dec.columns_into(frame, batch, rows)
             except BadFrame as exc:
@@ -414,7 +462,6 @@ class SegmentReader:
                 self.problem(frame.offset, str(exc), corrupt=True)
                 continue
             rows += frame.count
-        staged.clear()
         return batch, rows
 
     def _column_unit(self, flt: Filters, batch: ColumnBatch, rows: int,
@@ -459,3 +506,44 @@ class SegmentReader:
             m = np.isin(inst, np.fromiter(ids, np.int64, len(ids)))
             mask = m if mask is None else mask & m
         return mask
+
+
+def _scan_runs(seg: SegmentFile, pos: int, size: int, lo: int | None,
+               hi: int | None) -> Iterator[Frame | FrameRun | Damage]:
+    """`seg.scan` with whole valid frames in FrameRuns (frames outside [lo, hi) left out);
+    where a run cannot start, one step of `seg.scan` meets what is there."""
+    while pos < size:
+        run = seg.scan_run(pos, size)
+        if run is None:
+            for item in seg.scan(pos, size, lo, hi):
+                yield item
+                pos = item.end if isinstance(item, Frame) else item.offset + item.length
+                break
+            continue
+        pos = run.end
+        if lo is None and hi is None:
+            yield run
+            continue
+        keep = np.ones(len(run), dtype=bool)
+        if lo is not None:
+            keep &= run.ts_hi >= lo
+        if hi is not None:
+            keep &= run.ts_lo < hi
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], keep.view(np.int8), [0]))))
+        for a, b in zip(edges[::2].tolist(), edges[1::2].tolist()):
+            yield run.part(a, b)
+
+
+def _groups(staged: list) -> Iterator[FrameRun | list[Frame]]:
+    """Staged items in order: each FrameRun alone, consecutive Frames together."""
+    frames: list[Frame] = []
+    for item in staged:
+        if type(item) is FrameRun:
+            if frames:
+                yield frames
+                frames = []
+            yield item
+        else:
+            frames.append(item)
+    if frames:
+        yield frames
