@@ -342,3 +342,29 @@ def test_a_closed_writer_refuses_appends(tmp_path, fmt):
         w.append(Trade(DAY0, DAY0 + 1, 1, 1.0, 1.0))
     assert [type(e).__name__ for _, e in EventLog(tmp_path).read(DATE)] == \
         ["RecordingStarted", "Trade", "RecordingEnded"]
+
+
+def test_columnar_reads_meet_damage_where_typed_reads_do(tmp_path):
+    """Frames checked in bulk (runs) stop at a damaged frame: read_batches reports the same
+    problems, at the same offsets, and hands on the same rows as read, flip after flip."""
+    src = tmp_path / "src"
+    _write(src, _market_day(2000), 2)
+    (seg,) = EventLog(src).segments(DATE)
+    data = seg.path.read_bytes()
+    rng = np.random.default_rng(11)
+    work = tmp_path / "work"
+    for trial in range(12):
+        bad = bytearray(data)
+        for pos in rng.integers(200, len(data), size=1 + trial % 3).tolist():
+            bad[pos] ^= 1 << int(rng.integers(0, 8))
+        if trial % 4 == 3:
+            bad = bad[:len(bad) - int(rng.integers(1, 200))]  # and a torn tail
+        (work / DATE).mkdir(parents=True, exist_ok=True)
+        (work / DATE / seg.path.name).write_bytes(bytes(bad))
+        log = EventLog(work)
+        typed_problems: list = []
+        rows = list(log.read(DATE, on_problem=typed_problems.append))
+        problems: list = []
+        got = ColumnBatch.concat(list(log.read_batches(DATE, on_problem=problems.append)))
+        assert problems == typed_problems and problems
+        _same_columns(got, ColumnBatch.from_events([e for _, e in rows], [s for s, _ in rows]))
