@@ -333,7 +333,8 @@ def _status_printer(quiet: bool):
 @click.option("--underlyings", help="Comma-separated option underlyings [SPX,NDX].")
 @click.option("--poll", type=float, help="Seconds between chain snapshots [fits the plan].")
 @click.option("--no-dtc", is_flag=True, help="Record no DTC connection.")
-@click.option("--no-polygon", is_flag=True, help="Record no options chains.")
+@click.option("--no-polygon", is_flag=True,
+              help="Record no options chains (and no Polygon streams, unless --polygon-ws-url is given).")
 @click.option("--sierra-data", type=click.Path(file_okay=False), metavar="DIR",
               help="Follow Sierra Chart's .scid/.depth files in DIR for --symbols.")
 @click.option("--publish", metavar="ADDR", help=f"ZeroMQ PUB address [{DEFAULT_ADDR}].")

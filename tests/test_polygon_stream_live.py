@@ -354,6 +354,22 @@ def test_mia_record_streams_from_the_polygon_ws_url_it_is_given(tmp_path):
     assert counts["PolygonResponse"] == 0  # --no-polygon: no chains, the streams only
 
 
+def test_polygon_stream_true_in_the_config_file_starts_the_streams(tmp_path):
+    from mia.engine.log import EventLog
+
+    with ThreadedStreamSimulator(rate=200, api_key=SECRET) as sim:
+        toml = tmp_path / "mia.toml"
+        toml.write_text(f'[polygon]\nenabled = false\nstream = true\nstream_url = "{sim.url}"\n'
+                        'stream_index_tickers = ["I:VIX"]\n')
+        res = cli_run("record", "--data-dir", tmp_path / "data", "--config", toml, "--no-dtc", "--no-publish", "-q",
+                      "--duration", "3s", env={"POLYGON_API_KEY": SECRET})
+    assert res.exit_code == 0, res.output
+    log = EventLog(tmp_path / "data")
+    events = [ev for d in log.dates() for _, ev in log.read(d)]
+    assert {ev.ticker for ev in events if isinstance(ev, IndexValue)} == {"I:VIX"}
+    assert any(isinstance(ev, OptionTrade) for ev in events)
+
+
 def test_a_polygon_ws_url_that_is_not_a_websocket_url_is_a_one_line_error(tmp_path):
     from helpers import assert_one_line_error
 
