@@ -13,18 +13,23 @@ from mia.data.polygon.stream import (
     QUOTE_LIMIT,
     QuoteSelector,
     StreamParser,
+    check_stream_frames,
     listing_of,
     stream_roots,
     subscription_params,
 )
 from mia.engine.events import (
     FEED_CONNECTED,
+    FEED_DISCONNECTED,
     FEED_LOGGED_ON,
     FEED_SUBSCRIBED,
     FEED_SUBSCRIPTION_REJECTED,
+    FeedStatus,
+    Gap,
     IndexValue,
     OptionQuote,
     OptionTrade,
+    PolygonStreamFrame,
     SourceError,
 )
 
@@ -205,3 +210,43 @@ def test_no_quotes_are_chosen_without_a_spot_or_a_listing():
     sel.on_spot("SPX", float("nan"))  # ignored
     sel.on_listing("SPX", listing_of(chain_tickers("SPXW", ["251217"], range(5990, 6011, 5))))
     assert len(sel.choose(NOW)) == 8
+
+
+# --- frames against their events -----------------------------------------------------------------
+
+
+def recorded(frames: list[bytes]) -> list:
+    """What a client records: each frame, a Gap before the first one's data, then its events."""
+    p = StreamParser(SRC, roots=["SPXW"])
+    out: list = [FeedStatus(1, 1, SRC, FEED_DISCONNECTED, detail="lost")]
+    for i, f in enumerate(frames):
+        ts = 100 + i
+        out.append(PolygonStreamFrame(ts, ts, SRC, "options", 1, f))
+        if i == 0:
+            out.append(Gap(ts, ts, SRC, 1, ts, "lost"))
+        p.parse(f, ts, out)
+    return out
+
+
+FRAMES = [frame({"ev": "status", "status": "success", "message": "subscribed to: T.*"}),
+          frame({"ev": "T", "sym": "O:SPXW251219C05000000", "p": 1.5, "s": 2, "t": T_MS, "q": 1},
+                {"ev": "T", "sym": "O:SPY251219C00600000", "p": 1.5, "s": 2, "t": T_MS, "q": 1},
+                {"ev": "T", "sym": "O:SPXW251219C05000000", "p": 1.5, "s": 2, "t": T_MS, "q": 1}),
+          b"[not json",
+          frame({"ev": "Q", "sym": "O:SPXW251219P05000000", "bp": 1.0, "ap": 1.2, "t": T_MS, "q": 2})]
+
+
+def test_recorded_frames_reparse_into_the_recorded_events():
+    check = check_stream_frames(recorded(FRAMES))
+    assert check.ok and check.frames == 4 and check.events == 4  # ack, trade, error, quote
+
+
+def test_a_changed_missing_or_extra_event_after_a_frame_is_named():
+    events = recorded(FRAMES)
+    i = next(i for i, e in enumerate(events) if isinstance(e, OptionTrade))
+    changed = events[:i] + [msgspec.structs.replace(events[i], price=1.55)] + events[i + 1:]
+    assert "recorded OptionTrade" in check_stream_frames(changed).mismatch
+    missing = [e for e in events if not isinstance(e, OptionQuote)]
+    assert "1 events from the frame, 0 recorded" in check_stream_frames(missing).mismatch
+    extra = events + [msgspec.structs.replace(events[i], ts_recv=events[-1].ts_recv)]
+    assert "the frame gives nothing" in check_stream_frames(extra).mismatch

@@ -16,7 +16,7 @@ import pytest
 from helpers import cli_run, free_port, last_json_line
 
 from mia.config import Config
-from mia.data.polygon.stream import listing_of
+from mia.data.polygon.stream import check_stream_frames, listing_of
 from mia.data.polygon.stream_client import PolygonStreamClient, StreamAuthError, stream_clients
 from mia.data.polygon.stream_server import PolygonStreamSimulator
 from mia.engine.clock import NS_PER_MS, NS_PER_S, SystemClock
@@ -299,6 +299,10 @@ def test_a_recorded_day_with_streams_and_faults_replays_with_check_and_holds_the
     counts = collections.Counter(type(ev).__name__ for _, ev in log.read(result.date))
     assert counts["OptionTrade"] > 100 and counts["OptionQuote"] > 20 and counts["IndexValue"] > 2, counts
     assert counts["PolygonStreamFrame"] > 10 and counts["Gap"] >= 2, counts
+
+    # every frame re-parses into exactly the events recorded after it
+    frames = check_stream_frames(ev for _, ev in log.read(result.date, streams=["live"]))
+    assert frames.ok and frames.frames == counts["PolygonStreamFrame"] and frames.events > 100, frames
 
     res = cli_run("replay", "--data-dir", data_dir, "--date", result.date, "--check", "--json", "-q")
     assert res.exit_code == 0, res.output

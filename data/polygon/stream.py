@@ -44,7 +44,7 @@ from mia.engine.events import (
     SourceError,
 )
 
-from .models import INDEX_ROOTS, OccContract, occ_contract
+from .models import INDEX_ROOTS, OCC_SUFFIX_LEN, OccContract, occ_contract
 
 CLUSTER_OPTIONS: Final = "options"
 CLUSTER_INDICES: Final = "indices"
@@ -363,3 +363,83 @@ def stream_roots(underlyings: Iterable[str]) -> list[str]:
     wanted = list(underlyings)
     roots = [r for r, u in INDEX_ROOTS.items() if u in wanted]
     return roots + [u for u in wanted if u not in INDEX_ROOTS.values()]
+
+
+# --- the frames against the events they gave ------------------------------------------------------
+
+
+class FrameCheck(msgspec.Struct, frozen=True):
+    """What `check_stream_frames` found: every recorded frame re-parsed into its recorded events."""
+
+    frames: int
+    events: int
+    mismatch: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatch is None
+
+
+_PARSED_KINDS: Final = (OptionTrade, OptionQuote, IndexValue, FeedStatus, SourceError)
+
+
+def check_stream_frames(events: Iterable[Event]) -> FrameCheck:
+    """Re-parse every `PolygonStreamFrame` of a recording (its live events, in log order) with
+    the parser the client ran, and prove the events recorded after each frame, with its
+    `ts_recv` and source, equal to what the frame gives (the `Gap` the client writes there is
+    the client's own). A new recording (`RecordingStarted`) starts fresh parsers, as a restarted
+    recorder does. The roots kept live are those of the recorded trades and quotes: a root the
+    live parser filtered out never appears in the events, so its re-parsed rows are left out too.
+    """
+    from mia.engine.events import Gap, PolygonStreamFrame, RecordingStarted
+
+    rows = list(events)
+    roots = {t.ticker[2:-OCC_SUFFIX_LEN] for t in rows if t.__class__ is OptionTrade or t.__class__ is OptionQuote}
+    parsers: dict[str, StreamParser] = {}
+    pending: dict[str, tuple[PolygonStreamFrame, list[Event], int]] = {}  # source -> (frame, expected, seen)
+    frames = compared = 0
+
+    def close(source: str) -> str | None:
+        frame, want, seen = pending.pop(source)
+        if seen != len(want):
+            return (f"{source} frame at ts_recv {frame.ts_recv}: {len(want)} events from the frame, {seen} recorded "
+                    f"after it (frame {frame.frame[:120]!r})")
+        return None
+
+    for ev in rows:
+        cls = ev.__class__
+        if cls is RecordingStarted:
+            for source in list(pending):
+                if (msg := close(source)) is not None:
+                    return FrameCheck(frames, compared, msg)
+            parsers.clear()
+            continue
+        source = getattr(ev, "source", None)
+        if cls is PolygonStreamFrame:
+            if ev.source in pending and (msg := close(ev.source)) is not None:
+                return FrameCheck(frames, compared, msg)
+            parser = parsers.get(ev.source)
+            if parser is None:
+                parser = parsers[ev.source] = StreamParser(ev.source, roots=roots if ev.cluster == CLUSTER_OPTIONS
+                                                           else None)
+            want: list[Event] = []
+            parser.parse(ev.frame, ev.ts_recv, want)
+            pending[ev.source] = (ev, want, 0)
+            frames += 1
+            continue
+        if source is None:  # trades, quotes and values name no source: their cluster's frame
+            cluster = CLUSTER_INDICES if cls is IndexValue else CLUSTER_OPTIONS
+            source = next((s for s, p in pending.items() if p[0].cluster == cluster), None)
+        if source in pending and cls is not Gap and isinstance(ev, _PARSED_KINDS) \
+                and ev.ts_recv == pending[source][0].ts_recv:
+            frame, want, seen = pending[source]
+            if seen >= len(want) or want[seen] != ev:
+                expected = repr(want[seen]) if seen < len(want) else "nothing"
+                return FrameCheck(frames, compared, f"{source} frame at ts_recv {frame.ts_recv}, event {seen}: "
+                                                    f"recorded {ev!r}, the frame gives {expected}")
+            pending[source] = (frame, want, seen + 1)
+            compared += 1
+    for source in list(pending):
+        if (msg := close(source)) is not None:
+            return FrameCheck(frames, compared, msg)
+    return FrameCheck(frames, compared)
