@@ -373,6 +373,18 @@ def test_polygon_stream_true_in_the_config_file_starts_the_streams(tmp_path):
     assert any(isinstance(ev, OptionTrade) for ev in events)
 
 
+def test_mia_record_with_a_refused_key_stops_with_one_line_naming_the_stream_not_the_key(tmp_path):
+    from helpers import assert_one_line_error
+
+    with ThreadedStreamSimulator(rate=100, api_key=SECRET) as sim:
+        wrong = SECRET[::-1]
+        res = cli_run("record", "--data-dir", tmp_path, "--no-dtc", "--no-polygon", "--no-publish", "-q",
+                      "--polygon-ws-url", sim.url, "--duration", "30s", env={"POLYGON_API_KEY": wrong})
+    line = assert_one_line_error(res, 1)
+    assert "stream ws://127.0.0.1:" in line and "the key was refused" in line
+    assert wrong not in res.output and SECRET not in res.output
+
+
 def test_a_polygon_ws_url_that_is_not_a_websocket_url_is_a_one_line_error(tmp_path):
     from helpers import assert_one_line_error
 
