@@ -522,6 +522,10 @@ def replay(data_dir, date_, from_, to, speed, symbols, publish, check, deep, liv
                 click.echo(f"check --deep: ok ({c.snapshots:,} chain snapshots equal to their pages"
                            + (f"; {c.page_only:,} recorded as pages only" if c.page_only else "") + ")",
                            err=True)
+            if result.frames is not None and result.frames.frames:
+                f = result.frames
+                click.echo(f"check --deep: ok ({f.frames:,} Polygon stream frames re-parsed into their "
+                           f"{f.events:,} events)", err=True)
         else:
             click.echo(f"check: MISMATCH: {result.mismatch}", err=True)
             sys.exit(1)

@@ -14,6 +14,7 @@ from mia.analytics.flow import UnderlyingFlow, flow_summary
 from mia.analytics.orderflow import InstrumentSummary
 from mia.analytics.volatility import VolatilitySummary, volatility_summary
 from mia.config import AnalyticsConfig, Config
+from mia.data.polygon.stream import FrameCheck, check_stream_frames
 from mia.engine.clock import NS_PER_S
 from mia.engine.errors import UsageError
 from mia.engine.events import (
@@ -76,6 +77,7 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     warmup_days: list[str] = []  # earlier days folded first (a recording through midnight)
     crashed_runs: list[CrashedRun] = []  # with --check: runs verified in part
     chains: ChainCheck | None = None  # with --check --deep: ChainSnapshots against their pages
+    frames: FrameCheck | None = None  # with --check --deep: Polygon stream frames against their events
 
     def json(self) -> dict:
         """The --json object: {"date", "events", "instruments", "gamma", "volatility", "flow",
@@ -219,5 +221,8 @@ def replay_day(
             result.chains = check_chain_snapshots(day.log, day.date)
             if result.check == "ok" and result.chains.check != "ok":
                 result.check, result.mismatch = result.chains.check, result.chains.mismatch
+            result.frames = check_stream_frames(ev for _, ev in day.log.read(day.date, streams=LIVE_STREAMS))
+            if result.check == "ok" and not result.frames.ok:
+                result.check, result.mismatch = "mismatch", result.frames.mismatch
     result.seconds = time.perf_counter() - t0
     return result

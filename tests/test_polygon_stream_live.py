@@ -306,6 +306,9 @@ def test_a_recorded_day_with_streams_and_faults_replays_with_check_and_holds_the
     res = cli_run("replay", "--data-dir", data_dir, "--date", result.date, "--check", "--json", "-q")
     assert res.exit_code == 0, res.output
     assert last_json_line(res.stdout)["check"] == "ok"
+    res = cli_run("replay", "--data-dir", data_dir, "--date", result.date, "--check", "--deep")
+    assert res.exit_code == 0, res.output
+    assert f"{frames.frames:,} Polygon stream frames re-parsed into their {frames.events:,} events" in res.output
 
     secret = SECRET.encode()
     for path in Path(data_dir).rglob("*"):
