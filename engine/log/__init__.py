@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from itertools import chain
+from operator import methodcaller
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -49,6 +51,7 @@ _read_segment_header = read_segment_header
 _scan = scan_frames
 
 _WALL_CLOCK = SystemClock()
+_call = methodcaller("__call__")
 
 
 class EventLog:
@@ -158,10 +161,15 @@ class EventLog:
         still being written until their writer closes, `stop()` says so, or nothing arrives for
         `idle_timeout_s` (None: wait forever).
         """
-        flt = reader.make_filters(start, end, kinds, instruments)
-        readers = self._open_readers(date, streams, strict, follow, on_problem, poll_s,
-                                     idle_timeout_s, stop)
-        yield from reader.read_rows(readers, flt)
+        def rows() -> Iterator[tuple[int, Event]]:
+            flt = reader.make_filters(start, end, kinds, instruments)
+            readers = self._open_readers(date, streams, strict, follow, on_problem, poll_s,
+                                         idle_timeout_s, stop)
+            return reader.read_rows(readers, flt)
+
+        # lazy like a generator (nothing is checked or opened before the first row is asked
+        # for), then a C-level chain: no Python frame per row
+        return chain.from_iterable(map(_call, (rows,)))
 
     def read_batches(self, date: str | dt.date, start: int | dt.datetime | None = None,
                      end: int | dt.datetime | None = None, kinds: Iterable | None = None,

@@ -28,6 +28,7 @@ from ..events import BookLevel, Quote, Trade
 from ..fastdecode import FastDecodeError, columns_and_objects, empty_batch
 from . import frame2_kernels as _k
 from .frame2_kernels import DESCRIPTOR_SIZE, ERRORS, MODE_COLUMNS, MODE_MSGPACK, N_COLUMNS
+from .frame2_msgpack import msgpack_of_payload
 
 # mode, 7 reserved bytes, rows, Trade rows, Quote rows, BookLevel rows, object rows, object bytes
 HEAD = struct.Struct("<B7xIIIIII")
@@ -141,19 +142,8 @@ def msgpack_of(data: bytes, count: int) -> bytes:
     """The format-1 payload (one msgpack array of the events) of a mode-1 payload: market rows
     written from their columns, the other rows' bytes copied from the object table. msgspec
     decodes it into the typed events, bit for bit those written."""
-    b = empty_batch(count)
-    buf = np.frombuffer(data, np.uint8)
-    at = _k.decode_columns(buf, count, 0, -1, 0, b.kind, b.seq, b.ts_event, b.ts_recv,
-                           b.instrument, b.price, b.size, b.side, b.bid, b.bid_size, b.ask,
-                           b.ask_size, b.action, b.level, b.orders, b.flags, b.obj)
-    if at < 0:
-        raise Frame2Error(ERRORS.get(at, f"error {at}"))
-    out = np.empty(16 + 100 * count + len(data) - at, np.uint8)
-    u64 = np.uint64
-    n = _k.to_msgpack(buf, at, b.kind, b.ts_event, b.ts_recv, b.instrument, b.price.view(u64),
-                      b.size.view(u64), b.side, b.bid.view(u64), b.bid_size.view(u64),
-                      b.ask.view(u64), b.ask_size.view(u64), b.action, b.level, b.orders,
-                      b.flags, b.obj, out)
+    out = np.empty(16 + 100 * count + len(data), np.uint8)
+    n = msgpack_of_payload(np.frombuffer(data, np.uint8), count, out)
     if n < 0:
         raise Frame2Error(ERRORS.get(n, f"error {n}"))
     return out[:n].tobytes()
