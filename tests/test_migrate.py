@@ -234,3 +234,16 @@ def test_chain_snapshot_written_is_the_pollers(day):
     snaps = [ev for ev in chains_of(day) if isinstance(ev, ChainSnapshot)]
     assert [CODEC.encode(s) for s in snaps] == [CODEC.encode(chain_snapshot(pages[(s.underlying, s.snapshot_id)]))
                                                 for s in snaps]
+
+
+def test_migrate_json_and_usage(day, tmp_path):
+    from helpers import last_json_line
+
+    res = cli_run("migrate", "--date", DATE, "--data-dir", str(day), "--json")
+    out = last_json_line(res.stdout)
+    assert res.exit_code == 0 and out["changed"] and out["chain_snapshots"] == 3 and out["date"] == DATE
+    assert {s["action"] for s in out["segments"]} <= {"rewritten", "current"}
+    again = last_json_line(cli_run("migrate", "--date", DATE, "--data-dir", str(day), "--json").stdout)
+    assert not again["changed"] and again["chain_snapshots"] == 0
+    res = cli_run("migrate", "--date", "2026-01-02", "--data-dir", str(day))
+    assert res.exit_code != 0 and "no data" in res.output.lower()
