@@ -165,12 +165,15 @@ class StreamParser:
         acks: list[str] | None = None
         at = 0
         contract = self.contract
+        cache_get = self._contracts.get  # the known tickers without a call each
         seen, order, window = self._seen, self._order, self._window
         self.messages += len(items)
         for m in items:
             cls = m.__class__
             if cls is WsTrade:
-                c = contract(m.sym)
+                c = cache_get(m.sym, _MISS)
+                if c is _MISS:
+                    c = contract(m.sym)
                 if c is None:
                     self.filtered += 1
                     continue
@@ -185,7 +188,9 @@ class StreamParser:
                 out.append(OptionTrade(m.t * NS_PER_MS, ts_recv, m.sym, c.underlying, c.right, c.strike,
                                        c.expiry_ns, m.p, m.s, m.x, m.c, m.q))
             elif cls is WsQuote:
-                c = contract(m.sym)
+                c = cache_get(m.sym, _MISS)
+                if c is _MISS:
+                    c = contract(m.sym)
                 if c is None:
                     self.filtered += 1
                     continue
