@@ -58,6 +58,7 @@ from mia.engine.log.format import (
     writer_alive,
 )
 from mia.fold import INPUT_STREAMS
+from mia.replay.check import object_rows
 
 logger = logging.getLogger(__name__)
 
@@ -258,8 +259,7 @@ def owed_chain_snapshots(log: EventLog, date: str) -> Iterator[ChainSnapshot]:
     the poller's own code. Pages the parser rejects get none (the reducers skip them too)."""
     feed = ChainFeed(lambda pages: None, None)  # its mode only: did the recording log them?
     gather = ChainPages()
-    kinds = [PolygonResponse, RecordingStarted]
-    for _, ev in log.read(date, kinds=kinds, streams=list(CHAIN_SOURCE_STREAMS)):
+    for ev in object_rows(log, date, [PolygonResponse, RecordingStarted], CHAIN_SOURCE_STREAMS):
         if isinstance(ev, RecordingStarted):
             feed.on_started(ev)
             continue
