@@ -201,6 +201,16 @@ def test_a_refused_key_is_a_clear_error_and_a_recorded_source_error():
     assert not any(SECRET.encode() in f.frame for f in of(events, PolygonStreamFrame))
 
 
+def test_a_server_message_echoing_the_key_is_recorded_with_the_key_redacted():
+    events: list = []
+    client = PolygonStreamClient("ws://127.0.0.1:1", "options", api_key=SECRET, emit=events.append,
+                                 clock=SystemClock())
+    client._on_frame(msgspec.json.encode([{"ev": "status", "status": "auth_failed",
+                                           "message": f"key {SECRET} is not valid"}]), 1)
+    assert [type(e).__name__ for e in events] == ["PolygonStreamFrame", "SourceError"]
+    assert SECRET not in repr(events) and b"key <redacted> is not valid" in events[0].frame
+
+
 def test_the_official_polygon_client_connects_subscribes_and_receives():
     from polygon import WebSocketClient
 

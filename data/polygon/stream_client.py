@@ -48,6 +48,7 @@ from mia.engine.events import (
     PolygonStreamFrame,
 )
 
+from .client import MIN_KEY_CHARS, REDACTED  # the REST client's rules: one each
 from .models import plain_underlying
 from .stream import (
     CLUSTER_INDICES,
@@ -67,11 +68,8 @@ logger = logging.getLogger(__name__)
 _ws_logger = logging.getLogger(__name__ + ".websockets")
 _ws_logger.setLevel(logging.INFO)
 
-DEFAULT_STREAM_URL: Final = "wss://socket.polygon.io"  # delayed plans: wss://delayed.polygon.io
 DEFAULT_ROOTS: Final = ("SPX", "SPXW", "NDX", "NDXP")
 DEFAULT_INDEX_TICKERS: Final = ("I:SPX", "I:NDX", "I:VIX")
-REDACTED: Final = b"<redacted>"
-MIN_KEY_CHARS: Final = 8
 SELECT_INTERVAL_S: Final = 1.0  # how often the quoted contracts are reconsidered
 _DATA_EVENTS: Final = (OptionTrade, OptionQuote, IndexValue)
 
@@ -134,6 +132,7 @@ class PolygonStreamClient:
         self.url = f"{self.base_url}/{cluster}"
         self._key = api_key
         self._key_b = api_key.encode()
+        self._redacted_b = REDACTED.encode()
         self._emit = emit
         self.clock = clock
         self.trade_tickers = None if trade_tickers is None else list(trade_tickers)
@@ -256,7 +255,7 @@ class PolygonStreamClient:
                 else:
                     failures += 1
                 if self.max_attempts is not None and failures >= self.max_attempts:
-                    raise ConnectionLostError(f"polygon {self.cluster} stream {self._where}: gave up after "
+                    raise ConnectionLostError(f"polygon {self.cluster} stream {self.url}: gave up after "
                                               f"{failures} attempts: {reason}")
                 delay = min(self.reconnect_max_s, self.reconnect_initial_s * 2 ** max(failures - 1, 0))
                 delay = self._rng.uniform(delay / 2, delay)
@@ -284,10 +283,6 @@ class PolygonStreamClient:
                 await asyncio.wait_for(ws.close(), 1.0)
             except (asyncio.TimeoutError, ConnectionClosed, OSError):
                 ws.transport.abort()
-
-    @property
-    def _where(self) -> str:
-        return self.url
 
     async def _connect_and_stream(self) -> None:
         self._ws_was_open = False
@@ -366,7 +361,7 @@ class PolygonStreamClient:
         if raw.__class__ is str:
             raw = raw.encode()  # type: ignore[union-attr]
         if self._key_b in raw:  # type: ignore[operator]
-            raw = raw.replace(self._key_b, REDACTED)  # type: ignore[union-attr]
+            raw = raw.replace(self._key_b, self._redacted_b)  # type: ignore[union-attr]
         emit = self._emit
         emit(PolygonStreamFrame(ts, ts, self.source, self.cluster, connection, raw))  # type: ignore[arg-type]
         self.frames += 1
@@ -384,7 +379,7 @@ class PolygonStreamClient:
         return statuses
 
     def _redact_text(self, text: str) -> str:
-        return text.replace(self._key, "<redacted>") if self._key else text
+        return text.replace(self._key, REDACTED) if self._key else text
 
     @staticmethod
     def _short(params: str, limit: int = 400) -> str:
