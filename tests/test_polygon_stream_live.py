@@ -166,6 +166,21 @@ def test_a_stalled_link_is_a_heartbeat_timeout_then_a_gap():
     assert gap.start_ns >= timeout.ts_recv and gap.end_ns > gap.start_ns
 
 
+def test_displaced_by_another_connection_on_the_key_it_waits_the_longest_backoff_before_coming_back():
+    async def go():
+        async with PolygonStreamSimulator(rate=200, api_key=SECRET) as sim, Streams(sim, index_tickers=()) as s:
+            await until(lambda: of(s.events, OptionTrade), "the first trade")
+            s.options.reconnect_initial_s = 0.01  # a plain loss would come back within 10 ms
+            assert await sim.displace() == 1
+            await until(lambda: of(s.events, Gap), "the reconnect after the displacement")
+            return s.events, s.options
+
+    events, client = asyncio.run(go())
+    assert any("max_connections" in e.error for e in of(events, SourceError))
+    assert [f.status for f in of(events, FeedStatus) if f.status == FEED_DISCONNECTED] == [FEED_DISCONNECTED]
+    assert client.last_delay_s == client.reconnect_max_s
+
+
 def test_bad_frames_are_source_errors_recorded_beside_the_frame_and_the_stream_goes_on():
     async def go():
         async with PolygonStreamSimulator(rate=200, api_key=SECRET) as sim, Streams(sim, index_tickers=()) as s:

@@ -60,6 +60,7 @@ STATUS_CONNECTED: Final = "connected"
 STATUS_AUTH_SUCCESS: Final = "auth_success"
 STATUS_AUTH_FAILED: Final = "auth_failed"
 STATUS_SUCCESS: Final = "success"  # subscribe / unsubscribe acknowledged
+STATUS_MAX_CONNECTIONS: Final = "max_connections"  # a newer connection on the key closed this one
 
 
 # --- wire models --------------------------------------------------------------------------------

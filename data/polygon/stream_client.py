@@ -56,6 +56,7 @@ from .stream import (
     CLUSTERS,
     STATUS_AUTH_FAILED,
     STATUS_AUTH_SUCCESS,
+    STATUS_MAX_CONNECTIONS,
     Listing,
     QuoteSelector,
     StreamParser,
@@ -155,6 +156,8 @@ class PolygonStreamClient:
         self._gap_reason = ""
         self._connections = 0
         self._ws_was_open = False  # the current connection got past auth
+        self._displaced = False  # the server said max_connections: another client took the slot
+        self.last_delay_s = 0.0  # the last reconnect delay chosen
         self.frames = 0
         self.reconnects = 0
         self.gaps = 0
@@ -259,6 +262,12 @@ class PolygonStreamClient:
                                               f"{failures} attempts: {reason}")
                 delay = min(self.reconnect_max_s, self.reconnect_initial_s * 2 ** max(failures - 1, 0))
                 delay = self._rng.uniform(delay / 2, delay)
+                if self._displaced:  # another connection on this key took our place: do not take it back at once
+                    self._displaced = False
+                    delay = self.reconnect_max_s
+                    logger.warning("polygon stream displaced cluster=%s: another connection uses this key "
+                                   "(one per cluster); retrying in %.0fs", self.cluster, delay)
+                self.last_delay_s = delay
                 logger.info("polygon stream reconnect cluster=%s in=%.2fs attempt=%d reason=%s",
                             self.cluster, delay, failures, reason)
                 try:
@@ -367,6 +376,8 @@ class PolygonStreamClient:
         self.frames += 1
         out: list[Event] = []
         statuses = self.parser.parse(raw, ts, out)
+        if statuses and any(s.status == STATUS_MAX_CONNECTIONS for s in statuses):
+            self._displaced = True
         if self._gap_from and out:
             for ev in out:
                 if ev.__class__ in _DATA_EVENTS:

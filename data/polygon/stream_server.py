@@ -172,6 +172,17 @@ class PolygonStreamSimulator:
             n += 1
         return n
 
+    async def displace(self) -> int:
+        """What Polygon does when a key opens one connection too many on a cluster: the older
+        connections get a `max_connections` status and are closed. Returns how many."""
+        n = 0
+        for c in list(self._conns):
+            await self._status(c.ws, "max_connections", "Maximum number of websocket connections exceeded. "
+                                                       "You have reached the connection limit for your account.")
+            await c.ws.close(1008, "max_connections")
+            n += 1
+        return n
+
     def stall(self, seconds: float) -> None:
         """Stop reading and sending on every connection for `seconds` (a hung link)."""
         self._stalled_until = time.monotonic() + seconds
