@@ -527,10 +527,12 @@ class FrameDecoder:
         if self._schema != SCHEMA_VERSION:
             return 0
         decompress = self._dctx.decompress
+        mv = memoryview(run.chunk)
+        at = (run.offset + FRAME_HEADER_SIZE).tolist()
         datas = []
-        for i, ulen in enumerate(run.ulen.tolist()):
+        for a, clen, ulen in zip(at, run.clen.tolist(), run.ulen.tolist()):
             try:
-                data = decompress(run.payload(i), max_output_size=ulen)
+                data = decompress(mv[a:a + clen], max_output_size=ulen)
             except zstandard.ZstdError:
                 break
             if len(data) != ulen or data[0] == MODE_MSGPACK:

@@ -76,7 +76,7 @@ def decode_into(batch: ColumnBatch, offset: int, data: bytes, count: int, first_
     at = _k.decode_columns(buf, count, offset, first_seq, len(b.objects), b.kind, b.seq,
                            b.ts_event, b.ts_recv, b.instrument, b.price, b.size, b.side, b.bid,
                            b.bid_size, b.ask, b.ask_size, b.action, b.level, b.orders, b.flags,
-                           b.obj)
+                           b.obj, np.empty((6, max(count, 1)), np.int64))
     if at < 0:
         raise Frame2Error(ERRORS.get(at, f"error {at}"))
     n_obj = HEAD.unpack_from(data)[5]

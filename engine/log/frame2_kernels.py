@@ -425,17 +425,20 @@ def decode_index(buf, count, kind, ts_recv, instrument):
 @njit(cache=True)
 def decode_columns(buf, count, row0, first_seq, obj_base, kind, seq, ts_event, ts_recv,
                    instrument, price, size, side, bid, bid_size, ask, ask_size, action, level,
-                   orders, flags, obj):
+                   orders, flags, obj, work):
     """Fill rows row0..row0+count of the columns (every column written); returns the offset
-    of the object table (its length is in the head) or a negative error."""
+    of the object table (its length is in the head) or a negative error. `work`: scratch,
+    int64 of shape (6, at least count)."""
     n, nt, nq, nb, no, olen = _head(buf)
     if n < 0:
         return n
     if n != count:
         return E_HEAD
     r1 = row0 + n
+    if work.shape[0] < 6 or work.shape[1] < n:
+        return E_HEAD
     counts = np.zeros(4, np.int64)
-    rows = np.empty((4, n), np.int64)
+    rows = work[:4]
     for i in range(n):
         k = buf[HEAD_SIZE + i]
         kind[row0 + i] = k
@@ -458,8 +461,8 @@ def decode_columns(buf, count, row0, first_seq, obj_base, kind, seq, ts_event, t
         obj[row0 + oi[j]] = obj_base + j
     for i in range(n):
         seq[row0 + i] = first_seq + i if first_seq >= 0 else -1
-    scratch = np.empty(n, np.int64)
-    values = np.empty(n, np.float64)
+    scratch = work[4]
+    values = work[5].view(np.float64)
     p = (HEAD_SIZE + n + 7) & ~7
     p = _int_col(buf, p, n, ts_recv[row0:r1], scratch)
     p = _int_col(buf, p, n, ts_event[row0:r1], scratch)
@@ -498,11 +501,12 @@ def decode_frames(buf, starts, counts, first_seqs, row0, obj_base, obj_at, kind,
     all when one does not decode (that one and those after it are left to the caller)."""
     r = row0
     o = obj_base
+    work = np.empty((6, max(counts.max(), 1) if counts.shape[0] else 1), np.int64)
     for i in range(counts.shape[0]):
         part = buf[starts[i]:starts[i + 1]]
         at = decode_columns(part, counts[i], r, first_seqs[i], o, kind, seq, ts_event, ts_recv,
                             instrument, price, size, side, bid, bid_size, ask, ask_size, action,
-                            level, orders, flags, obj)
+                            level, orders, flags, obj, work)
         if at < 0:
             return i
         obj_at[i] = starts[i] + at

@@ -114,7 +114,7 @@ def msgpack_of_payload(buf, count, out):
                                                   floats[4], floats[5])
     at = decode_columns(buf, count, 0, -1, 0, kind, seq, ts_event, ts_recv, instrument, price,
                         size, side, bid, bid_size, ask, ask_size, action, level, orders, flags,
-                        obj)
+                        obj, np.empty((6, max(count, 1)), np.int64))
     if at < 0:
         return at
     bits = floats.view(np.uint64)
