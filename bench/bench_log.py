@@ -184,6 +184,32 @@ def bench_dbn(root: Path, events: list) -> dict:
             "schema_bpe": sum(f.stat().st_size for f in files) / records}
 
 
+def bench_replay(n: int) -> dict:
+    """`replay_day` (decode + the fold) and decode alone of bench_pipeline's ES-like day (a
+    chain-free day: ~2.3 ms between events, so ~43 events a 100 ms frame), written in format 2
+    and in format 1, each read in a fresh process (bench_pipeline's child: peak RSS too)."""
+    from bench.bench_pipeline import _child, write_day
+
+    out = {}
+    defaults = EventLog.writer.__kwdefaults__
+    for fmt in (2, 1):
+        tmp = Path(tempfile.mkdtemp(prefix=f"bench_replay{fmt}_"))
+        old = defaults["format_version"]
+        defaults["format_version"] = fmt  # write_day opens its writer with the defaults
+        try:
+            date, _ = write_day(tmp, n, [])
+        finally:
+            defaults["format_version"] = old
+        try:
+            _child(tmp, date, "decode")  # page cache and numba cache warm for both
+            out[fmt] = {"decode": _child(tmp, date, "decode"),
+                        "replay": _child(tmp, date, "replay"),
+                        "frames": sum(s.frames for s in EventLog(tmp).inspect(date))}
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 MEM_CHILD = textwrap.dedent("""
     import sys
     from bench._timing import peak_rss_kib
@@ -223,6 +249,7 @@ def run(quick: bool) -> str:
             with EventLog(root).writer(clock=ManualClock(START), fsync="never") as w:
                 w.append_many(events[: size + 1])
             mem[label] = {m: peak_rss_kib(root, m) for m in ("events", "columns")}
+        replay = bench_replay(1_000_000 if quick else 10_000_000)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows = []
@@ -250,6 +277,14 @@ def run(quick: bool) -> str:
         (n1, r1), (n2, r2) = mem["1x"][mode], mem["2x"][mode]
         mem_lines.append(f"| {mode} | {n1:,} ev: {r1 / 1024:.0f} MiB | {n2:,} ev: "
                          f"{r2 / 1024:.0f} MiB | {r2 / r1:.2f} |")
+    rates = {f: {m: replay[f][m]["events"] / replay[f][m]["seconds"] / 1e6
+                 for m in ("decode", "replay")} for f in (1, 2)}
+    r2, r1 = rates[2]["replay"], rates[1]["replay"]
+    d2, d1 = rates[2]["decode"], rates[1]["decode"]
+    m2, m1 = replay[2]["replay"]["maxrss_mb"], replay[1]["replay"]["maxrss_mb"]
+    rn, rframes = replay[2]["replay"]["events"], replay[2]["frames"]
+    ok6 = "met" if r2 >= 6 else "NOT met"
+    okm = "met" if m2 < 300 else "NOT met"
     return textwrap.dedent(f"""\
         ## Event log (bench_log)
 
@@ -270,6 +305,16 @@ def run(quick: bool) -> str:
         {dbn['schema_bpe']:.2f} B/record. The typed peer returns a list per call: iterated one
         record at a time in a Python loop, as `EventLog.read` hands on its events, DBN gives
         {dbn['events_iter'] / 1e6:.2f} M records/s (format 2 / that: {mia['events'] / dbn['events_iter']:.2f}).
+
+        `replay_day` of bench_pipeline's ES-like day of {rn:,} events ({rframes:,} frames: ~43
+        events a frame, frames close at 100 ms), in a fresh process after start-up; peer: the
+        same day written in format 1, replayed in the same run.
+
+        | day written in | replay_day ev/s | decode only (`read_batches`) ev/s | peak RSS (replay) | target |
+        |---|---|---|---|---|
+        | format 2 | {r2:.2f} M | {d2:.2f} M | {m2:.0f} MB | ≥ 6 M ev/s ({ok6}), < 300 MB ({okm}) |
+        | format 1 | {r1:.2f} M | {d1:.2f} M | {m1:.0f} MB | |
+        | format 2 / format 1 | {r2 / r1:.2f} | {d2 / d1:.2f} | | |
 
         Peak RSS of a fresh process reading a format-2 day (flat memory: the ratio stays near 1
         when the day doubles):
