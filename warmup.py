@@ -40,6 +40,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -302,18 +303,22 @@ def _compile_in_child(on_writer: Callable[[], None]) -> None:
     compile in this process."""
     argv = [sys.executable, "-m", "mia.warmup", "--stages"]
     t0 = time.perf_counter()
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True) as proc:
+    # stderr to a file, not a pipe: a child writing more than a pipe holds while this thread
+    # reads its stdout would block both
+    with tempfile.TemporaryFile("w+") as errf, subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf,
+            text=True) as proc:
         timer = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
         timer.start()
         try:
             for line in proc.stdout:
                 if line.strip() == "writer":
                     on_writer()
-            err = proc.stderr.read()
             rc = proc.wait()
         finally:
             timer.cancel()
+        errf.seek(0)
+        err = errf.read()
     if rc != 0:
         logger.warning("kernel compile child failed rc=%s stderr=%s", rc, err.strip()[-2000:])
     else:

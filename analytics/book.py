@@ -26,7 +26,9 @@ import msgspec
 import numpy as np
 
 from ..engine.columns import ColumnBatch
-from ._book_kernels import B_HAS_DEPTH, B_RESYNC, N_BSTATE, book_imbalance, book_run
+from ..engine.lazy import lazy_module
+
+_bk = lazy_module("mia.analytics._book_kernels")  # numba: imported at the first kernel call
 
 
 class BookSnapshot(msgspec.Struct, frozen=True):
@@ -50,7 +52,7 @@ class BookState:
         self.px = np.zeros((capacity, 2, max_levels), dtype=np.float64)
         self.sz = np.zeros((capacity, 2, max_levels), dtype=np.float64)
         self.nlev = np.zeros((capacity, 2), dtype=np.int64)
-        self.bstate = np.zeros((capacity, N_BSTATE), dtype=np.int64)
+        self.bstate = np.zeros((capacity, _bk.N_BSTATE), dtype=np.int64)
 
     @property
     def capacity(self) -> int:
@@ -81,19 +83,19 @@ class BookState:
             self.sz[instrument, 0, :nb].copy(),
             self.px[instrument, 1, :na].copy(),
             self.sz[instrument, 1, :na].copy(),
-            bool(self.bstate[instrument, B_RESYNC]),
+            bool(self.bstate[instrument, _bk.B_RESYNC]),
         )
 
     def imbalance(self, instrument: int, n: int) -> float:
         if instrument < 0 or instrument >= self.capacity:
             return float("nan")
-        return float(book_imbalance(self.px, self.sz, self.nlev, self.bstate, instrument, n))
+        return float(_bk.book_imbalance(self.px, self.sz, self.nlev, self.bstate, instrument, n))
 
     def needs_resync(self, instrument: int) -> bool:
-        return 0 <= instrument < self.capacity and bool(self.bstate[instrument, B_RESYNC])
+        return 0 <= instrument < self.capacity and bool(self.bstate[instrument, _bk.B_RESYNC])
 
     def has_depth(self, instrument: int) -> bool:
-        return 0 <= instrument < self.capacity and bool(self.bstate[instrument, B_HAS_DEPTH])
+        return 0 <= instrument < self.capacity and bool(self.bstate[instrument, _bk.B_HAS_DEPTH])
 
 
 class BookReducer:
@@ -105,7 +107,7 @@ class BookReducer:
     def on_batch(self, batch: ColumnBatch) -> None:
         start = 0
         while True:
-            row = book_run(batch.kind, batch.instrument, batch.side, batch.price, batch.size,
+            row = _bk.book_run(batch.kind, batch.instrument, batch.side, batch.price, batch.size,
                            batch.action, batch.flags, self.state.px, self.state.sz,
                            self.state.nlev, self.state.bstate, start)
             if row < 0:

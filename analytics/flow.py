@@ -53,16 +53,22 @@ from ..engine.events import (
     OptionFlow,
     UnusualTrade,
 )
-from . import _flow_kernels as K
+from ..engine.lazy import lazy_module
 from .calendar import session_table
+
+K = lazy_module("mia.analytics._flow_kernels")  # numba: imported at the first kernel call
 
 NAN: Final = math.nan
 MAX_CLOCK_SKEW_NS: Final = NS_PER_DAY  # a trade's ts_event this far from its ts_recv is left out
 SWEEP_CONDITION: Final = 219  # Polygon options condition "Intermarket Sweep Order" (OPRA ISOI)
 CANCEL_CONDITIONS: Final = (201, 203, 205, 207)  # Canceled, Last and Canceled, Opening and
 # Canceled, Only and Canceled (Polygon's options conditions, /v3/reference/conditions)
-REASON_NAMES: Final = ((K.U_PREMIUM, "premium"), (K.U_SIZE, "size"), (K.U_SWEEP, "sweep"))
-_REASONS: Final = tuple(tuple(name for bit, name in REASON_NAMES if bits & bit) for bits in range(8))
+REASON_NAMES: Final = (("U_PREMIUM", "premium"), ("U_SIZE", "size"), ("U_SWEEP", "sweep"))
+
+
+def _reasons(bits: int) -> list[str]:
+    """The names of an UnusualTrade's reason bits (the kernels' U_* flags)."""
+    return [name for flag, name in REASON_NAMES if bits & getattr(K, flag)]
 
 
 class FlowConfig(ConfigBase):
@@ -538,7 +544,7 @@ class FlowReducer:
             # positional, in UnusualTrade's field order (the hot path of a busy tape)
             keyed.append((j, 1, UnusualTrade(
                 ev.ts_event, ev.ts_recv, ev.underlying, ev.ticker, ev.right, ev.strike, ev.expiry_ns,
-                ev.price, ev.size, ev.price * ev.size * mult, side, list(_REASONS[bits]),
+                ev.price, ev.size, ev.price * ev.size * mult, side, _reasons(bits),
                 list(ev.conditions), ev.sequence)))
         keyed.sort(key=lambda x: (x[0], x[1]))
         return [e for _, _, e in keyed]

@@ -44,8 +44,10 @@ from ..engine.events import (
     RecordingStarted,
     SourceError,
 )
-from . import _gamma_kernels as kern
+from ..engine.lazy import lazy_module
 from .flow import DaySignedVolume, FlowConfig, FlowGex, with_flow
+
+kern = lazy_module("mia.analytics._gamma_kernels")  # numba: imported at the first kernel call
 
 NAN = math.nan
 NS_PER_YEAR: Final = 365 * NS_PER_DAY  # T in years of 365 days

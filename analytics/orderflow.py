@@ -56,9 +56,11 @@ from ..engine.columns import ColumnBatch
 from ..engine.config import ConfigBase
 from ..engine.errors import ConfigError, MiaError
 from ..engine.events import K_INSTRUMENT, K_TRADE, Instrument, OrderflowBar
-from . import _orderflow_kernels as K
+from ..engine.lazy import lazy_module
 from .book import BookSnapshot, BookState
 from .calendar import session_table
+
+K = lazy_module("mia.analytics._orderflow_kernels")  # numba: imported at the first kernel call
 
 VWAP_BANDS: Final = (0.5, 1.0, 1.5, 2.0)
 NAN: Final = math.nan

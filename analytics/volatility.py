@@ -68,7 +68,7 @@ from ..engine.events import (
     SourceError,
     TermStructure,
 )
-from . import _vol_kernels as kern
+from ..engine.lazy import lazy_module
 from .gamma import (
     INDICES_PATH,
     MIN_T_NS,
@@ -77,6 +77,8 @@ from .gamma import (
     parity_spot,
     stale_again,
 )
+
+kern = lazy_module("mia.analytics._vol_kernels")  # numba: imported at the first kernel call
 
 __all__ = [
     "VolatilityConfig",

@@ -234,15 +234,20 @@ class Recorder:
     async def run(self, duration_s: float | None = None) -> RecordResult:
         cfg = self.config
         log = EventLog(self.data_dir)
-        fold = Fold(cfg)
         # The log is the truth: the sources and the log start now, and the fold when its
-        # kernels are compiled (or loaded from numba's cache) in a thread started here. Until
-        # then the pipeline holds the rows it wrote; the fold then folds them in order.
+        # kernels are compiled (or loaded from numba's cache) in a thread started here, which
+        # also builds the fold (that imports numba). Until then the pipeline holds the rows it
+        # wrote; the fold then folds them in order (_fold_ready).
         # A restart continues today's state (what the log held before this recording, `end`):
         # the same days, in the same order, that a replay of today folds before its first row.
         start_ns = self.clock.now_ns()
-        kernels = KernelLoader(cfg, then=lambda: fold.warm_up(
-            log, utc_day(start_ns), through_date=True, end=start_ns)).start()
+
+        def warmed_up_fold() -> Fold:
+            fold = Fold(cfg)
+            fold.warm_up(log, utc_day(start_ns), through_date=True, end=start_ns)
+            return fold
+
+        kernels = KernelLoader(cfg, then=warmed_up_fold).start()
         self._waiting["kernels"] = "reducers starting (compiling kernels) \u2026"
 
         publisher = None
@@ -251,12 +256,12 @@ class Recorder:
 
             publisher = Publisher(cfg.bus.address, curve=cfg.bus.curve)
             self.publisher = publisher
-        sinks: list = [LevelsSink(cfg.levels_file, fold.orderflow)] if cfg.levels_file else []
+        sinks: list = []  # the levels file's sink joins with the fold (_attach_fold)
         hook = AlertHook(cfg.monitor.on_alert) if cfg.monitor.on_alert else None
         if hook is not None:
             sinks.append(hook)
-        pipeline = Pipeline([fold], publisher=publisher, sinks=sinks)
-        pipeline.hold()  # until the kernels are ready (_fold_ready)
+        pipeline = Pipeline([], publisher=publisher, sinks=sinks)
+        pipeline.hold()  # until the kernels and the fold are ready (_fold_ready)
 
         sources = self._make_sources()
         names = [getattr(s, "source", type(s).__name__) for s in sources]
@@ -281,7 +286,7 @@ class Recorder:
         self._pipeline = pipeline
         loop = asyncio.get_running_loop()
         kernels.future.add_done_callback(
-            lambda fut: _call_soon_threadsafe(loop, self._fold_ready, pipeline, fold, fut))
+            lambda fut: _call_soon_threadsafe(loop, self._fold_ready, pipeline, fut))
 
         tasks = [asyncio.create_task(s.run(), name=f"source {n}") for n, s in zip(names, sources)]
         drain = asyncio.create_task(self._drain(pipeline, writer, derived))
@@ -313,7 +318,7 @@ class Recorder:
             self._shutdown_step(self._flush_queue, pipeline)
             self._shutdown_step(writer.close, reason=reason)
             self._shutdown_step(pipeline.process_written)
-            self._shutdown_step(self._finish_fold, pipeline, fold, kernels)
+            self._shutdown_step(self._finish_fold, pipeline, kernels)
             self._shutdown_step(derived.close, reason=reason)
             if hook is not None:
                 hook.close(5.0)
@@ -330,7 +335,7 @@ class Recorder:
             reason=reason,
         )
 
-    def _fold_ready(self, pipeline: Pipeline, fold: Fold, fut) -> None:
+    def _fold_ready(self, pipeline: Pipeline, fut) -> None:
         """The kernels are ready (loop thread): the fold catches up on the held rows, a bounded
         step at a time, while the sources go on (their rows queue behind)."""
         if self._pipeline is not pipeline:  # the run is ending: _finish_fold folds the rest
@@ -341,7 +346,7 @@ class Recorder:
             self._pipeline = None
             self._fail(exc)
             return
-        self._monitor = fold.monitor
+        self._attach_fold(pipeline, fut.result())
         if pipeline.held_rows:
             logger.info("reducers ready: folding rows=%d held while compiling", pipeline.held_rows)
         self._catch_up()
@@ -359,7 +364,15 @@ class Recorder:
         if pipeline.holding:
             asyncio.get_running_loop().call_soon(self._catch_up)
 
-    def _finish_fold(self, pipeline: Pipeline, fold: Fold, kernels: KernelLoader) -> None:
+    def _attach_fold(self, pipeline: Pipeline, fold: Fold) -> None:
+        if fold in pipeline.reducers:
+            return
+        pipeline.reducers.append(fold)
+        if self.config.levels_file:
+            pipeline.sinks.insert(0, LevelsSink(self.config.levels_file, fold.orderflow))
+        self._monitor = fold.monitor
+
+    def _finish_fold(self, pipeline: Pipeline, kernels: KernelLoader) -> None:
         """At the end of the run: a run shorter than a cold compile waits for the kernels, so
         every row it logged is folded and the derived stream is whole (not after a failure:
         that is reported at once)."""
@@ -367,8 +380,7 @@ class Recorder:
             return
         if not kernels.done():
             logger.info("stopping: waiting for the kernels to fold rows=%d", pipeline.held_rows)
-        kernels.wait()
-        self._monitor = fold.monitor
+        self._attach_fold(pipeline, kernels.wait())
         pipeline.release()
 
     def _fail(self, exc: BaseException) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -212,3 +213,13 @@ def test_warmup_fills_a_fresh_numba_cache_with_what_replay_loads(tmp_path):
     assert "data loaded" in rep.stdout + rep.stderr
     assert "data saved" not in rep.stdout + rep.stderr, [
         ln for ln in (rep.stdout + rep.stderr).splitlines() if "data saved" in ln]
+
+
+def test_the_recorder_imports_without_numba():
+    """numba (half a second of imports) is the kernel thread's to import, not the recorder's
+    path to its first logged event: the reducer modules bind their kernels lazily."""
+    code = ("import sys, mia.cli, mia.config, mia.recorder.live, mia.recorder.sim, mia.fold; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numba', 'llvmlite')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout[:500]
