@@ -251,9 +251,14 @@ class KernelLoader:
     `future` holds `then()`'s result (e.g. the fold's warm-up through the log) or the error;
     `writer_ready` is set once the log writer's encoder is loaded."""
 
-    def __init__(self, config=None, then: Callable[[], Any] | None = None) -> None:
+    def __init__(self, config=None, then: Callable[[], Any] | None = None, *,
+                 defer_s: float = 0.0) -> None:
         self.config = config
         self.then = then
+        # the thread starts its work when `begin` is set or `defer_s` passed, whichever first:
+        # a recorder sets it once its sources are up, so its start has the CPU to itself
+        self.begin = threading.Event()
+        self.defer_s = defer_s
         self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.writer_ready = threading.Event()
         self.cold: bool | None = None  # the cache was cold: compiled in a child process
@@ -267,6 +272,7 @@ class KernelLoader:
     def _run(self) -> None:
         if not self.future.set_running_or_notify_cancel():
             return
+        self.begin.wait(self.defer_s)
         t0 = time.perf_counter()
         try:
             # module globals, looked up now: tests put a gate in front of them

@@ -98,6 +98,7 @@ def _med(rows: list[dict], key: str) -> float:
 
 def run(quick: bool) -> str:
     n_cold, n_warm = (1, 2) if quick else (2, 3)
+    load_before = os.getloadavg()[0]
     numpy_s = min(_process_s([sys.executable, "-c", "import numpy"]) for _ in range(3))
     cold, warm, compile_s = [], [], []
     for _ in range(n_cold):
@@ -111,6 +112,7 @@ def run(quick: bool) -> str:
     c_logged, w_logged = _med(cold, "logged_s"), _med(warm, "logged_s")
     c_derived, w_derived = _med(cold, "derived_s"), _med(warm, "derived_s")
     comp = statistics.median(compile_s)
+    load = f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} cores)"
     old_cold = comp + w_logged  # the old recorder compiled in the foreground, then started
 
     def verdict(x, target):
@@ -122,7 +124,7 @@ def run(quick: bool) -> str:
 `mia record --sim --no-publish` in a fresh process, from spawn to its first source event in the
 log (a reader polling every {POLL_S * 1000:.0f} ms; frames close every 100 ms) and to its first derived
 event in the log. Cold: a fresh, empty `NUMBA_CACHE_DIR`; warm: the same directory on the next
-starts. Median of {len(cold)} cold and {len(warm)} warm starts.
+starts. Median of {len(cold)} cold and {len(warm)} warm starts. Load average: {load}.
 
 | | first event received s | first event logged s | first derived event logged s |
 |---|---|---|---|

@@ -49,6 +49,7 @@ MAX_DRAIN_EVENTS = 2048  # events one scheduled drain takes before letting the l
 HEARTBEAT_INTERVAL_S = 1.0
 FIRST_LOGON_TIMEOUT_S = 5.0  # the old fixed limit; now only what --exit-if-unreachable gives
 FIRST_LOGON_GRACE_S = 1.0  # a DTC server not logged on by then is shown and recorded as awaited
+KERNELS_DEFER_S = 2.0  # the kernels load once the sources are up, or after this at the latest
 
 
 @dataclass
@@ -247,7 +248,7 @@ class Recorder:
             fold.warm_up(log, utc_day(start_ns), through_date=True, end=start_ns)
             return fold
 
-        kernels = KernelLoader(cfg, then=warmed_up_fold).start()
+        kernels = KernelLoader(cfg, then=warmed_up_fold, defer_s=KERNELS_DEFER_S).start()
         self._waiting["kernels"] = "reducers starting (compiling kernels) \u2026"
 
         publisher = None
@@ -293,6 +294,7 @@ class Recorder:
         reason = "stopped"
         try:
             await self._await_first_logon(sources, tasks)
+            kernels.begin.set()  # the sources are up: the kernels may have the CPU
             waiters = [asyncio.create_task(self._stop.wait())]
             if duration_s is not None:
                 waiters.append(asyncio.create_task(asyncio.sleep(duration_s)))
