@@ -8,6 +8,11 @@ pure and see only rows, so both paths produce the same derived events, bit for b
 
 Derived events of one batch are merged across reducers by `ts_recv` (stable, in reducer order)
 so their order does not depend on how batches were cut either.
+
+A recorder starts before its reducers' kernels are compiled: `hold()` keeps the written rows
+back from the reducers (they are logged and published at once) and `release()` folds them, in
+order, when the reducers are ready; since results do not depend on batch cuts, the derived
+events are those of a run that never waited.
 """
 
 from __future__ import annotations

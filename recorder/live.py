@@ -8,6 +8,10 @@ timer task every few milliseconds keeps the recorder's heartbeat, the writers' f
 the status line going. On start the reducers are warmed up from what the log already
 holds for today, so a restart mid-day continues cumulative delta, VWAP and profiles instead of
 starting them again, and a replay of the whole day reproduces what live computed.
+
+The sources and the log never wait for numba: a thread (mia.warmup.KernelLoader) loads the
+kernels (compiles them in a child process on a cold cache), builds the fold and warms it up;
+until then the pipeline holds the rows it logged, and the fold then folds them in order.
 """
 
 from __future__ import annotations
