@@ -16,7 +16,7 @@ import pytest
 from helpers import cli_run, free_port, last_json_line
 
 from mia.config import Config
-from mia.data.polygon.server import nbbo
+from mia.data.polygon.server import build_chain, nbbo
 from mia.data.polygon.stream import check_stream_frames, listing_of
 from mia.data.polygon.stream_client import PolygonStreamClient, StreamAuthError, stream_clients
 from mia.data.polygon.stream_server import PolygonStreamSimulator
@@ -99,14 +99,14 @@ def test_the_clients_record_trades_quotes_and_index_values_each_after_its_frame(
     # quotes only for the chosen contracts, priced as the chain simulator prices them
     assert {q.ticker for q in quotes} <= quoted and len(quoted) == 40
     assert all(0 < q.bid < q.ask for q in quotes)
-    # priced like the chain simulator's chains of the same second (its nbbo rule; the stream moves a
-    # chain a few seconds old by its delta: within a few ticks)
-    for q in quotes[:20]:
-        u = "NDX" if q.ticker.startswith("O:NDX") else "SPX"
-        chain = sim.chains.chain_at(u, q.ts_event // NS_PER_S)
+    # priced as the chain simulator prices its chain at that moment (its IV surface, Black-Scholes
+    # and nbbo rule; `t` is the pricing instant truncated to the ms)
+    for q in quotes[:6]:
+        chain = build_chain(sim.chains.seed, q.underlying, q.ts_event)
         i = list(chain.tickers).index(q.ticker)
         bid, ask = nbbo(float(chain.price[i]))
-        assert q.bid == pytest.approx(bid, abs=0.35) and q.ask == pytest.approx(ask, abs=0.35), (q, bid, ask)
+        tol = 0.1 + 0.001 * ask  # a tick, and the path's move within the ms
+        assert q.bid == pytest.approx(bid, abs=tol) and q.ask == pytest.approx(ask, abs=tol), (q, bid, ask)
     changes = [f for f in of(events, FeedStatus) if f.detail.startswith("quotes: 40 contracts")]
     assert changes and "added 40" in changes[0].detail
     for v in of(events, IndexValue):

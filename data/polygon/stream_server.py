@@ -7,9 +7,10 @@ answered ``auth_success`` or ``auth_failed`` (then closed); ``{"action":"subscri
 refused beyond QUOTE_LIMIT contracts per connection); data then arrives as JSON arrays of events.
 
 Options trades (``T``) and quotes (``Q``) come from the chain simulator's model
-(``mia.data.polygon.server``: its chain, Black-Scholes prices on the shared SPX/NDX paths, its
-``nbbo`` rule), the chain rebuilt every few seconds and moved first-order (delta) with spot in
-between; trades fall near the money and in the front expiry, at the bid, the ask or between, with
+(``mia.data.polygon.server``: its listing, IV surface and Black-Scholes prices on the shared
+SPX/NDX paths at the moment of each frame, its ``nbbo`` rule; the listing and the trade weights
+are rebuilt every few seconds); trades fall near the money and in the front expiry, at the bid,
+the ask or between, with
 a per-contract increasing sequence ``q``, occasional blocks and intermarket sweeps. Index values
 (``V``) are the chain simulator's I:SPX, I:NDX and I:VIX once a second.
 
@@ -36,7 +37,17 @@ from websockets.exceptions import ConnectionClosed
 
 from mia.engine.clock import NS_PER_MS, NS_PER_S, Clock
 
-from .server import INDEXES, SIM_API_KEY, PolygonSimulator, nbbo
+from .models import settlement_ns
+from .server import (
+    INDEXES,
+    MIN_T_NS,
+    SIM_API_KEY,
+    YEAR_NS,
+    PolygonSimulator,
+    black_scholes,
+    nbbo,
+    skewed_iv,
+)
 from .stream import CLUSTER_INDICES, CLUSTER_OPTIONS, QUOTE_LIMIT
 
 log = logging.getLogger(__name__)
@@ -66,20 +77,32 @@ class StreamFaults:
 
 
 class _Model:
-    """One underlying's chain as the stream prices it: refreshed every CHAIN_REFRESH_S."""
+    """One underlying's listing and trade weights, rebuilt every CHAIN_REFRESH_S; prices come
+    from the chain simulator's own model at the moment of each frame (`prices`)."""
 
-    def __init__(self, chain, spot_now: float) -> None:
+    def __init__(self, chain, underlying: str, seed: int) -> None:
         self.chain = chain
+        self.spec = INDEXES[underlying]
+        self.seed = seed
         self.index = {t: i for i, t in enumerate(chain.tickers)}
+        self.settle = np.array([settlement_ns(e, bool(am)) for e, am in zip(chain.expiry, chain.root_am)],
+                               dtype=np.int64)
         # where trades fall: near the money (gamma) and in the front expiries (OI-weighted)
         w = np.nan_to_num(chain.gamma * (chain.oi + 100.0) * chain.strike, nan=0.0)
         total = float(w.sum())
         self.cum = np.cumsum(w / total) if total > 0 else np.linspace(0, 1, len(w))
-        self.spot = spot_now
 
-    def price(self, i: int, spot: float) -> float:
+    def prices(self, rows: list[int], spot: float, now_ns: int) -> list[float]:
+        """The chain simulator's price of `rows` at now_ns and spot: its IV surface and
+        Black-Scholes, one vectorised call for a frame's contracts."""
+        if not rows:
+            return []
+        idx = np.asarray(rows, dtype=np.int64)
         c = self.chain
-        return max(0.05, float(c.price[i]) + float(c.delta[i]) * (spot - c.spot))
+        t = np.maximum(self.settle[idx] - now_ns, MIN_T_NS) / YEAR_NS
+        k = c.strike[idx]
+        iv = skewed_iv(self.spec, spot, k, t, seed=self.seed, now_ns=now_ns)
+        return black_scholes(spot, k, t, iv, c.right[idx])[0].tolist()
 
 
 class _Conn:
@@ -290,8 +313,8 @@ class PolygonStreamSimulator:
         model = self._models.get(underlying)
         if model is None or now - self._model_at.get(underlying, 0.0) >= CHAIN_REFRESH_S:
             t_s = self.now_ns() // NS_PER_S
-            chain = await asyncio.to_thread(self._chains.chain_at, underlying, t_s)
-            model = _Model(chain, chain.spot)
+            chains, seed = self._chains, self._chains.seed
+            model = await asyncio.to_thread(lambda: _Model(chains.chain_at(underlying, t_s), underlying, seed))
             self._models[underlying] = model
             self._model_at[underlying] = now
         return model
@@ -358,47 +381,49 @@ class PolygonStreamSimulator:
         rng = self._rng
         now = self.now_ns()
         t_ms = now // NS_PER_MS
-        out: list[dict[str, Any]] = []
         n_quotes = sum(rng.random() < self.quote_share for _ in range(n)) if conn.quotes else 0
         n_trades = n - n_quotes if (conn.trades_all or conn.trades) else 0
         models = {u: await self._model(u) for u in INDEXES}
         spots = {u: self._chains.index_value(f"I:{u}", now) or m.chain.spot for u, m in models.items()}
         unders = list(INDEXES)
+        # the frame's contracts first (trades near the money, quotes of the subscribed), then their
+        # prices in one call per underlying, then the messages in the order drawn
+        picks: list[tuple[str, str, int]] = []  # (kind, underlying, row)
         for _ in range(n_trades):
             u = unders[rng.random() < 0.3]  # SPX most of the flow
             m = models[u]
-            i = int(np.searchsorted(m.cum, rng.random()))
-            i = min(i, len(m.chain.tickers) - 1)
-            sym = m.chain.tickers[i]
-            if not conn.trades_all and sym not in conn.trades:
-                continue
-            px = m.price(i, spots[u])
-            bid, ask = nbbo(px)
-            r = rng.random()
-            price = ask if r < 0.45 else bid if r < 0.9 else (bid + ask) / 2.0
-            size = 1 + int(rng.expovariate(1 / 3.0))
-            if rng.random() < BLOCK_PROBABILITY:
-                size = rng.randint(1000, 3000)
-            cond = SWEEP_CONDITION if rng.random() < SWEEP_PROBABILITY else REGULAR_CONDITION
-            self._seq[sym] += 1
-            msg = {"ev": "T", "sym": sym, "x": rng.choice(EXCHANGES), "p": round(max(price, 0.05), 2),
-                   "s": size, "c": [cond], "t": t_ms, "q": self._seq[sym]}
-            self._recent.append(msg)
-            out.append(msg)
-        self.trades_sent += len(out)
+            i = min(int(np.searchsorted(m.cum, rng.random())), len(m.chain.tickers) - 1)
+            if conn.trades_all or m.chain.tickers[i] in conn.trades:
+                picks.append(("T", u, i))
         for _ in range(n_quotes):
             sym = conn.quotes[rng.randrange(len(conn.quotes))]
             u = "NDX" if sym.startswith("O:NDX") else "SPX"
-            m = models[u]
-            i = m.index.get(sym)
-            if i is None:
-                continue
-            bid, ask = nbbo(m.price(i, spots[u]))
+            i = models[u].index.get(sym)
+            if i is not None:
+                picks.append(("Q", u, i))
+        priced = {u: iter(models[u].prices([i for _, uu, i in picks if uu == u], spots[u], now)) for u in models}
+        out: list[dict[str, Any]] = []
+        for kind, u, i in picks:
+            sym = models[u].chain.tickers[i]
+            bid, ask = nbbo(next(priced[u]))
             self._seq[sym] += 1
-            out.append({"ev": "Q", "sym": sym, "bx": rng.choice(EXCHANGES), "ax": rng.choice(EXCHANGES),
-                        "bp": round(bid, 2), "ap": round(ask, 2), "bs": rng.randint(1, 60),
-                        "as": rng.randint(1, 60), "t": t_ms, "q": self._seq[sym]})
-            self.quotes_sent += 1
+            if kind == "T":
+                r = rng.random()
+                price = ask if r < 0.45 else bid if r < 0.9 else (bid + ask) / 2.0
+                size = 1 + int(rng.expovariate(1 / 3.0))
+                if rng.random() < BLOCK_PROBABILITY:
+                    size = rng.randint(1000, 3000)
+                cond = SWEEP_CONDITION if rng.random() < SWEEP_PROBABILITY else REGULAR_CONDITION
+                msg = {"ev": "T", "sym": sym, "x": rng.choice(EXCHANGES), "p": round(max(price, 0.05), 2),
+                       "s": size, "c": [cond], "t": t_ms, "q": self._seq[sym]}
+                self._recent.append(msg)
+                self.trades_sent += 1
+            else:
+                msg = {"ev": "Q", "sym": sym, "bx": rng.choice(EXCHANGES), "ax": rng.choice(EXCHANGES),
+                       "bp": round(bid, 2), "ap": round(ask, 2), "bs": rng.randint(1, 60),
+                       "as": rng.randint(1, 60), "t": t_ms, "q": self._seq[sym]}
+                self.quotes_sent += 1
+            out.append(msg)
         return out
 
 
