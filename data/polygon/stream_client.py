@@ -27,13 +27,13 @@ from typing import Callable, Final, Sequence
 from urllib.parse import urlsplit
 
 import msgspec
-import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.frames import CloseCode
 
 from mia.engine.clock import Clock
-from mia.engine.errors import ConfigError, ConnectionLostError, FeedError
+from mia.engine.columns import snapshot_chain
+from mia.engine.errors import ConfigError, ConnectionLostError, FeedError, MiaError
 from mia.engine.events import (
     FEED_DISCONNECTED,
     FEED_HEARTBEAT_TIMEOUT,
@@ -202,16 +202,18 @@ class PolygonStreamClient:
         return tapped
 
     def on_chain(self, snap: ChainSnapshot) -> None:
+        """A chain snapshot's spot and contracts (read with the one ChainSnapshot reader); a
+        snapshot whose columns do not agree is left out (the reducers report it)."""
         selector = self.selector
         if selector is None:
             return
-        selector.on_spot(snap.underlying, snap.spot)
-        tickers = snap.tickers.decode("ascii").split("\n") if snap.tickers else []
-        strike = np.frombuffer(snap.strike, dtype="<f8")
-        expiry = np.frombuffer(snap.expiry_ns, dtype="<i8")
-        if len(tickers) == len(strike) == len(expiry):
-            selector.on_listing(snap.underlying, Listing(tuple(tickers), tuple(strike.tolist()),
-                                                         tuple(expiry.tolist())))
+        try:
+            chain = snapshot_chain(snap)
+        except MiaError:
+            return
+        selector.on_spot(chain.underlying, chain.spot)
+        selector.on_listing(chain.underlying, Listing(chain.tickers, tuple(chain.strike.tolist()),
+                                                      tuple(chain.expiry_ns.tolist())))
 
     # --- run ---------------------------------------------------------------------------------
 
