@@ -140,9 +140,10 @@ event is {w_logged / numpy_s:.1f}x a bare numpy process start.
 Targets: cold first event within {TARGET_COLD_S:g} s: {verdict(c_logged, TARGET_COLD_S)};
 warm within {TARGET_WARM_S:g} s: {verdict(w_logged, TARGET_WARM_S)}.
 
-What bounds it: warm, the imports (numpy, numba, msgspec, httpx, websockets, the simulators)
-and the simulators' start, then the first frame's close (100 ms); the kernels load from the cache
-in a thread meanwhile. Cold, the first event is logged as fast as warm (the writers write
+What bounds it: warm, the imports (numpy, msgspec, click, httpx, websockets, the simulators;
+numba is not among them: the reducer modules bind their kernels lazily and the kernel thread
+imports it) and the simulators' start and logon, then the first frame's close (100 ms); the
+kernel thread loads the cache once the sources are up. Cold, the first event is logged as fast as warm (the writers write
 msgpack frames until the column encoder is compiled); the first *derived* event waits for the
 child process's compile of every kernel (the same work as `mia warmup`, on the other core),
 then the fold folds every row it held, in order. `make` runs `mia warmup`, so a fresh clone's
