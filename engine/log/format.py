@@ -408,9 +408,18 @@ class FrameDecoder:
         self._codec = EventCodec()
         self._schema = schema_version
         self._format = format_version
+        self._last: tuple = (self, b"")  # (compressed payload, its payload()); self: none yet
 
     def payload(self, frame: Frame) -> bytes:
-        """The frame's uncompressed payload (format 1: upcast to the current schema)."""
+        """The frame's uncompressed payload (format 1: upcast to the current schema). The last
+        frame's is kept: a filtered read takes a frame's index, then its events."""
+        if frame.payload is self._last[0]:
+            return self._last[1]
+        data = self._payload(frame)
+        self._last = (frame.payload, data)
+        return data
+
+    def _payload(self, frame: Frame) -> bytes:
         try:
             data = self._dctx.decompress(frame.payload, max_output_size=frame.ulen)
         except zstandard.ZstdError as exc:

@@ -304,27 +304,32 @@ class SegmentReader:
             if frame.payload is None:
                 continue
             try:
-                events = dec.events(frame)
-                if need_index:
-                    kind, ts, inst = dec.index(frame)
-                    if flt.symbols is not None and (kind == K_INSTRUMENT).any():
-                        self._learn(events)
+                if not need_index:
+                    events = dec.events(frame)
+                    yield _Unit(self.index, None,
+                                range(frame.first_seq, frame.first_seq + frame.count), events,
+                                False)
+                    continue
+                # the index first: a frame none of whose rows pass is never decoded
+                kind, ts, inst = dec.index(frame)
+                events = None
+                if flt.symbols is not None and (kind == K_INSTRUMENT).any():
+                    events = dec.events(frame)
+                    self._learn(events)
+                mask = self._mask(flt, kind, ts, inst)
+                if mask is None:
+                    keep = None
+                else:
+                    keep = np.flatnonzero(mask)
+                    if not len(keep):
+                        continue
+                    if len(keep) == frame.count:
+                        keep = None
+                if events is None:
+                    events = dec.events(frame)
             except BadFrame as exc:
                 self.problem(frame.offset, str(exc), corrupt=True)
                 continue
-            if not need_index:
-                yield _Unit(self.index, None,
-                            range(frame.first_seq, frame.first_seq + frame.count), events, False)
-                continue
-            mask = self._mask(flt, kind, ts, inst)
-            if mask is None:
-                keep = None
-            else:
-                keep = np.flatnonzero(mask)
-                if not len(keep):
-                    continue
-                if len(keep) == frame.count:
-                    keep = None
             if keep is None:
                 yield _Unit(self.index, ts, range(frame.first_seq, frame.first_seq + frame.count),
                             events, False)
