@@ -223,3 +223,37 @@ def test_the_recorder_imports_without_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout[:500]
+
+
+def test_held_rows_fold_to_the_same_derived_events_in_any_chunks(tmp_path):
+    """Pipeline.hold/release: rows written while held, folded later in chunks of any size, give
+    the derived events (and seqs) of a pipeline that folded each row as it was written."""
+    from mia.engine.clock import ManualClock
+    from mia.engine.pipeline import Pipeline
+    from mia.fold import Fold
+
+    rows = Fold.compile_rows()
+
+    def run(root, hold_chunk: int | None):
+        clock = ManualClock(rows[0].ts_recv)
+        log = EventLog(root)
+        pipe = Pipeline([Fold()])
+        if hold_chunk is not None:
+            pipe.hold()
+        out = []
+        with log.writer("live", fsync="never", clock=clock, on_write=pipe.on_input_written) as w:
+            pipe.input_writer = w
+            for ev in rows:
+                clock.set(ev.ts_recv)
+                out += pipe.ingest([ev])
+        out += pipe.process_written()
+        if hold_chunk is not None:
+            assert out == [] and pipe.holding and pipe.held_rows == len(rows) + 2  # + brackets
+            while pipe.holding:
+                out += pipe.release(hold_chunk)
+        return out
+
+    direct = run(tmp_path / "a", None)
+    assert direct  # order-flow bars and option flow
+    for chunk in (1, 3, 1000):
+        assert run(tmp_path / f"held-{chunk}", chunk) == direct
