@@ -150,13 +150,24 @@ def msgpack_of(data: bytes, count: int) -> bytes:
 
 
 def warm_up() -> None:
-    """Compile (or load from the numba cache) the encoder and decoder now."""
+    """Compile (or load from the numba cache) every format-2 kernel now: the encoder, the
+    decoders (one frame, frames in bulk, index, typed) and the bulk frame check."""
+    import zstandard
+
     from ..events import EventCodec, RecordingEnded
+    from .format import encode_frame_header
+    from .scan_kernels import scan_chunk
 
     codec = EventCodec()
     events = [Trade(1, 2, 1, 1.5, 2.0, 1), Quote(1, 2, 1, 1.0, 2.0, 3.0, 4.0),
               BookLevel(1, 2, 1, 1, 1.0, 2.0, 1, 0, 1, 0), RecordingEnded(1, 2, "r", "x")]
-    data = encode(codec.encode_many(events), len(events))
-    decode(data, len(events), 0, codec.decode_many)
-    index(data, len(events))
-    msgpack_of(data, len(events))
+    n = len(events)
+    data = encode(codec.encode_many(events), n)
+    decode(data, n, 0, codec.decode_many)
+    index(data, n)
+    msgpack_of(data, n)
+    one = np.ones(1, np.int64)
+    decode_many_into(empty_batch(n), 0, [data], one * n, one * 0, codec.decode_many)
+    comp = zstandard.ZstdCompressor().compress(data)
+    frame = np.frombuffer(encode_frame_header(comp, len(data), n, 0, 2, 2) + comp, np.uint8)
+    assert scan_chunk(frame, *(np.empty(2, np.int64) for _ in range(7))) == 1
