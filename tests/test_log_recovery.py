@@ -245,14 +245,20 @@ FOLLOWED_WRITER = textwrap.dedent("""
 """).format(day0=DAY0)
 
 
-def test_follow_sees_every_event_once_in_order(tmp_path):
+@pytest.mark.parametrize("columnar", [False, True], ids=["rows", "columns"])
+def test_follow_sees_every_event_once_in_order(tmp_path, columnar):
     n = 3000
     child = subprocess.Popen([PY, "-c", FOLLOWED_WRITER, str(tmp_path), str(n)],
                              stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
         log = EventLog(tmp_path)
-        got = list(log.read(DATE, follow=True, poll_s=0.005, idle_timeout_s=20))
+        if columnar:  # format-2 frames checked in bulk while the writer appends
+            batches = list(log.read_batches(DATE, follow=True, poll_s=0.005,
+                                            idle_timeout_s=20))
+            got = [(int(b.seq[i]), b.event(i)) for b in batches for i in range(len(b))]
+        else:
+            got = list(log.read(DATE, follow=True, poll_s=0.005, idle_timeout_s=20))
     finally:
         child.wait(timeout=30)
         child.stdout.close()
