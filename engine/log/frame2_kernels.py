@@ -355,9 +355,7 @@ def _int_col(buf, p, m, out, scratch):
     code, w, delta, exp, base, q, nxt = _desc(buf, p, m, True)
     if nxt < 0:
         return nxt
-    _ints(buf, q, m, w, delta, base, scratch)
-    for i in range(m):
-        out[i] = scratch[i]
+    _ints(buf, q, m, w, delta, base, out)
     return nxt
 
 
