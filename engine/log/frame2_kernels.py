@@ -360,26 +360,6 @@ def _int_col(buf, p, m, out, scratch):
 
 
 @njit(cache=True)
-def _float_col(buf, p, m, out, scratch):
-    """The float column at p into out[:m] (float64); the next position or an error."""
-    code, w, delta, exp, base, q, nxt = _desc(buf, p, m, False)
-    if nxt < 0:
-        return nxt
-    if code == C_F64:
-        for i in range(m):
-            out[i] = _f64_from_bits(_le64(buf, q + 8 * i))
-    elif code == C_F32:
-        for i in range(m):
-            out[i] = np.float64(_f32_from_bits(_le32(buf, q + 4 * i)))
-    else:
-        _ints(buf, q, m, w, delta, base, scratch)
-        down = math.ldexp(1.0, -exp)
-        for i in range(m):
-            out[i] = np.float64(scratch[i]) * down
-    return nxt
-
-
-@njit(cache=True)
 def _scatter_int(buf, p, rows, row0, col, scratch):
     m = rows.shape[0]
     code, w, delta, exp, base, q, nxt = _desc(buf, p, m, True)
@@ -393,12 +373,22 @@ def _scatter_int(buf, p, rows, row0, col, scratch):
 
 @njit(cache=True)
 def _scatter_float(buf, p, rows, row0, col, scratch, values):
+    """The float column at p into col[row0 + rows[j]]; the next position or an error."""
     m = rows.shape[0]
-    nxt = _float_col(buf, p, m, values, scratch)
+    code, w, delta, exp, base, q, nxt = _desc(buf, p, m, False)
     if nxt < 0:
         return nxt
-    for j in range(m):
-        col[row0 + rows[j]] = values[j]
+    if code == C_SCALED:
+        _ints(buf, q, m, w, delta, base, scratch)
+        down = math.ldexp(1.0, -exp)
+        for j in range(m):
+            col[row0 + rows[j]] = np.float64(scratch[j]) * down
+    elif code == C_F64:
+        for j in range(m):
+            col[row0 + rows[j]] = _f64_from_bits(_le64(buf, q + 8 * j))
+    else:
+        for j in range(m):
+            col[row0 + rows[j]] = np.float64(_f32_from_bits(_le32(buf, q + 4 * j)))
     return nxt
 
 
