@@ -39,6 +39,7 @@ from mia.engine.events import (
     Gap,
 )
 from mia.engine.instruments import InstrumentRegistry
+from mia.engine.retry import backoff_s, settle_waiter, stopped_within
 
 from . import protocol as p
 from .convert import DtcEventMapper
@@ -326,22 +327,12 @@ class DtcClient:
                 if self.max_attempts is not None and failures >= self.max_attempts:
                     raise ConnectionLostError(
                         f"dtc {self.host}:{self.port}: gave up after {failures} attempts: {reason}")
-                delay = min(self.reconnect_max_s, self.reconnect_initial_s * 2 ** max(failures - 1, 0))
-                delay = self._rng.uniform(delay / 2, delay)
+                delay = backoff_s(failures, self.reconnect_initial_s, self.reconnect_max_s, self._rng)
                 logger.info("dtc reconnect host=%s:%s in=%.2fs attempt=%d reason=%s",
                             host, port, delay, failures, reason)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
+                await stopped_within(self._stop, delay)
         except BaseException as exc:
-            fut = self._logged_on
-            if fut is not None and not fut.done():
-                if isinstance(exc, Exception):
-                    fut.set_exception(exc)
-                    fut.exception()
-                else:
-                    fut.cancel()
+            settle_waiter(self._logged_on, exc)
             raise
 
     async def stop(self) -> None:

@@ -35,6 +35,7 @@ import msgspec
 
 from mia.engine.clock import NS_PER_S
 from mia.engine.errors import ConnectionLostError, FeedError, RemoteProtocolError
+from mia.engine.retry import backoff_s
 
 from . import protocol as p
 from .convert import ns_from_seconds_f64
@@ -345,8 +346,8 @@ async def fetch_ticks(host: str, port: int, symbol: str, start_ns: int, end_ns: 
                 f"{exc.__class__.__name__}: {req._redact(text)}"
         if attempt >= attempts:
             break
-        backoff = min(backoff_max_s, backoff_initial_s * 2 ** (attempt - 1))
-        delay = max(rng.uniform(backoff / 2, backoff), min(delay, SERVER_RETRY_CAP_S))
+        delay = max(backoff_s(attempt, backoff_initial_s, backoff_max_s, rng),
+                    min(delay, SERVER_RETRY_CAP_S))
         logger.info("dtc historical retry host=%s symbol=%s attempt=%d in=%.2fs reason=%s", where,
                     symbol, attempt, delay, last)
         await asyncio.sleep(delay)

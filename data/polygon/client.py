@@ -31,6 +31,7 @@ import httpx
 
 from mia.engine.clock import NS_PER_MIN, NS_PER_S, Clock, SystemClock, utc_datetime
 from mia.engine.errors import ConfigError, ConnectionLostError
+from mia.engine.retry import backoff_s
 
 from .config import API_KEY_ENV
 from .errors import EntitlementError, PolygonHttpError
@@ -386,9 +387,8 @@ class PolygonClient:
         return self.redact(f"{self.base_url}{path}")
 
     def _backoff_s(self, attempt: int) -> float:
-        """Exponential backoff with jitter: a random point in the upper half of the step."""
-        step = min(self.backoff_max_s, self.backoff_initial_s * (2.0 ** attempt))
-        return step * (0.5 + 0.5 * self._rng.random())
+        """The wait after failed try number `attempt` (0 for the first): mia.engine.retry."""
+        return backoff_s(attempt + 1, self.backoff_initial_s, self.backoff_max_s, self._rng)
 
     async def _get(self, path: str, query: str) -> tuple[bytes, int, str, int, int]:
         """One GET with retries: (body, status, request_id, elapsed_ns, attempts)."""

@@ -47,6 +47,7 @@ from mia.engine.events import (
     OptionTrade,
     PolygonStreamFrame,
 )
+from mia.engine.retry import backoff_s, settle_waiter, stopped_within
 
 from .client import MIN_KEY_CHARS, REDACTED  # the REST client's rules: one each
 from .models import plain_underlying
@@ -262,8 +263,7 @@ class PolygonStreamClient:
                 if self.max_attempts is not None and failures >= self.max_attempts:
                     raise ConnectionLostError(f"polygon {self.cluster} stream {self.url}: gave up after "
                                               f"{failures} attempts: {reason}")
-                delay = min(self.reconnect_max_s, self.reconnect_initial_s * 2 ** max(failures - 1, 0))
-                delay = self._rng.uniform(delay / 2, delay)
+                delay = backoff_s(failures, self.reconnect_initial_s, self.reconnect_max_s, self._rng)
                 if self._displaced:  # another connection on this key took our place: do not take it back at once
                     self._displaced = False
                     delay = self.reconnect_max_s
@@ -272,18 +272,9 @@ class PolygonStreamClient:
                 self.last_delay_s = delay
                 logger.info("polygon stream reconnect cluster=%s in=%.2fs attempt=%d reason=%s",
                             self.cluster, delay, failures, reason)
-                try:
-                    await asyncio.wait_for(self._stop.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
+                await stopped_within(self._stop, delay)
         except BaseException as exc:
-            fut = self._authenticated
-            if fut is not None and not fut.done():
-                if isinstance(exc, Exception):
-                    fut.set_exception(exc)
-                    fut.exception()
-                else:
-                    fut.cancel()
+            settle_waiter(self._authenticated, exc)
             raise
 
     async def stop(self) -> None:
