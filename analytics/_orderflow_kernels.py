@@ -21,6 +21,10 @@ from numba import njit
 from ..engine.events import K_BOOK_LEVEL, K_INSTRUMENT, K_QUOTE, K_RECORDING_ENDED, K_TRADE
 from ._book_kernels import book_apply, book_imbalance
 
+# `book_apply` is inlined into `orderflow_run` (numba IR): numba's cache keys a kernel by its own
+# file's contents alone, so a change to _book_kernels.py needs a change to this file's text too
+# (last: the book's per-row helpers inlined, 2026-11-29).
+
 # istate columns
 I_SEEN: Final = 0  # a trade was seen: tick and base are fixed
 I_BASE: Final = 1
