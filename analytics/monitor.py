@@ -75,6 +75,7 @@ from ..engine.events import (
     SessionStat,
     SourceError,
 )
+from ..engine.lazy import lazy_module
 from .health import (
     ActiveAlert,
     AlertsHealth,
@@ -88,6 +89,8 @@ from .health import (
     hour_label,
     window_label,
 )
+
+_mk = lazy_module("mia.analytics._monitor_kernels")  # numba: imported at the first kernel call
 
 POLYGON = "polygon"
 UNATTRIBUTED = "unattributed"  # market rows whose instrument no Instrument event declared
@@ -288,16 +291,11 @@ class MonitorReducer:
         ts_event = batch.ts_event[lo:hi]
         if self.now is None:
             self._begin(int(ts_recv[0]))
-        clock = np.maximum.accumulate(np.maximum(ts_recv, self.now))
-        inst = batch.instrument[lo:hi].astype(np.int64)
-        table = self._inst_src
-        known = (inst >= 0) & (inst < table.shape[0])
-        src = np.where(known, table[np.where(known, inst, 0)], -1)
-        if (src < 0).any():
+        # one pass: the clock, each row's source, latency, its bin and whether it has one
+        clock, src, lat, bins, valid, unknown = _mk.market_rows(
+            ts_recv, ts_event, batch.instrument[lo:hi], self._inst_src, self.now, SUB)
+        if unknown:
             src[src < 0] = self._index(UNATTRIBUTED)
-        valid = ts_event > 0
-        lat = ts_recv - ts_event
-        bins = latency_bins(lat)
         m = hi - lo
         positions: dict[int, np.ndarray] = {}
         i = 0
@@ -328,22 +326,19 @@ class MonitorReducer:
     def _count_rows(self, src: np.ndarray, lat: np.ndarray, bins: np.ndarray, valid: np.ndarray) -> None:
         first, last = int(src[0]), int(src[-1])
         if first == last and (src == first).all():
-            groups = [(first, None)]
+            groups = [(first, -1)]
         else:
-            groups = [(int(k), src == k) for k in np.unique(src)]
-        for k, mask in groups:
+            groups = [(int(k), int(k)) for k in np.unique(src)]
+        for k, only in groups:
             s = self._by_index[k]
-            ok = valid if mask is None else (valid & mask)
-            count = int(src.shape[0]) if mask is None else int(np.count_nonzero(mask))
+            hist = np.zeros(NBINS, dtype=np.int64)
+            count, n, total, vmax = _mk.count_latency(src, lat, bins, valid, only, hist)
             accs = (s.day, s.window, s.hour(self.hour_start))
             for acc in accs:
-                acc.msgs += count
-            n = int(np.count_nonzero(ok))
+                acc.msgs += int(count)
             if n == 0:
                 continue
-            sel = lat[ok]
-            hist = np.bincount(bins[ok], minlength=NBINS)
-            total, vmax = int(sel.sum()), int(sel.max())
+            total, vmax = int(total), int(vmax)
             for acc in accs:
                 acc.add_latency(hist, n, total, vmax)
 
