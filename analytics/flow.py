@@ -57,6 +57,7 @@ from ..engine.lazy import lazy_module
 from .calendar import session_table
 
 K = lazy_module("mia.analytics._flow_kernels")  # numba: imported at the first kernel call
+_kn = lazy_module("mia.analytics._kinds")
 
 NAN: Final = math.nan
 MAX_CLOCK_SKEW_NS: Final = NS_PER_DAY  # a trade's ts_event this far from its ts_recv is left out
@@ -295,7 +296,7 @@ class DaySignedVolume:
         self.last: tuple[ColumnBatch | None, FlowRows | None] = (None, None)
 
     def begin(self, batch: ColumnBatch) -> None:
-        if not np.isin(batch.kind, _FLOW_KINDS).any():
+        if not _kn.kinds_of(batch.kind)[_FLOW_KINDS].any():
             self._rows = None
             self.last = (batch, None)
             return
@@ -473,7 +474,7 @@ class FlowReducer:
         chains = list(getattr(self._greeks, "batch_chains", ())) if self._greeks is not None else []
         if self._shared is not None and self._shared.last[0] is batch:
             rows = self._shared.last[1]  # read by the gamma reducer from this very batch
-        elif np.isin(batch.kind, _FLOW_KINDS).any():
+        elif _kn.kinds_of(batch.kind)[_FLOW_KINDS].any():
             rows = extract_rows(batch, self.contracts, with_index=True, sweep=self._sweep,
                                 cancel=self._cancel)
         else:

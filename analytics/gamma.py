@@ -48,6 +48,9 @@ from ..engine.lazy import lazy_module
 from .flow import DaySignedVolume, FlowConfig, FlowGex, with_flow
 
 kern = lazy_module("mia.analytics._gamma_kernels")  # numba: imported at the first kernel call
+_kn = lazy_module("mia.analytics._kinds")
+_WANTED = np.array([K_INSTRUMENT, K_POLYGON_RESPONSE, K_SOURCE_ERROR, K_CHAIN_SNAPSHOT, K_RECORDING_STARTED])
+_NONE = np.empty(0, dtype=np.intp)
 
 NAN = math.nan
 NS_PER_YEAR: Final = 365 * NS_PER_DAY  # T in years of 365 days
@@ -608,9 +611,14 @@ class GammaReducer:
 
     def on_batch(self, batch: ColumnBatch) -> list[GammaLevels]:
         kind = batch.kind
-        wanted = np.flatnonzero((kind == K_INSTRUMENT) | (kind == K_POLYGON_RESPONSE) | (kind == K_SOURCE_ERROR)
-                                | (kind == K_CHAIN_SNAPSHOT) | (kind == K_RECORDING_STARTED))
-        quotes = np.flatnonzero((kind == K_QUOTE) & np.isfinite(batch.bid) & np.isfinite(batch.ask))
+        has = _kn.kinds_of(kind)  # masks only for kinds the batch holds (most: market rows alone)
+        wanted = (np.flatnonzero((kind == K_INSTRUMENT) | (kind == K_POLYGON_RESPONSE) | (kind == K_SOURCE_ERROR)
+                                 | (kind == K_CHAIN_SNAPSHOT) | (kind == K_RECORDING_STARTED))
+                  if has[_WANTED].any() else _NONE)
+        quotes = _NONE
+        if has[K_QUOTE]:
+            quotes = np.flatnonzero(kind == K_QUOTE)
+            quotes = quotes[np.isfinite(batch.bid[quotes]) & np.isfinite(batch.ask[quotes])]
         out: list[GammaLevels] = []
         done = 0  # quotes[:done] already folded into self._mids
         self.batch_chains = []

@@ -61,6 +61,7 @@ from .book import BookSnapshot, BookState
 from .calendar import session_table
 
 K = lazy_module("mia.analytics._orderflow_kernels")  # numba: imported at the first kernel call
+_kn = lazy_module("mia.analytics._kinds")
 
 VWAP_BANDS: Final = (0.5, 1.0, 1.5, 2.0)
 NAN: Final = math.nan
@@ -216,11 +217,10 @@ class OrderflowReducer:
         self._levels = levels
 
     def _cover_sessions(self, batch: ColumnBatch) -> None:
-        trades = batch.kind == K_TRADE
-        if not trades.any():
+        n, lo, hi = _kn.ts_range(batch.kind, batch.ts_event, K_TRADE)  # the trades' ts_event range
+        if n == 0:
             return
-        ts = batch.ts_event[trades]
-        lo, hi = int(ts.min()), int(ts.max())
+        lo, hi = int(lo), int(hi)
         starts = self._sess_starts
         if len(starts) >= 2 and starts[0] <= lo and hi < starts[-1]:
             return

@@ -79,6 +79,9 @@ from .gamma import (
 )
 
 kern = lazy_module("mia.analytics._vol_kernels")  # numba: imported at the first kernel call
+_kn = lazy_module("mia.analytics._kinds")
+_TERM_OBJECTS = np.array([K_INSTRUMENT, K_POLYGON_RESPONSE, K_SOURCE_ERROR, K_HEARTBEAT])
+_SURFACE_KINDS = np.array([K_POLYGON_RESPONSE, K_SOURCE_ERROR, K_CHAIN_SNAPSHOT, K_RECORDING_STARTED])
 
 __all__ = [
     "VolatilityConfig",
@@ -195,6 +198,9 @@ class TermStructureReducer:
 
     def on_batch(self, batch: ColumnBatch) -> list[TermStructure]:
         kind = batch.kind
+        has = _kn.kinds_of(kind)  # most batches: market rows of instruments that are not VIX/VX
+        if not has[_TERM_OBJECTS].any() and (len(self._ids) == 0 or not (has[K_TRADE] or has[K_QUOTE])):
+            return []  # no row to fold: what the masks below would have found
         objects = (kind == K_INSTRUMENT) | (kind == K_POLYGON_RESPONSE) | (kind == K_SOURCE_ERROR) | (
             kind == K_HEARTBEAT)
         ids = self._ids
@@ -426,6 +432,8 @@ class IvSurfaceReducer:
     def on_batch(self, batch: ColumnBatch) -> list[IvSurface]:
         kind = batch.kind
         out: list[IvSurface] = []
+        if not _kn.kinds_of(kind)[_SURFACE_KINDS].any():
+            return out
         for i in np.flatnonzero((kind == K_POLYGON_RESPONSE) | (kind == K_SOURCE_ERROR) | (kind == K_CHAIN_SNAPSHOT)
                                 | (kind == K_RECORDING_STARTED)).tolist():
             ev = batch.events_at(i)
