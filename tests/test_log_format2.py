@@ -314,10 +314,11 @@ def test_a_frame_that_passes_its_crc_but_not_the_decoder_is_reported_in_order(tm
     w.append_many(_market_day(25))
     w.flush()
     encode = frame2.encode
-    w._columnar = lambda payload, n: encode(payload, n)[:-1]  # object table cut short
+    span = frame2.encode_span
+    w._columnar = lambda payload, n: (encode(payload, n)[:-1], None, None)  # table cut short
     w.append_many([Gap(DAY0 + 10**10, DAY0 + 10**10, "dtc", 1, 2, "broken")])
     w.flush()
-    w._columnar = encode
+    w._columnar = span
     w.append_many(Trade(DAY0 + 10**10 + i, DAY0 + 10**10 + i, 1, 1.0 + i, 1.0, 1)
                   for i in range(30))
     w.close()

@@ -33,8 +33,8 @@ from .frame2_msgpack import msgpack_of_payload
 # mode, 7 reserved bytes, rows, Trade rows, Quote rows, BookLevel rows, object rows, object bytes
 HEAD = struct.Struct("<B7xIIIIII")
 
-__all__ = ["MODE_COLUMNS", "MODE_MSGPACK", "HEAD", "Frame2Error", "encode", "decode",
-           "decode_into", "decode_many_into", "index", "msgpack_of", "warm_up"]
+__all__ = ["MODE_COLUMNS", "MODE_MSGPACK", "HEAD", "Frame2Error", "encode", "encode_span",
+           "decode", "decode_into", "decode_many_into", "index", "msgpack_of", "warm_up"]
 
 
 class Frame2Error(ValueError):
@@ -48,17 +48,24 @@ class Frame2Error(ValueError):
 def encode(msgpack_payload: bytes, count: int) -> bytes:
     """The format-2 payload of a frame from its format-1 payload (the msgpack array of its
     events); a mode-0 payload (that msgpack, behind one byte) when columns cannot hold it."""
+    return encode_span(msgpack_payload, count)[0]
+
+
+def encode_span(msgpack_payload: bytes, count: int) -> tuple[bytes, int | None, int | None]:
+    """`encode`, with the frame's min and max ts_recv read off its columns (None, None for a
+    mode-0 payload): the writer's frame header needs them."""
     try:
         b, obj_start, obj_end = columns_and_objects(msgpack_payload, count)
     except FastDecodeError:
-        return bytes((MODE_MSGPACK,)) + msgpack_payload
+        return bytes((MODE_MSGPACK,)) + msgpack_payload, None, None
     src = np.frombuffer(msgpack_payload, np.uint8)
     out = np.empty(256 + DESCRIPTOR_SIZE * N_COLUMNS + count * 90 + len(msgpack_payload),
                    np.uint8)
     n = _k.encode_columns(out, b.kind, b.ts_event, b.ts_recv, b.instrument, b.price, b.size,
                           b.side, b.bid, b.bid_size, b.ask, b.ask_size, b.action, b.level,
                           b.orders, b.flags, src, obj_start, obj_end)
-    return out[:n].tobytes()
+    ts = b.ts_recv
+    return out[:n].tobytes(), int(ts.min()), int(ts.max())
 
 
 # --- decoding ----------------------------------------------------------------------------------

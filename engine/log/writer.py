@@ -106,7 +106,7 @@ class LogWriter:
         self._fsync = fsync
         self._fsync_interval = fsync_interval_s
         self._format = format_version
-        self._columnar = None  # frame2.encode, imported (numba) at the first frame
+        self._columnar = None  # frame2.encode_span, imported (numba) at the first frame
         # format 2: frames are written as msgpack payloads (mode 0: the same events, exactly,
         # only bigger and slower to read) until columns_ready() is true, e.g. until a thread has
         # compiled the column encoder's numba kernels: a recorder on a cold numba cache logs its
@@ -124,7 +124,7 @@ class LogWriter:
         self._cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
         self._pending: list[Event] = []
         self._pending_encoded: list[bytes] = []  # the open frame's events, encoded (on_write)
-        self._frame_ts0 = 0  # ts_recv of the open frame's first event
+        self._frame_end = 0  # the open frame closes at this ts_recv (its first's + frame_max_ms)
         self._frame_opened_ns = 0  # clock time the open frame got its first event
         self._instruments: dict[int, Instrument] = {}
         self._fd = -1
@@ -185,7 +185,7 @@ class LogWriter:
             self._instruments[event.instrument] = event
         pending = self._pending
         if not pending:
-            self._frame_ts0 = ts
+            self._frame_end = ts + self._max_ns
             self._frame_opened_ns = self._clock.now_ns()
         pending.append(event)
         self._events_written += 1
@@ -195,7 +195,7 @@ class LogWriter:
             encoded = self._encode(event)
             self._pending_encoded.append(encoded)
             self._on_write(seq, event, encoded)
-        if len(pending) >= self._max_events or ts - self._frame_ts0 >= self._max_ns:
+        if len(pending) >= self._max_events or ts >= self._frame_end:
             self._write_frame()
         return seq
 
@@ -246,7 +246,7 @@ class LogWriter:
     # internals
     def _append_internal(self, event: Event) -> None:
         if not self._pending:
-            self._frame_ts0 = event.ts_recv
+            self._frame_end = event.ts_recv + self._max_ns
             self._frame_opened_ns = self._clock.now_ns()
         self._pending.append(event)
         if self._on_write is not None:
@@ -343,19 +343,21 @@ class LogWriter:
             payload = self._encode(events)  # one call for the frame: nobody needs them one by one
         else:
             payload = frame_payload(self._pending_encoded)
+        lo = hi = None
         if self._format == 2 and self._columns_ready is not None and not self._columns_ready():
             from .frame2 import MODE_MSGPACK  # the same events, as msgpack: no kernel to wait for
 
             payload = bytes((MODE_MSGPACK,)) + payload
         elif self._format == 2:
             if self._columnar is None:
-                from .frame2 import encode
+                from .frame2 import encode_span
 
-                self._columnar = encode
-            payload = self._columnar(payload, n)
+                self._columnar = encode_span
+            payload, lo, hi = self._columnar(payload, n)  # the ts_recv span from the columns
         compressed = self._cctx.compress(payload)
-        ts = list(map(_ts_recv_of, events))
-        lo, hi = min(ts), max(ts)
+        if lo is None:
+            ts = list(map(_ts_recv_of, events))
+            lo, hi = min(ts), max(ts)
         head = encode_frame_header(compressed, len(payload), n, self._next_seq - n, lo, hi)
         self._write_all([head, compressed])
         self._pending = []
