@@ -155,8 +155,9 @@ def _log_round_trip(config=None) -> None:
 
 def _compiled(dispatcher) -> bool:
     """Compiled in this process, or found in numba's cache (loading a kernel from the cache
-    does not load the kernels it calls: they are inside its machine code)."""
-    if dispatcher.signatures:
+    does not load the kernels it calls: they are inside its machine code). A kernel inlined
+    into its callers (`inline="always"`, numba IR) is compiled only inside them."""
+    if dispatcher.signatures or dispatcher.targetoptions.get("inline") == "always":
         return True
     index = getattr(getattr(dispatcher._cache, "_cache_file", None), "_index_path", None)
     return bool(index) and os.path.exists(index)
