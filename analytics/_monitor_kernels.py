@@ -21,6 +21,16 @@ def market_rows(ts_recv, ts_event, instrument, table, now, sub):
     its histogram bin (0 for <= 0, else e * sub + floor((m - 0.5) * 2 * sub) with
     v = m * 2**e) and whether ts_event is set. Returns them and whether any source is -1."""
     n = ts_recv.shape[0]
+    # sub a power of two (the monitor's 64): the bin straight from the float64's bits, the
+    # same as frexp's (v >= 1 is normal: m = (1 + mant / 2**52) / 2, e = exponent - 1022, so
+    # (m - 0.5) * 2 * sub = mant * sub / 2**52, exact), ~5x faster than a libm frexp call
+    shift = -1
+    if sub > 0 and (sub & (sub - 1)) == 0:
+        shift = 52
+        while (np.int64(1) << (52 - shift)) < sub:
+            shift -= 1
+    fbuf = np.empty(1, np.float64)
+    ibuf = fbuf.view(np.int64)
     clock = np.empty(n, np.int64)
     src = np.empty(n, np.int64)
     lat = np.empty(n, np.int64)
@@ -46,6 +56,10 @@ def market_rows(ts_recv, ts_event, instrument, table, now, sub):
         lat[r] = v
         if v <= 0:
             bins[r] = 0
+        elif shift >= 0:
+            fbuf[0] = np.float64(v)
+            u = ibuf[0]
+            bins[r] = (((u >> 52) & 0x7FF) - 1022) * sub + ((u & 0xFFFFFFFFFFFFF) >> shift)
         else:
             m, e = math.frexp(np.float64(v))
             bins[r] = np.int64(e) * sub + np.int64((m - 0.5) * (2 * sub))
