@@ -151,3 +151,37 @@ def test_decode_columns_into_fills_every_column_of_garbage_rows():
     assert_batches_equal(decode_columns(payload, len(events)), ColumnBatch.from_events(events))
     with pytest.raises(ValueError, match="do not fit"):
         decode_columns_into(batch, 8, payload, len(events))
+
+
+def test_a_batch_stays_under_max_bytes_when_frames_are_big(tmp_path):
+    """Frames of big objects (a chains stream's) are packed up to max_bytes of uncompressed
+    payload, not up to max_rows: what is held stays bounded; the rows are the uncapped read's."""
+    from mia.engine.log.format import Frame, open_segment
+
+    log = EventLog(tmp_path)
+    t = DAY0 + 1_000
+    with log.writer(clock=ManualClock(DAY0), frame_max_events=3) as w:
+        for i in range(60):
+            w.append(Instrument(t + i, t + i, i, f"S{i}" + "x" * 20_000, "test", "", 0.25, 50.0))
+            w.append(Trade(t + i, t + i, i, 100.0, 1.0, 1))
+    date = utc_day(DAY0)
+    frames = []
+    for info in log.segments(date):
+        with open_segment(info.path) as seg:
+            frames += [f for f in seg.scan() if isinstance(f, Frame)]
+    ulen = {seq: f.ulen for f in frames for seq in range(f.first_seq, f.first_seq + f.count)}
+    first = {f.first_seq for f in frames}
+    cap = 2 * max(f.ulen for f in frames) + 100
+    capped = list(log.read_batches(date, min_rows=1, max_bytes=cap))
+    assert len(capped) > 3
+    for b in capped:
+        held = sum(ulen[s] for s in b.seq.tolist() if s in first)
+        assert held <= cap
+    assert len(list(log.read_batches(date, min_rows=1))) == 1  # uncapped: one batch
+    assert_batches_equal(ColumnBatch.concat(capped),
+                         ColumnBatch.concat(list(log.read_batches(date))))
+    assert_batches_equal(ColumnBatch.concat(capped), expected(log, date))
+    # a frame bigger than the cap is a batch of its own
+    alone = list(log.read_batches(date, min_rows=1, max_bytes=1))
+    assert len(alone) == len(frames)
+    assert_batches_equal(ColumnBatch.concat(alone), expected(log, date))

@@ -42,7 +42,7 @@ from .format import (
     read_segment_header,
     scan_frames,
 )
-from .reader import BATCH_ROWS, Problem, SegmentReader
+from .reader import BATCH_BYTES, BATCH_ROWS, Problem, SegmentReader
 from .writer import LogConfig, LogWriter, OnWrite
 
 # the frame scanner under the names the reliability tests reach it by
@@ -178,11 +178,12 @@ class EventLog:
                      follow: bool = False, on_problem: Callable[[Problem], None] | None = None,
                      poll_s: float = 0.02, idle_timeout_s: float | None = 60.0,
                      stop: Callable[[], bool] | None = None,
-                     min_rows: int = 64, max_rows: int = BATCH_ROWS) -> Iterator[ColumnBatch]:
+                     min_rows: int = 64, max_rows: int = BATCH_ROWS,
+                     max_bytes: int = BATCH_BYTES) -> Iterator[ColumnBatch]:
         """The same rows as ``read``, in the same order, as ColumnBatches.
 
         Consecutive frames of a segment are decoded into one batch of up to `max_rows` rows
-        (a bigger frame is a batch of its own; fewer when filters drop rows, at damage, and
+        and `max_bytes` of uncompressed frame payload (a bigger frame is a batch of its own; fewer when filters drop rows, at damage, and
         when a follower catches up). Runs shorter than `min_rows` (from interleaved segments)
         are joined before yielding.
         """
@@ -192,7 +193,7 @@ class EventLog:
         readers = self._open_readers(date, streams, strict, follow, on_problem, poll_s,
                                      idle_timeout_s, stop)
         yield from reader.read_batches(readers, flt, follow=follow, min_rows=min_rows,
-                                       max_rows=max_rows)
+                                       max_rows=max_rows, max_bytes=max_bytes)
 
     # checking
     def verify(self, date: str | dt.date, repair: bool = False) -> VerifyReport:

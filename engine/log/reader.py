@@ -37,6 +37,10 @@ log = logging.getLogger(__name__)
 # rows per ColumnBatch that read_batches aims at: big enough that per-batch costs (numpy calls,
 # reducer entry) vanish against the rows, small enough to stay in cache (~1.3 MB of columns)
 BATCH_ROWS = 16384
+# uncompressed payload bytes per batch at most (a bigger frame is a batch of its own): a day's
+# big objects (ChainSnapshots, ~0.7 MB a frame) are decoded and held a few dozen at a time,
+# not a whole segment's worth
+BATCH_BYTES = 16 << 20
 
 _ts_recv_of = attrgetter("ts_recv")
 
@@ -193,11 +197,12 @@ def _rows_of(unit: _Unit) -> Iterator[tuple[int, Event]]:
 
 
 def read_batches(readers: Sequence[SegmentReader], flt: Filters, *, follow: bool,
-                 min_rows: int, max_rows: int) -> Iterator[ColumnBatch]:
+                 min_rows: int, max_rows: int,
+                 max_bytes: int = BATCH_BYTES) -> Iterator[ColumnBatch]:
     """The rows of `read_rows`, in the same order, as ColumnBatches (see EventLog.read_batches)."""
     pending: list[ColumnBatch] = []
     rows = 0
-    for unit in _merge([r.units(flt, True, max_rows) for r in readers]):
+    for unit in _merge([r.units(flt, True, max_rows, max_bytes) for r in readers]):
         batch = unit.items
         if not pending and len(batch) >= min_rows:
             yield batch
@@ -294,9 +299,10 @@ class SegmentReader:
                 offset, reason, corrupt = item
                 self.problem(offset, reason, corrupt=corrupt)
 
-    def units(self, flt: Filters, columnar: bool, max_rows: int = 1) -> Iterator[_Unit]:
+    def units(self, flt: Filters, columnar: bool, max_rows: int = 1,
+              max_bytes: int = BATCH_BYTES) -> Iterator[_Unit]:
         if columnar:
-            yield from self._column_units(flt, max_rows)
+            yield from self._column_units(flt, max_rows, max_bytes)
             return
         dec = self.decoder
         need_index = flt.any
@@ -337,9 +343,10 @@ class SegmentReader:
                 yield _Unit(self.index, ts[keep], (keep + frame.first_seq).tolist(),
                             [events[j] for j in keep.tolist()], False)
 
-    def _column_units(self, flt: Filters, max_rows: int) -> Iterator[_Unit]:
-        """Consecutive frames decoded straight into one batch of up to max_rows rows (a frame
-        larger than that gets a batch of its own): per-frame costs are what a day of small
+    def _column_units(self, flt: Filters, max_rows: int, max_bytes: int) -> Iterator[_Unit]:
+        """Consecutive frames decoded straight into one batch of up to max_rows rows and
+        max_bytes of uncompressed payload (a frame larger than that gets a batch of its own):
+        per-frame costs are what a day of small
         frames spends its time on. What is held is handed on before damage is reported and
         before a follower waits, so rows and reports keep their order. Format-2 frames are
         staged and decoded together, one kernel call for the batch (`_drain`)."""
@@ -354,15 +361,22 @@ class SegmentReader:
         batch: ColumnBatch | None = None
         keep: np.ndarray | None = None
         rows = 0
+        used = 0  # uncompressed payload bytes of the frames in `batch` (decoded or staged)
         for item in self.items(flt.start, flt.end, runs=stage):
             if type(item) is FrameRun:  # staged in parts that fit the batch
-                i, counts = 0, item.count
+                i, counts, ulens = 0, item.count, item.ulen
                 while i < len(item):
                     room = len(batch) - rows - staged_rows if batch is not None else 0
                     j = i + int(np.searchsorted(np.cumsum(counts[i:]), room, side="right"))
+                    jb = i + int(np.searchsorted(np.cumsum(ulens[i:]), max_bytes - used,
+                                                 side="right"))
+                    if jb == i and batch is not None and not rows + staged_rows:
+                        jb = i + 1  # a frame bigger than max_bytes: a batch of its own
+                    j = min(j, jb)
                     if j > i:
                         staged.append(item.part(i, j))
                         staged_rows += int(counts[i:j].sum())
+                        used += int(ulens[i:j].sum())
                         i = j
                         continue
                     if staged:
@@ -372,7 +386,7 @@ class SegmentReader:
                         unit = self._column_unit(flt, batch, rows, keep)
                         if unit is not None:
                             yield unit
-                    batch, rows = empty_batch(max(max_rows, int(counts[i]))), 0
+                    batch, rows, used = empty_batch(max(max_rows, int(counts[i]))), 0, 0
                 continue
             if type(item) is not Frame:
                 if staged:
@@ -390,7 +404,8 @@ class SegmentReader:
             if item.payload is None:
                 continue
             n = item.count
-            if batch is None or rows + staged_rows + n > len(batch):
+            if (batch is None or rows + staged_rows + n > len(batch)
+                    or (rows + staged_rows and used + item.ulen > max_bytes)):
                 if staged:
                     batch, rows = yield from self._drain(flt, staged, batch, rows)
                     staged_rows = 0
@@ -399,8 +414,9 @@ class SegmentReader:
                     if unit is not None:
                         yield unit
                 size = max(max_rows, n)
-                batch, rows = empty_batch(size), 0
+                batch, rows, used = empty_batch(size), 0, 0
                 keep = np.empty(size, dtype=bool) if by_frame else None
+            used += item.ulen
             if stage:
                 staged.append(item)
                 staged_rows += n
