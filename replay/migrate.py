@@ -2,10 +2,15 @@
 ChainSnapshots of its option chains when it was recorded before the poller logged them.
 
 Segments. Every closed segment of the day whose format is not the target (the writer's,
-`FORMAT_VERSION`; `force` rewrites current ones too) is rewritten frame by frame: the same
-events, the same seqs, the same frame boundaries and the same segment metadata. The new file is
+`FORMAT_VERSION`; `force` rewrites current ones too) is rewritten: the same events, the same
+seqs and the same segment metadata, its frames compacted (consecutive frames joined into frames
+of up to the writer's `frame_max_events` and COMPACT_BYTES of payload: a live recording's
+100 ms frames of a few dozen rows cost a zstd call and a kernel set-up each on every replay).
+A segment already in the target format is rewritten too when its frames are not compact (a
+format-2 day recorded live), never the RecordingStarted frame (alone, as the writer writes
+it) nor the `chains` stream (one ChainSnapshot a frame). The new file is
 written beside the old one under a hidden temporary name, fsynced, read back and proved equal
-to the original (every frame's first seq and count, every event's encoding), and only then
+to the original (every event's seq and encoding, in order), and only then
 swapped in with one atomic rename (and the directory fsynced). A process killed at any moment
 leaves either the old file or the new one, each whole: the day stays readable with every
 event. A segment still being written (its writer holds the lock) is skipped, and so is one
@@ -21,8 +26,8 @@ parsing JSON; `--check` recomputes from the live stream alone, as before. The se
 written by a `LogWriter` under the root's `.mia-migrate` staging folder and renamed into the
 day whole.
 
-Idempotent: a day already in the target format, with no chain snapshot owed, is left as it is
-and the result says so.
+Idempotent: a day already in the target format, with compact frames and no chain snapshot owed,
+is left as it is and the result says so.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ from mia.engine.log.format import (
     open_segment,
     writer_alive,
 )
+from mia.engine.log.writer import LogConfig
 from mia.fold import INPUT_STREAMS
 from mia.replay.check import object_rows
 
@@ -70,6 +76,10 @@ TMP_SUFFIX = ".migrate.tmp"
 CHAIN_SOURCE_STREAMS = tuple(s for s in INPUT_STREAMS if s != CHAINS_STREAM)
 # the formats this mia writes (format 1 alone before format 2 existed)
 FORMAT_VERSIONS: tuple[int, ...] = getattr(log_format, "FORMAT_VERSIONS", (FORMAT_VERSION,))
+# compaction: a rewritten frame holds up to the writer's max events and COMPACT_BYTES of
+# uncompressed payload (the joined frames' own lengths); a bigger frame stays alone
+COMPACT_EVENTS = LogConfig().frame_max_events
+COMPACT_BYTES = 1 << 20
 
 
 class MigrateError(LogError):
@@ -86,9 +96,10 @@ class SegmentMigration(msgspec.Struct, frozen=True, kw_only=True):
     action: str
     from_format: int
     to_format: int
-    frames: int = 0
+    frames: int = 0  # once rewritten
     events: int = 0
     reason: str = ""  # why open or skipped
+    frames_before: int = 0  # the original's (rewritten ones)
 
 
 class MigrateResult(msgspec.Struct, kw_only=True):
@@ -112,8 +123,8 @@ class MigrateResult(msgspec.Struct, kw_only=True):
         out = []
         for s in self.segments:
             if s.action == "rewritten":
-                out.append(f"  {s.segment}: format {s.from_format} -> {s.to_format}, {s.frames:,} frames, "
-                           f"{s.events:,} events, proved equal")
+                out.append(f"  {s.segment}: format {s.from_format} -> {s.to_format}, "
+                           f"{s.frames_before:,} -> {s.frames:,} frames, {s.events:,} events, proved equal")
             elif s.action in ("skipped", "open"):
                 out.append(f"  {s.segment}: skipped: {s.reason}")
         if self.chain_snapshots:
@@ -177,6 +188,52 @@ def _frames(path: Path) -> Iterator[tuple[Frame, list[Event]]]:
             yield item, events
 
 
+def _compaction(stream: str) -> bool:
+    return stream != CHAINS_STREAM  # a chains frame holds one ChainSnapshot's columns
+
+
+def _groups(frames: Iterator[tuple[Frame, list[Event]]],
+            compact: bool) -> Iterator[tuple[int, list[Event], int]]:
+    """(first seq, events, frames joined) of the rewritten frames: consecutive frames (seqs
+    following on) joined up to COMPACT_EVENTS events and COMPACT_BYTES of their payload
+    lengths; the first frame (RecordingStarted) alone, every frame alone when not `compact`."""
+    max_events, max_bytes = COMPACT_EVENTS, COMPACT_BYTES
+    first, events, joined, size = 0, [], 0, 0
+    for k, (frame, evs) in enumerate(frames):
+        if joined and not (compact and k > 1 and frame.first_seq == first + len(events)
+                           and len(events) + frame.count <= max_events
+                           and size + frame.ulen <= max_bytes):
+            yield first, events, joined
+            joined = 0
+        if not joined:
+            first, events, size = frame.first_seq, [], 0
+        events.extend(evs)
+        joined += 1
+        size += frame.ulen
+    if joined:
+        yield first, events, joined
+
+
+def is_compact(path: Path, stream: str) -> bool:
+    """Whether a rewrite would join none of the segment's frames, from its frame headers alone:
+    no two consecutive frames (after the first) fit together in COMPACT_EVENTS events and a
+    quarter of COMPACT_BYTES (slack: a joined frame's payload length is not exactly the sum of
+    its parts', so a compacted segment stays compact)."""
+    if not _compaction(stream):
+        return True
+    prev: Frame | None = None
+    with open_segment(path) as seg:
+        for k, item in enumerate(seg.scan(lo=1 << 62)):  # every frame skipped unread: headers only
+            if not isinstance(item, Frame):
+                return True  # damage: not for compaction to decide (the rewrite reports it)
+            if (k > 1 and prev is not None and item.first_seq == prev.first_seq + prev.count
+                    and prev.count + item.count <= COMPACT_EVENTS
+                    and prev.ulen + item.ulen <= COMPACT_BYTES // 4):
+                return False
+            prev = item
+    return True
+
+
 def _header(path: Path) -> tuple[int, int, dict]:
     with open_segment(path) as seg:
         return seg.format_version, seg.schema_version, dict(seg.metadata)
@@ -184,7 +241,8 @@ def _header(path: Path) -> tuple[int, int, dict]:
 
 def _prove_equal(original: Path, rewritten: Path, version: int) -> tuple[int, int]:
     """(frames, events) once `rewritten` reads back equal to `original`: the same metadata, and
-    frame by frame the same first seq, count and event encodings; else MigrateError."""
+    event by event the same seq and encoding (its frames may join the original's); else
+    MigrateError."""
     fmt, _, meta = _header(rewritten)
     _, _, meta0 = _header(original)
     if fmt != version:
@@ -193,22 +251,22 @@ def _prove_equal(original: Path, rewritten: Path, version: int) -> tuple[int, in
         raise MigrateError(f"{original.name}: metadata {meta0} rewritten as {meta}")
     encode = EventCodec().encode
     frames = events = 0
-    new = _frames(rewritten)
-    for frame, evs in _frames(original):
-        got = next(new, None)
-        if got is None:
-            raise MigrateError(f"{original.name}: rewritten segment ends after {frames} of its frames")
-        frame2, evs2 = got
-        if (frame2.first_seq, frame2.count) != (frame.first_seq, frame.count):
-            raise MigrateError(f"{original.name}: frame {frames} holds seqs {frame.first_seq}+{frame.count}, "
-                               f"rewritten {frame2.first_seq}+{frame2.count}")
-        for i, (a, b) in enumerate(zip(evs, evs2)):
+    old = ((frame.first_seq + i, ev) for frame, evs in _frames(original) for i, ev in enumerate(evs))
+    for frame2, evs2 in _frames(rewritten):
+        for i, b in enumerate(evs2):
+            got = next(old, None)
+            if got is None:
+                raise MigrateError(f"{original.name}: rewritten segment holds more than its {events} events")
+            seq, a = got
+            if seq != frame2.first_seq + i:
+                raise MigrateError(f"{original.name}: frame {frames} holds seqs {frame2.first_seq}+"
+                                   f"{frame2.count} once rewritten, seq {seq} wanted at row {i}")
             if encode(a) != encode(b):
-                raise MigrateError(f"{original.name}: seq {frame.first_seq + i} differs once rewritten")
+                raise MigrateError(f"{original.name}: seq {seq} differs once rewritten")
+            events += 1
         frames += 1
-        events += len(evs)
-    if next(new, None) is not None:
-        raise MigrateError(f"{original.name}: rewritten segment holds more than its {frames} frames")
+    if next(old, None) is not None:
+        raise MigrateError(f"{original.name}: rewritten segment ends after {events} of its events")
     return frames, events
 
 
@@ -230,11 +288,14 @@ def _rewrite(info: SegmentInfo, version: int) -> SegmentMigration:
     enc = _FrameEncoder(version)
     _, _, meta = _header(path)
     tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
+    before = 0
 
     def parts() -> Iterator[bytes]:
+        nonlocal before
         yield enc.header(meta)
-        for frame, events in _frames(path):
-            yield enc.frame(events, frame.first_seq)
+        for first_seq, events, joined in _groups(_frames(path), _compaction(info.stream)):
+            before += joined
+            yield enc.frame(events, first_seq)
 
     try:
         _write_file(tmp, parts())
@@ -244,10 +305,11 @@ def _rewrite(info: SegmentInfo, version: int) -> SegmentMigration:
         tmp.unlink(missing_ok=True)
         raise
     plat.fsync_dir(path.parent)
-    logger.info("segment migrated path=%s format=%d->%d frames=%d events=%d", path, info.format_version,
-                version, frames, events)
+    logger.info("segment migrated path=%s format=%d->%d frames=%d->%d events=%d", path,
+                info.format_version, version, before, frames, events)
     return SegmentMigration(segment=path.name, stream=info.stream, action="rewritten",
-                            from_format=info.format_version, to_format=version, frames=frames, events=events)
+                            from_format=info.format_version, to_format=version, frames=frames,
+                            events=events, frames_before=before)
 
 
 # --- chains --------------------------------------------------------------------------------------
@@ -346,7 +408,8 @@ def migrate_day(root: str | os.PathLike, date: str, *, target_format: int | None
                 force: bool = False, chains: bool = True,
                 on_segment: Callable[[SegmentMigration], None] | None = None) -> MigrateResult:
     """Rewrite the closed segments of `date` under `root` into `target_format` (default: the
-    writer's), each proved equal to its original before an atomic swap, and write the
+    writer's) with compacted frames (segments in the target format whose frames are not
+    compact too), each proved equal to its original before an atomic swap, and write the
     ChainSnapshots the day lacks into a `chains` segment (`chains=False`: not). `force`
     rewrites segments already in the target format too. One migration of a day at a time
     (a lock under the root's staging folder); a second one raises LogError.
@@ -373,7 +436,7 @@ def migrate_day(root: str | os.PathLike, date: str, *, target_format: int | None
                 done = SegmentMigration(segment=path.name, stream=info.stream, action="open",
                                         from_format=info.format_version, to_format=version,
                                         reason="still being written (its writer holds the lock)")
-            elif info.format_version == version and not force:
+            elif info.format_version == version and not force and is_compact(path, info.stream):
                 done = SegmentMigration(segment=path.name, stream=info.stream, action="current",
                                         from_format=version, to_format=version)
             else:

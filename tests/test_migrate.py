@@ -25,7 +25,7 @@ from mia.engine.events import (
     RecordingStarted,
 )
 from mia.engine.log import EventLog
-from mia.engine.log.format import FORMAT_VERSION, open_segment
+from mia.engine.log.format import FORMAT_VERSION, Frame, open_segment
 from mia.fold import LIVE_STREAMS, Fold
 from mia.replay import migrate as migrate_mod
 from mia.replay import replay_day
@@ -118,7 +118,8 @@ def test_forced_rewrite_is_the_writers_bytes(tmp_path):
     for version in migrate_mod.FORMAT_VERSIONS:
         root = tmp_path / f"v{version}"
         kw = {} if version == FORMAT_VERSION else {"format_version": version}
-        path = write_events(root, events, **kw)
+        # frames cut by count alone: compact already, so compaction joins none of them
+        path = write_events(root, events, frame_max_ms=1e9, **kw)
         before = path.read_bytes()
         result = migrate_day(root, DATE, target_format=version, force=True, chains=False)
         assert [s.action for s in result.segments] == ["rewritten"]
@@ -200,9 +201,12 @@ m.migrate_day(root, date, force=True)
 print("finished")
 """
 
-# the temporary file half written, then whole but not swapped in; one segment swapped, the
-# other not; the chains segment half staged, then staged whole but not renamed into the day
-KILL_POINTS = [("write", 4), ("write", 40), ("replace", 1), ("replace", 2), ("append", 2), ("replace", 3)]
+# the temporary file half written (compacted, the live segment is written in 3 parts: header,
+# RecordingStarted's frame, the rest), the second segment's half written after the first was
+# swapped; whole but not swapped in; one segment swapped, the other not; the chains segment
+# half staged, then staged whole but not renamed into the day
+KILL_POINTS = [("write", 2), ("write", 3), ("write", 6), ("replace", 1), ("replace", 2), ("append", 2),
+               ("replace", 3)]
 
 
 def test_kill_9_at_every_step_leaves_every_event(day):
@@ -247,3 +251,73 @@ def test_migrate_json_and_usage(day, tmp_path):
     assert not again["changed"] and again["chain_snapshots"] == 0
     res = cli_run("migrate", "--date", "2026-01-02", "--data-dir", str(day))
     assert res.exit_code != 0 and "no data" in res.output.lower()
+
+
+# --- compaction -----------------------------------------------------------------------------------
+
+
+def frames_of(path) -> list:
+    with open_segment(path) as seg:
+        return list(seg.scan(lo=1 << 62))  # headers only
+
+
+def test_a_format_2_day_of_small_frames_is_compacted(day, monkeypatch):
+    """A format-2 day recorded live (small frames) is compacted: far fewer frames, every event
+    and seq and the metadata unchanged, the chains stream's frames left alone, `replay --check`
+    ok; migrating again does nothing."""
+    with monkeypatch.context() as m:  # format 2 with the recording's own frames, as live
+        m.setattr(migrate_mod, "_compaction", lambda stream: False)
+        migrate_day(day, DATE)
+    segs = {Path(i.path).name: (i.stream, Path(i.path)) for i in EventLog(day).segments(DATE)}
+    before = {name: frames_of(p) for name, (_, p) in segs.items()}
+    assert all(i.format_version == FORMAT_VERSION for i in EventLog(day).segments(DATE))
+    live = next(name for name, (s, _) in segs.items() if s == "live")
+    assert len(before[live]) > 50
+    chains = next(p for s, p in segs.values() if s == CHAINS_STREAM)
+    chain_bytes = chains.read_bytes()
+    events, meta = streams_of(day), metadata_of(day)
+    assert not migrate_mod.is_compact(segs[live][1], "live")
+
+    result = migrate_day(day, DATE)
+    done = {s.segment: s for s in result.segments}
+    assert done[live].action == "rewritten" and done[live].frames_before == len(before[live])
+    after = {name: frames_of(p) for name, (_, p) in segs.items()}
+    assert len(after[live]) == done[live].frames < len(before[live]) // 10
+    assert done[chains.name].action == "current" and chains.read_bytes() == chain_bytes
+    for name, frames in after.items():
+        assert all(isinstance(f, Frame) and f.count <= migrate_mod.COMPACT_EVENTS for f in frames)
+        assert frames[0].count == 1  # RecordingStarted alone, as the writer writes it
+        seqs = [(f.first_seq, f.count) for f in frames]
+        assert all(a + n == b for (a, n), (b, _) in zip(seqs, seqs[1:]))  # seqs follow on
+    assert streams_of(day) == events and metadata_of(day) == meta
+    assert chains_of(day)[0].chain_snapshots and len(chains_of(day)) == 5
+    res = cli_run("replay", "--check", "--deep", "-q", "--date", DATE, "--data-dir", str(day),
+                  "--config", str(DAY_V0 / "mia.toml"))
+    assert res.exit_code == 0 and "check --deep: ok" in res.stderr, res.output
+
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in (day / DATE).iterdir())
+    res = cli_run("migrate", "--date", DATE, "--data-dir", str(day))
+    assert res.exit_code == 0 and "already migrated" in res.stdout, res.output
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (day / DATE).iterdir()) == files
+
+
+def test_compaction_keeps_to_its_bounds(day, monkeypatch):
+    """Joined frames hold at most COMPACT_EVENTS events, and stop at COMPACT_BYTES of payload;
+    a compacted day is compact (a second run does nothing)."""
+    events = streams_of(day)
+    monkeypatch.setattr(migrate_mod, "COMPACT_EVENTS", 100)
+    migrate_day(day, DATE, chains=False)
+    live = next(Path(i.path) for i in EventLog(day).segments(DATE) if i.stream == "live")
+    counts = [f.count for f in frames_of(live)]
+    assert max(counts) <= 100 and len(counts) >= 1_833 // 100 and streams_of(day) == events
+    assert all(migrate_mod.is_compact(Path(i.path), i.stream) for i in EventLog(day).segments(DATE))
+    assert not migrate_day(day, DATE, chains=False).changed
+
+    monkeypatch.setattr(migrate_mod, "COMPACT_EVENTS", 4096)
+    monkeypatch.setattr(migrate_mod, "COMPACT_BYTES", 8_000)
+    migrate_day(day, DATE, chains=False)
+    frames = frames_of(live)
+    big = [f for f in frames[1:] if f.ulen > 8_000]
+    assert len(frames) > 10 and streams_of(day) == events  # 2 with the default bound
+    assert all(f.count <= 100 for f in big)  # joined past the byte bound never: only alone
+    assert not migrate_day(day, DATE, chains=False).changed
