@@ -9,6 +9,7 @@ file per schema, as Databento ships them).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -210,6 +211,37 @@ def bench_replay(n: int) -> dict:
     return out
 
 
+def bench_compaction(n: int, repeats: int = 2) -> dict:
+    """The ES-like day of `bench_replay` as recorded live (format 2, ~43 events a 100 ms frame),
+    then the same files after `mia migrate` compacts their frames, same run: `replay_day` and
+    decode alone in a fresh process each (best of `repeats`), the frame counts, the migrate."""
+    from bench.bench_pipeline import _child, write_day
+    from mia.replay.migrate import migrate_day
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_compact_"))
+    out: dict = {"n": n}
+    try:
+        date, _ = write_day(tmp, n, [])
+
+        def measure() -> dict:
+            _child(tmp, date, "decode")  # page cache and numba cache warm
+            runs = {m: [_child(tmp, date, m) for _ in range(repeats)] for m in ("decode", "replay")}
+            best = {m: min(r, key=lambda x: x["seconds"]) for m, r in runs.items()}
+            return {**best, "frames": sum(s.frames for s in EventLog(tmp).inspect(date)),
+                    "bytes": sum(s.size for s in EventLog(tmp).segments(date))}
+
+        out["live"] = measure()
+        t0 = time.perf_counter()
+        result = migrate_day(tmp, date, chains=False)
+        out["migrate_s"] = time.perf_counter() - t0
+        out["rewritten"] = sum(s.action == "rewritten" for s in result.segments)
+        out["compacted"] = measure()
+        out["second_changed"] = migrate_day(tmp, date, chains=False).changed
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 MEM_CHILD = textwrap.dedent("""
     import sys
     from bench._timing import peak_rss_kib
@@ -325,4 +357,7 @@ def run(quick: bool) -> str:
 
 
 if __name__ == "__main__":
-    print(run(quick="--quick" in sys.argv))
+    if "--compaction" in sys.argv:  # the migrate compaction before/after alone
+        print(json.dumps(bench_compaction(1_000_000 if "--quick" in sys.argv else 10_000_000)))
+    else:
+        print(run(quick="--quick" in sys.argv))
