@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 DRAIN_INTERVAL_S = 0.005  # the timer task: heartbeats, frame timers, status
 MAX_DRAIN_EVENTS = 2048  # events one scheduled drain takes before letting the loop run
 HEARTBEAT_INTERVAL_S = 1.0
+SOURCE_STOP_S = 3.0  # a stopped source has this long to end its run before it is cancelled
 FIRST_LOGON_TIMEOUT_S = 5.0  # the old fixed limit; now only what --exit-if-unreachable gives
 FIRST_LOGON_GRACE_S = 1.0  # a DTC server not logged on by then is shown and recorded as awaited
 KERNELS_DEFER_S = 2.0  # the kernels load once the sources are up, or after this at the latest
@@ -413,6 +414,11 @@ class Recorder:
                 await asyncio.wait_for(s.stop(), 5.0)
             except Exception:
                 logger.exception("source stop failed")
+        # a stopped source ends its run by itself: taking what was already flushed (Sierra's
+        # files), closing its files and sockets; cancelled only if it has not within the bound
+        pending = [t for t in tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=SOURCE_STOP_S)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

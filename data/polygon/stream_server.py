@@ -51,9 +51,10 @@ from .server import (
 from .stream import CLUSTER_INDICES, CLUSTER_OPTIONS, QUOTE_LIMIT
 
 log = logging.getLogger(__name__)
-# websockets logs every frame at DEBUG, clients' auth messages (keys) among them: not ours
+# websockets logs every frame at DEBUG, clients' auth messages (keys) among them, and every
+# connection opened or closed at INFO: a simulator's console (mia sim, mia demo) shows warnings only
 _ws_logger = logging.getLogger(__name__ + ".websockets")
-_ws_logger.setLevel(logging.INFO)
+_ws_logger.setLevel(logging.WARNING)
 
 DEFAULT_STREAM_PORT: Final = 8766
 SWEEP_CONDITION: Final = 219  # the simulator's intermarket-sweep trade condition

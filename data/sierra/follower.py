@@ -199,14 +199,16 @@ class SierraFollower:
 
     async def run(self) -> None:
         self._start()
-        while not self._stop.is_set():
-            self.poll()
-            try:
-                await asyncio.wait_for(self._stop.wait(), self.poll_s)
-            except asyncio.TimeoutError:
-                pass
-        self.poll()  # what was flushed before the stop is taken
-        self.close()
+        try:
+            while not self._stop.is_set():
+                self.poll()
+                try:
+                    await asyncio.wait_for(self._stop.wait(), self.poll_s)
+                except asyncio.TimeoutError:
+                    pass
+            self.poll()  # what was flushed before the stop is taken
+        finally:
+            self.close()  # cancelled too: never leave Sierra's files open
 
     async def stop(self) -> None:
         self._stop.set()
