@@ -18,6 +18,8 @@ from typing import Final
 import numpy as np
 from numba import njit
 
+from ._orderflow_kernels import bar_bounds
+
 R_TRADE: Final = 0
 R_QUOTE: Final = 1
 R_INDEX: Final = 2
@@ -265,14 +267,7 @@ def flow_run(rk, cidx, und, ts, ts_recv, a, b, flags, lo, hi, c_s, c_k, u_i, u_f
             reason |= U_SWEEP
         reason_out[r] = reason
         if u_i[u, UI_BAR_OPEN] == 0:
-            aligned = (t // interval_ns) * interval_ns
-            bs = aligned
-            ss = u_i[u, UI_SESS_START]
-            if bs < ss and ss <= t:
-                bs = ss
-            be = aligned + interval_ns
-            if be > u_i[u, UI_SESS_END]:
-                be = u_i[u, UI_SESS_END]
+            bs, be = bar_bounds(t, interval_ns, u_i[u, UI_SESS_START], u_i[u, UI_SESS_END])
             u_i[u, UI_BAR_OPEN] = 1
             u_i[u, UI_BAR_START] = bs
             u_i[u, UI_BAR_END] = be

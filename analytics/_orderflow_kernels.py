@@ -142,6 +142,21 @@ _K_ENDED: Final = K_RECORDING_ENDED
 
 
 @njit(cache=True)
+def bar_bounds(t, interval_ns, sess_start, sess_end):
+    """[start, end) of the bar holding time t: the interval grid, clipped to the session (the
+    first bar of a session starts at its start, the last ends at its end). Order flow and option
+    flow bars share it."""
+    aligned = (t // interval_ns) * interval_ns
+    start = aligned
+    if start < sess_start and sess_start <= t:
+        start = sess_start
+    end = aligned + interval_ns
+    if end > sess_end:
+        end = sess_end
+    return start, end
+
+
+@njit(cache=True)
 def poc_value_area(vol, va_frac):
     """POC and value area over one profile (`vol[j]`: volume of row j, rows one tick apart).
 
@@ -405,14 +420,7 @@ def orderflow_run(kind, ts_event, ts_recv, instrument, price, size, side, bid, a
 
         # bar
         if istate[i, I_BAR_OPEN] == 0:
-            aligned = (t // interval_ns) * interval_ns
-            bs = aligned
-            ss = istate[i, I_SESS_START]
-            if bs < ss and ss <= t:
-                bs = ss
-            be = aligned + interval_ns
-            if be > istate[i, I_SESS_END]:
-                be = istate[i, I_SESS_END]
+            bs, be = bar_bounds(t, interval_ns, istate[i, I_SESS_START], istate[i, I_SESS_END])
             istate[i, I_BAR_OPEN] = 1
             istate[i, I_BAR_START] = bs
             istate[i, I_BAR_END] = be

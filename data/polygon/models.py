@@ -511,12 +511,17 @@ def chain_columns(responses: Sequence[PolygonResponse]) -> ChainColumns:
     (chain_row_count says which and why). Missing greeks, IV, OI, volume and quotes are NaN. A
     page that is not a 200 chain page raises PolygonDecodeError.
     """
+    return _picked(responses, "chain_columns").columns()
+
+
+def _picked(responses: Sequence[PolygonResponse], what: str) -> ChainRowCounter:
+    """The rows of one snapshot's pages, kept (the one row selection of both chain forms)."""
     if not responses:
-        raise PolygonDecodeError("chain_columns: no pages")
+        raise PolygonDecodeError(f"{what}: no pages")
     picked = ChainRowCounter(keep=True)
     for resp in responses:
         picked.add(resp)
-    return picked.columns()
+    return picked
 
 
 def _columns(picked: ChainRowCounter) -> ChainColumns:
@@ -571,12 +576,7 @@ def chain_snapshot(responses: Sequence[PolygonResponse]) -> ChainSnapshot:
     the event, live (the poller) and in `mia migrate`; `mia.engine.columns.snapshot_chain` reads
     it back. Same errors as chain_columns.
     """
-    if not responses:
-        raise PolygonDecodeError("chain_snapshot: no pages")
-    picked = ChainRowCounter(keep=True)
-    for resp in responses:
-        picked.add(resp)
-    return picked.snapshot()
+    return _picked(responses, "chain_snapshot").snapshot()
 
 
 def _snapshot(picked: ChainRowCounter) -> ChainSnapshot:
