@@ -379,23 +379,14 @@ class SegmentReader:
                         used += int(ulens[i:j].sum())
                         i = j
                         continue
-                    if staged:
-                        batch, rows = yield from self._drain(flt, staged, batch, rows)
-                        staged_rows = 0
-                    if rows:
-                        unit = self._column_unit(flt, batch, rows, keep)
-                        if unit is not None:
-                            yield unit
+                    yield from self._hand_on(flt, staged, batch, rows, keep)
+                    staged_rows = 0
                     batch, rows, used = empty_batch(max(max_rows, int(counts[i]))), 0, 0
                 continue
             if type(item) is not Frame:
-                if staged:
-                    batch, rows = yield from self._drain(flt, staged, batch, rows)
-                    staged_rows = 0
+                batch, rows = yield from self._hand_on(flt, staged, batch, rows, keep)
+                staged_rows = 0
                 if rows:
-                    unit = self._column_unit(flt, batch, rows, keep)
-                    if unit is not None:
-                        yield unit
                     batch, rows = None, 0
                 if item is not None:
                     offset, reason, corrupt = item
@@ -406,13 +397,8 @@ class SegmentReader:
             n = item.count
             if (batch is None or rows + staged_rows + n > len(batch)
                     or (rows + staged_rows and used + item.ulen > max_bytes)):
-                if staged:
-                    batch, rows = yield from self._drain(flt, staged, batch, rows)
-                    staged_rows = 0
-                if rows:
-                    unit = self._column_unit(flt, batch, rows, keep)
-                    if unit is not None:
-                        yield unit
+                yield from self._hand_on(flt, staged, batch, rows, keep)
+                staged_rows = 0
                 size = max(max_rows, n)
                 batch, rows, used = empty_batch(size), 0, 0
                 keep = np.empty(size, dtype=bool) if by_frame else None
@@ -439,12 +425,19 @@ class SegmentReader:
                     self._learn(batch.objects[n_objects:])
                 keep[part] = self._mask(flt, kind, batch.ts_recv[part], batch.instrument[part])
             rows += n
+        yield from self._hand_on(flt, staged, batch, rows, keep)
+
+    def _hand_on(self, flt: Filters, staged: list[Frame], batch: ColumnBatch | None, rows: int,
+                 keep: np.ndarray | None):
+        """Decode what is staged into `batch`, then hand its rows on as one unit (before a new
+        batch, damage being reported, or a follower waiting). Yields; returns (batch, rows)."""
         if staged:
             batch, rows = yield from self._drain(flt, staged, batch, rows)
         if rows:
             unit = self._column_unit(flt, batch, rows, keep)
             if unit is not None:
                 yield unit
+        return batch, rows
 
     def _drain(self, flt: Filters, staged: list[Frame], batch: ColumnBatch, rows: int):
         """Decode the staged frames into `batch` from row `rows` (they fit): one kernel call,
